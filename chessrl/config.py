@@ -1,0 +1,227 @@
+"""The experiment config: a typed schema, strict TOML loading, ``--set`` overrides.
+
+``[env]`` keys other than ``name`` are validated by the chosen game's own schema and
+``[plugins.<name>]`` sections by that regulariser's ``Config``; both come from plugins.
+The help text beside each field is what ``docs/config.md`` and ``chessrl config show`` show.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chessrl import pluginmanager
+from chessrl.errors import UserError
+from chessrl.schema import Locator, build, opt, section, suggest, to_dict
+
+
+@dataclass
+class EnvConfig:
+    name: str = opt("chess", "Game to play: any game registered by an installed plugin (`chessrl plugins`).")
+    options: Any = None  # the game's own options dataclass, filled from the other [env] keys
+
+
+@dataclass
+class PolicyConfig:
+    d_model: int = opt(256, "Transformer width.", ge=8)
+    n_layers: int = opt(4, "Transformer layers.", ge=1)
+    n_heads: int = opt(8, "Attention heads; must divide d_model.", ge=1)
+    d_ff: int = opt(1024, "Feed-forward hidden size.", ge=8)
+    frozen_layers: int = opt(0, "Freeze the embeddings and the first k layers (0 = train everything).", ge=0)
+    init_checkpoint: str = opt("", "Checkpoint to load policy weights from ('' = random init).")
+
+    def __post_init__(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads = {self.n_heads} must divide d_model = {self.d_model}")
+        if self.frozen_layers > self.n_layers:
+            raise ValueError(f"frozen_layers = {self.frozen_layers} exceeds n_layers = {self.n_layers}")
+
+
+@dataclass
+class RolloutConfig:
+    roots: int = opt(4, "R: root positions per step.", ge=1)
+    group_size: int = opt(16, "G: trajectories per root (the GRPO group).", ge=1)
+    plies: int = opt(16, "T: plies per trajectory (the trajectory depth).", ge=1)
+    temperature: float = opt(1.0, "Sampling temperature; the loss uses the same one.", gt=0.0)
+    opponent: str = opt("self", "'self': the policy plays both sides; 'engine': the game's engine answers.",
+                        choices=("self", "engine"))
+    train_plies: str = opt("root", "Which plies are trained on: the root player's ('root') or both sides' ('both').",
+                           choices=("root", "both"))
+    teacher_forcing_prob: float = opt(0.0, "Probability, per trajectory, that the first opponent plies are the engine's.",
+                                      ge=0.0, le=1.0)
+    teacher_forcing_depth: int = opt(4, "How many opponent plies a teacher-forced trajectory takes from the engine.", ge=0)
+
+
+@dataclass
+class AdvantageConfig:
+    scale: str = opt("std", "Divide group-centred returns by the group std ('std') or not ('none', Dr. GRPO).",
+                     choices=("std", "none"))
+    returns: str = opt("sum", "Return: the sum of the player's per-ply rewards ('sum') or the final value ('terminal').",
+                       choices=("sum", "terminal"))
+    eps: float = opt(1e-6, "Added to the group std before dividing.", gt=0.0)
+
+
+@dataclass
+class LossConfig:
+    clip_low: float = opt(0.2, "PPO clip epsilon below 1 (ratio >= 1 - clip_low).", ge=0.0, lt=1.0)
+    clip_high: float = opt(0.2, "PPO clip epsilon above 1 (ratio <= 1 + clip_high).", ge=0.0)
+    aggregation: str = opt("token-mean", "'token-mean': mean over all trained plies; 'seq-mean': mean per trajectory, then over trajectories.",
+                           choices=("token-mean", "seq-mean"))
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = opt(100, "GRPO steps to run.", ge=0)
+    lr: float = opt(1e-6, "AdamW learning rate.", gt=0.0)
+    weight_decay: float = opt(0.0, "AdamW weight decay.", ge=0.0)
+    betas: list[float] = opt([0.9, 0.999], "AdamW betas.")
+    grad_clip: float = opt(1.0, "Clip the global gradient norm to this (0 = off).", ge=0.0)
+    ppo_steps: int = opt(1, "Optimisation epochs over each rollout.", ge=1)
+    sync_every: int = opt(1, "Copy the policy into the old policy every N steps.", ge=1)
+    checkpoint_every: int = opt(50, "Write a checkpoint every N steps (and at the end).", ge=1)
+    keep_checkpoints: int = opt(3, "How many recent checkpoints to keep.", ge=1)
+    budget_every: int = opt(1, "Measure per-term gradient norms every N steps (0 = never).", ge=0)
+    eval_every: int = opt(0, "Evaluate against the game's opponent every N steps (0 = never).", ge=0)
+    eval_games: int = opt(16, "Games per evaluation.", ge=1)
+    health_window: int = opt(20, "Steps in the window health flags look at.", ge=2)
+
+
+@dataclass
+class LoggingConfig:
+    wandb: str = opt("auto", "'auto' (offline unless an API key is configured), 'offline', 'online' or 'disabled'.",
+                     choices=("auto", "offline", "online", "disabled"))
+    project: str = opt("chessrl", "wandb project.")
+    progress: bool = opt(True, "Show a progress bar.")
+
+
+@dataclass
+class Config:
+    name: str = opt("run", "Run name; the run directory is runs/<name>-<timestamp>/.")
+    seed: int = opt(0, "Seed for the policy init, root sampling and sampling.")
+    device: str = opt("cpu", "'cpu', 'cuda' or 'auto' (cuda when present).", choices=("cpu", "cuda", "auto"))
+    env: EnvConfig = section(EnvConfig, "The game.")
+    policy: PolicyConfig = section(PolicyConfig, "The policy network.")
+    rollout: RolloutConfig = section(RolloutConfig, "Group rollouts.")
+    advantage: AdvantageConfig = section(AdvantageConfig, "Group-relative advantages.")
+    loss: LossConfig = section(LossConfig, "The GRPO (PPO-clip) objective.")
+    trainer: TrainerConfig = section(TrainerConfig, "Optimisation and checkpoints.")
+    logging: LoggingConfig = section(LoggingConfig, "metrics.jsonl and wandb.")
+    plugins: dict = dataclasses.field(default_factory=dict, metadata={
+        "help": "Enabled regularisers: one [plugins.<name>] table each, validated by the plugin."})
+
+
+def read_toml(path: str | Path) -> tuple[dict, str]:
+    """Parse a TOML file or raise a one-line UserError."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; give the path of an experiment TOML, e.g. examples/clean.toml") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read the file ({exc.__class__.__name__}: {exc})") from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: invalid TOML: {exc}") from None
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: a TOML literal (1, 0.5, true, "x", [1,2]) or else a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected section.key=value, e.g. --set trainer.lr=3e-6")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {item!r}: '{part}' is not a section")
+        node[parts[-1]] = parse_value(value.strip())
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Load, override and validate an experiment config. Raises UserError on any mistake."""
+    data, text = read_toml(path)
+    data = apply_overrides(data, list(overrides))
+    return from_dict(data, Locator(str(path), text))
+
+
+def from_dict(data: dict, loc: Locator | None = None) -> Config:
+    loc = loc or Locator()
+    env = data.get("env", {})
+    if not isinstance(env, dict):
+        raise UserError(f"{loc.where('env')}'env' must be a table")
+    plugins = data.get("plugins", {})
+    if not isinstance(plugins, dict):
+        raise UserError(f"{loc.where('plugins')}'plugins' must be a table of [plugins.<name>] sections")
+    core = {k: v for k, v in data.items() if k not in ("env", "plugins")}
+    cfg = build(Config, core, loc=loc)
+    cfg.env = build(EnvConfig, {k: v for k, v in env.items() if k == "name"}, prefix="env", loc=loc)
+
+    games = pluginmanager.games()
+    if cfg.env.name not in games:
+        raise UserError(f"{loc.where('env.name')}'env.name' = {cfg.env.name!r} is not an installed game"
+                        f"{suggest(cfg.env.name, games)} (installed: {', '.join(sorted(games)) or 'none'})")
+    game_schema = games[cfg.env.name].schema
+    cfg.env.options = build(game_schema, env, prefix="env", loc=loc, extra=("name",))
+
+    regs = pluginmanager.regularisers()
+    enabled = {}
+    for name, section_data in plugins.items():
+        if name not in regs:
+            raise UserError(f"{loc.where('plugins.' + name)}plugin '{name}' is not installed"
+                            f"{suggest(name, regs)} (installed regularisers: {', '.join(sorted(regs)) or 'none'})")
+        if not isinstance(section_data, dict):
+            raise UserError(f"{loc.where('plugins.' + name)}'plugins.{name}' must be a table")
+        enabled[name] = build(regs[name].obj.Config, section_data, prefix=f"plugins.{name}", loc=loc)
+    cfg.plugins = enabled
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict:
+    d = to_dict(cfg)
+    env = {"name": cfg.env.name, **to_dict(cfg.env.options)}
+    d["env"] = env
+    d["plugins"] = {k: to_dict(v) for k, v in cfg.plugins.items()}
+    return d
+
+
+def dumps_toml(d: dict) -> str:
+    """Write a resolved config dict as TOML (scalars, lists and nested tables only)."""
+    lines: list[str] = []
+
+    def lit(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(lit(x) for x in v) + "]"
+        if v is None:
+            return '""'
+        return repr(v)
+
+    def emit(table: str, node: dict) -> None:
+        scalars = {k: v for k, v in node.items() if not isinstance(v, dict)}
+        subs = {k: v for k, v in node.items() if isinstance(v, dict)}
+        if table and (scalars or not subs):
+            lines.append(f"\n[{table}]")
+        for k, v in scalars.items():
+            lines.append(f"{k} = {lit(v)}")
+        for k, v in subs.items():
+            emit(f"{table}.{k}" if table else k, v)
+
+    emit("", d)
+    return "\n".join(lines).lstrip() + "\n"

@@ -1,0 +1,210 @@
+"""The TorchRL env and the Gymnasium view that every game gets from its :class:`Game`.
+
+``BoardGameEnv`` has batch dims ``(R, G)`` (or any shape): a reset draws ``R`` root
+positions and copies each one ``G`` times along the last dim, so a rollout stacked over
+plies is exactly the ``[R, G, T]`` TensorDict the trainer consumes. Finished boards are
+absorbing: later actions on them are ignored and they report ``done`` with reward 0.
+
+Keys (see docs/rollouts.md): ``observation`` int64 [*B, L], ``action_mask`` bool [*B, A]
+(a finished board shows only action 0, so masked samplers stay well defined), ``to_play``
+int64 [*B], ``ply`` int64 [*B], ``action`` int64 [*B], ``reward`` / ``value`` float [*B, 1]
+(for the player who just moved), ``done`` / ``terminated`` / ``truncated`` bool [*B, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Bounded, Categorical, Composite, Unbounded
+from torchrl.envs import EnvBase
+
+from chessrl.game import Game
+
+
+class BoardGameEnv(EnvBase):
+    """A batched, absorbing TorchRL env over ``game``; see the module docstring for keys."""
+
+    batch_locked = True
+
+    def __init__(self, game: Game, batch_size=(1,), device: str | torch.device = "cpu", seed: int = 0):
+        batch_size = torch.Size(batch_size)
+        super().__init__(device=device, batch_size=batch_size)
+        self.game = game
+        self.n = int(math.prod(batch_size))
+        self.group = batch_size[-1] if len(batch_size) > 1 else 1
+        self.rng = np.random.default_rng(seed)
+        self.states: list[Any] = []
+        self.reasons: list[str] = [""] * self.n
+        B = batch_size
+        self.observation_spec = Composite(
+            observation=Bounded(0, game.obs_vocab - 1, shape=(*B, game.obs_len), dtype=torch.int64, device=device),
+            action_mask=Categorical(2, shape=(*B, game.n_actions), dtype=torch.bool, device=device),
+            to_play=Bounded(0, 1, shape=B, dtype=torch.int64, device=device),
+            ply=Unbounded(shape=B, dtype=torch.int64, device=device),
+            value=Unbounded(shape=(*B, 1), dtype=torch.float32, device=device),
+            shape=B, device=device,
+        )
+        self.action_spec = Categorical(game.n_actions, shape=B, dtype=torch.int64, device=device)
+        self.reward_spec = Unbounded(shape=(*B, 1), dtype=torch.float32, device=device)
+
+    # --- helpers ---------------------------------------------------------------------
+    def _tensor(self, a: np.ndarray, dtype) -> torch.Tensor:
+        return torch.as_tensor(a).to(dtype).reshape(*self.batch_size, *a.shape[1:]).to(self.device)
+
+    def _observe(self, done: np.ndarray) -> dict:
+        obs = self.game.observe(self.states)
+        mask = obs.action_mask.copy()
+        dead = done | obs.terminated | ~mask.any(axis=1)
+        mask[dead] = False
+        mask[dead, 0] = True
+        self._mask = mask
+        self.action_spec.update_mask(self._tensor(mask, torch.bool))
+        return {"observation": self._tensor(obs.tokens, torch.int64),
+                "action_mask": self._tensor(mask, torch.bool),
+                "to_play": self._tensor(obs.to_play, torch.int64),
+                "ply": self._tensor(self.ply, torch.int64)}, obs
+
+    def _flags(self, terminated: np.ndarray, truncated: np.ndarray) -> dict:
+        b = lambda a: self._tensor(a[:, None], torch.bool)  # noqa: E731
+        return {"terminated": b(terminated), "truncated": b(truncated), "done": b(terminated | truncated)}
+
+    # --- EnvBase ---------------------------------------------------------------------
+    def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
+        roots = self.game.initial_states(self.n // self.group, self.rng)
+        self.states = [self.game.copy_state(r) for r in roots for _ in range(self.group)]
+        self.ply = np.zeros(self.n, dtype=np.int64)
+        self.terminated = np.zeros(self.n, dtype=bool)
+        self.truncated = np.zeros(self.n, dtype=bool)
+        fields, obs = self._observe(np.zeros(self.n, dtype=bool))
+        self.terminated |= obs.terminated
+        self.reasons = list(obs.reason)
+        root_values = self.game.values(roots)  # group members share a root: score it once
+        self.values = np.repeat(np.asarray(root_values, dtype=np.float32), self.group)
+        fields["value"] = self._tensor(self.values[:, None], torch.float32)
+        fields.update(self._flags(self.terminated, self.truncated))
+        return TensorDict(fields, batch_size=self.batch_size, device=self.device)
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        actions = tensordict.get("action").reshape(-1).cpu().numpy()
+        active = ~(self.terminated | self.truncated)
+        idx = np.flatnonzero(active)
+        if idx.size and not self._mask[idx, actions[idx]].all():
+            bad = idx[~self._mask[idx, actions[idx]]][0]
+            raise ValueError(f"illegal action {actions[bad]} ({self.game.action_to_str(int(actions[bad]))}) "
+                             f"on board {bad}: {self.game.state_to_str(self.states[bad])}")
+        reward = np.zeros(self.n, dtype=np.float32)
+        value = np.zeros(self.n, dtype=np.float32)
+        if idx.size:
+            moved = self.game.play([self.states[i] for i in idx], actions[idx])
+            for i, s in zip(idx, moved):
+                self.states[i] = s
+            self.ply[idx] += 1
+        fields, obs = self._observe(~active)
+        if idx.size:
+            after = np.asarray(self.game.values([self.states[i] for i in idx]), dtype=np.float32)
+            mover_value = -after  # values are for the side to move, i.e. the opponent now
+            reward[idx] = mover_value - self.values[idx]
+            value[idx] = mover_value
+            self.values[idx] = after
+            newly_done = obs.terminated[idx]
+            self.terminated[idx] |= newly_done
+            for i in idx[newly_done]:
+                self.reasons[i] = obs.reason[i]
+            trunc = ~self.terminated[idx] & (self.ply[idx] >= self.game.max_plies)
+            self.truncated[idx[trunc]] = True
+            for i in idx[trunc]:
+                self.reasons[i] = "max_plies"
+        fields["reward"] = self._tensor(reward[:, None], torch.float32)
+        fields["value"] = self._tensor(value[:, None], torch.float32)
+        fields.update(self._flags(self.terminated, self.truncated))
+        return TensorDict(fields, batch_size=self.batch_size, device=self.device)
+
+    def _set_seed(self, seed: int | None) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def engine_actions(self, rows: np.ndarray) -> np.ndarray:
+        """The game engine's action for the flat board indices ``rows``."""
+        if rows.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.asarray(self.game.engine_actions([self.states[i] for i in rows]), dtype=np.int64)
+
+
+class GymView:
+    """Gymnasium view of one board of a game: the agent plays whichever side is to move.
+
+    Built lazily so that importing chessrl does not import gymnasium's env machinery.
+    """
+
+    def __new__(cls, game: Game, render_mode: str | None = None):
+        return _gym_class()(game, render_mode)
+
+
+_GYM_CLASS = None
+
+
+def _gym_class():
+    global _GYM_CLASS
+    if _GYM_CLASS is not None:
+        return _GYM_CLASS
+    import gymnasium as gym
+    from gymnasium import spaces
+
+    class GameGymEnv(gym.Env):
+        metadata = {"render_modes": ["ansi"]}
+
+        def __init__(self, game: Game, render_mode: str | None = None):
+            self.game = game
+            self.render_mode = render_mode
+            self.observation_space = spaces.Dict({
+                "board": spaces.Box(0, game.obs_vocab - 1, shape=(game.obs_len,), dtype=np.int64),
+                "action_mask": spaces.MultiBinary(game.n_actions),
+            })
+            self.action_space = spaces.Discrete(game.n_actions)
+            self.state = None
+
+        def _obs(self):
+            o = self.game.observe([self.state])
+            self._last = o
+            return {"board": o.tokens[0].astype(np.int64), "action_mask": o.action_mask[0].astype(np.int8)}
+
+        def reset(self, *, seed: int | None = None, options: dict | None = None):
+            super().reset(seed=seed)
+            options = options or {}
+            if "state" in options:
+                self.state = self.game.copy_state(options["state"])
+            elif hasattr(self.game, "state_from_options") and options:
+                self.state = self.game.state_from_options(options)
+            else:
+                rng = np.random.default_rng(self.np_random.integers(2**63))
+                self.state = self.game.initial_states(1, rng)[0]
+            self.ply = 0
+            self.value = float(self.game.values([self.state])[0])
+            return self._obs(), {"to_play": int(self.game.observe([self.state]).to_play[0])}
+
+        def step(self, action):
+            if not self._last.action_mask[0, int(action)]:
+                raise ValueError(f"illegal action {action} ({self.game.action_to_str(int(action))}) "
+                                 f"in {self.game.state_to_str(self.state)}")
+            self.state = self.game.play([self.state], np.array([int(action)]))[0]
+            self.ply += 1
+            obs = self._obs()
+            after = float(self.game.values([self.state])[0])
+            reward = -after - self.value
+            self.value = after
+            terminated = bool(self._last.terminated[0])
+            truncated = not terminated and self.ply >= self.game.max_plies
+            reason = self._last.reason[0] or ("max_plies" if truncated else "")
+            return obs, reward, terminated, truncated, {"reason": reason, "to_play": int(self._last.to_play[0])}
+
+        def render(self):
+            return self.game.state_to_str(self.state)
+
+        def close(self):
+            self.game.close()
+
+    _GYM_CLASS = GameGymEnv
+    return GameGymEnv

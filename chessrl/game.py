@@ -1,0 +1,86 @@
+"""The game contract: what a game plugin gives the core.
+
+A game is a plugin. Its module implements ``chessrl_register_games(register)`` and calls
+``register(name, factory, options_schema)``: ``options_schema`` is a dataclass of the game's
+``[env]`` options (built with :func:`chessrl.schema.opt`), ``factory(options, seed)`` returns
+a :class:`Game`. The core drives every game through this class alone, with batched,
+NumPy-valued methods over lists of opaque game states. Two players alternate; values and
+rewards are zero-sum and in [-1, 1].
+
+From a Game the core builds the TorchRL env (:class:`chessrl.env.BoardGameEnv`) and the
+Gymnasium view (:class:`chessrl.env.GymView`); a game never writes either itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+
+@dataclass
+class Observation:
+    """A batch of ``n`` observed positions, from the side to move's perspective."""
+
+    tokens: np.ndarray      # int64 [n, obs_len], each in [0, obs_vocab)
+    action_mask: np.ndarray  # bool [n, n_actions]; all False only where terminated
+    to_play: np.ndarray     # int64 [n]: 0 = first player, 1 = second player
+    terminated: np.ndarray  # bool [n]: the game is over by its rules
+    reason: list[str]       # per board: "" while playing, else e.g. "checkmate", "draw_repetition"
+
+
+class Game:
+    """Base class of a game; subclasses set the four sizes and implement the methods."""
+
+    name: str = "game"
+    n_actions: int = 0      # size of the fixed action vocabulary
+    obs_len: int = 0        # tokens per observation
+    obs_vocab: int = 0      # distinct token ids
+    max_plies: int = 200    # a trajectory is truncated after this many plies of a game
+
+    def initial_states(self, n: int, rng: np.random.Generator) -> list[Any]:
+        """``n`` start positions drawn from the configured start distribution (seeded by ``rng``)."""
+        raise NotImplementedError
+
+    def copy_state(self, state: Any) -> Any:
+        """An independent copy of ``state`` (group members start from copies of one root)."""
+        raise NotImplementedError
+
+    def observe(self, states: Sequence[Any]) -> Observation:
+        """Encode ``states``: tokens, legal-action masks, side to move, terminal flags."""
+        raise NotImplementedError
+
+    def play(self, states: Sequence[Any], actions: np.ndarray) -> list[Any]:
+        """Apply one legal action per state and return the new states (may mutate in place)."""
+        raise NotImplementedError
+
+    def values(self, states: Sequence[Any]) -> np.ndarray:
+        """The reward engine: float32 [n] value of each position for the side to move, in [-1, 1].
+
+        Terminal positions get the exact game result. Engine failures are retried or raised,
+        never returned as 0.
+        """
+        raise NotImplementedError
+
+    def engine_actions(self, states: Sequence[Any]) -> np.ndarray:
+        """int64 [n]: the engine's chosen action in each (non-terminal) state.
+
+        Used for teacher forcing and as the fixed opponent. Games without an engine raise.
+        """
+        raise NotImplementedError(f"game '{self.name}' has no engine to choose moves")
+
+    def action_to_str(self, action: int) -> str:
+        """A human-readable name of an action index (a UCI move, a column, ...)."""
+        return str(action)
+
+    def state_to_str(self, state: Any) -> str:
+        """A one-line description of a state (a FEN, a board string, ...)."""
+        return repr(state)
+
+    def eval_opponents(self) -> dict[str, Any]:
+        """Named opponents for evaluation: name -> callable(states) -> int64 [n] actions."""
+        return {}
+
+    def close(self) -> None:
+        """Release engines and processes. Called on every exit path; must be idempotent."""

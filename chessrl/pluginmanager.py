@@ -1,0 +1,185 @@
+"""The pluggy plugin manager: discovery through entry points, tracing, errors named by plugin.
+
+Built-in games and regularisers are found exactly like third-party ones: through the
+``chessrl`` entry-point group. Nothing here imports a game or a regulariser.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pluggy
+
+from chessrl import hookspecs
+from chessrl.errors import PluginError, UserError
+
+ENTRY_POINT_GROUP = "chessrl"
+TRACE_ENV = "CHESSRL_TRACE_PLUGINS"
+
+_PM: pluggy.PluginManager | None = None
+
+
+def new_plugin_manager() -> pluggy.PluginManager:
+    """A plugin manager with chessrl's hook specifications and no plugins."""
+    pm = pluggy.PluginManager("chessrl")
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def check_hooks(pm: pluggy.PluginManager) -> None:
+    """Fail with one line when a plugin implements a hook chessrl does not define."""
+    for hook_name in sorted(vars(pm.hook)):
+        if hook_name.startswith("_"):
+            continue
+        caller = getattr(pm.hook, hook_name)
+        if caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if not impl.optionalhook:
+                raise UserError(
+                    f"plugin '{impl.plugin_name}' implements unknown hook '{hook_name}'; "
+                    f"known hooks: {', '.join(known_hooks())}"
+                )
+
+
+def known_hooks() -> list[str]:
+    return sorted(n for n in vars(hookspecs) if n.startswith("chessrl_"))
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide manager holding every installed plugin module (loaded once)."""
+    global _PM
+    if _PM is None:
+        pm = new_plugin_manager()
+        try:
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        except Exception as exc:  # a plugin module that fails to import
+            raise UserError(f"a chessrl plugin failed to load: {type(exc).__name__}: {exc}") from exc
+        check_hooks(pm)
+        _PM = pm
+    return _PM
+
+
+def reset_plugin_manager() -> None:
+    """Forget the loaded plugins (tests that install a plugin use this)."""
+    global _PM
+    _PM = None
+    _registry_cache.clear()
+
+
+def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+    """Call hook ``name`` on every implementation, in pluggy's order; return ``[(plugin, result)]``.
+
+    Results that are None are dropped. An exception inside a plugin is re-raised as
+    :class:`PluginError` naming the plugin. With ``CHESSRL_TRACE_PLUGINS=1`` each call is
+    printed to stderr with its implementing plugins and duration.
+    """
+    caller = getattr(pm.hook, name)
+    trace = os.environ.get(TRACE_ENV, "") not in ("", "0")
+    results = []
+    t0 = time.perf_counter()
+    impls = list(reversed(caller.get_hookimpls()))  # pluggy calls the last registered first
+    for impl in impls:
+        args = [kwargs[a] for a in impl.argnames]
+        try:
+            res = impl.function(*args)
+        except (UserError, PluginError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise PluginError(impl.plugin_name, name, exc) from exc
+        if res is not None:
+            results.append((impl.plugin_name, res))
+    if trace:
+        ms = (time.perf_counter() - t0) * 1000
+        names = ",".join(i.plugin_name for i in impls) or "-"
+        print(f"[chessrl trace] {name} plugins={names} {ms:.2f} ms", file=sys.stderr)
+    return results
+
+
+@dataclass
+class Registration:
+    name: str
+    plugin: str
+    obj: Any
+    schema: Any = None
+
+
+_registry_cache: dict[str, dict[str, Registration]] = {}
+
+
+def _collect(hook: str) -> dict[str, Registration]:
+    if hook in _registry_cache:
+        return _registry_cache[hook]
+    pm = get_plugin_manager()
+    found: dict[str, Registration] = {}
+    for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
+
+        def register(name: str, obj: Any, schema: Any = None, _plugin=impl.plugin_name) -> None:
+            if name in found:
+                raise UserError(
+                    f"plugins '{found[name].plugin}' and '{_plugin}' both register '{name}'; "
+                    "uninstall one of them"
+                )
+            found[name] = Registration(name, _plugin, obj, schema)
+
+        try:
+            impl.function(*[{"register": register}[a] for a in impl.argnames])
+        except UserError:
+            raise
+        except Exception as exc:
+            raise PluginError(impl.plugin_name, hook, exc) from exc
+    _registry_cache[hook] = found
+    return found
+
+
+def games() -> dict[str, Registration]:
+    """Installed games: name -> Registration(obj=factory, schema=options dataclass)."""
+    return _collect("chessrl_register_games")
+
+
+def regularisers() -> dict[str, Registration]:
+    """Installed regularisers: name -> Registration(obj=class with a ``Config`` dataclass)."""
+    return _collect("chessrl_register_regularisers")
+
+
+def plugin_info() -> list[dict[str, Any]]:
+    """Name, version, distribution and hooks of every registered plugin module."""
+    pm = get_plugin_manager()
+    dists = {id(p): d for p, d in pm.list_plugin_distinfo()}
+    rows = []
+    for name, plugin in sorted(pm.list_name_plugin(), key=lambda x: x[0]):
+        dist = dists.get(id(plugin))
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+        rows.append({
+            "name": name,
+            "version": dist.version if dist else None,
+            "distribution": dist.metadata["name"] if dist else None,
+            "module": getattr(plugin, "__name__", repr(plugin)),
+            "hooks": hooks,
+            "games": sorted(r.name for r in games().values() if r.plugin == name),
+            "regularisers": sorted(r.name for r in regularisers().values() if r.plugin == name),
+        })
+    return rows
+
+
+def register_gymnasium_envs() -> None:
+    """Register Gymnasium ids declared in the ``chessrl.gymnasium`` entry-point group.
+
+    Only metadata is read: the game module is imported when the env is made.
+    """
+    try:
+        import gymnasium
+    except ImportError:  # pragma: no cover - gymnasium is a dependency
+        return
+    for ep in importlib.metadata.entry_points(group="chessrl.gymnasium"):
+        env_id = ep.name if "/" in ep.name else f"chessrl/{ep.name}"
+        if env_id not in gymnasium.registry:
+            gymnasium.register(id=env_id, entry_point=ep.value)
+
+
+Factory = Callable[..., Any]

@@ -1,0 +1,101 @@
+"""The policy: a transformer over observation tokens with a masked categorical head.
+
+:func:`log_probs` is the one function that turns a policy, observations, legal-action masks
+and a temperature into log-probabilities. Rollouts sample from it and the loss recomputes
+with it, so the sampling and the training distribution cannot drift apart (the analysed run
+sampled at temperature 1.3 and trained at 1.0, with dropout on). The network has no dropout
+and no batch statistics: its output does not depend on train/eval mode or on batch size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block (no dropout)."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int):
+        super().__init__()
+        self.n_heads = n_heads
+        self.norm1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, length, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(n, length, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v)
+        x = x + self.proj(a.transpose(1, 2).reshape(n, length, d))
+        return x + self.ff(self.norm2(x))
+
+
+class Policy(nn.Module):
+    """Maps int64 tokens [N, L] to action logits [N, A] through a CLS-pooled transformer."""
+
+    def __init__(self, obs_vocab: int, obs_len: int, n_actions: int, d_model: int = 256,
+                 n_layers: int = 4, n_heads: int = 8, d_ff: int = 1024):
+        super().__init__()
+        self.sizes = dict(obs_vocab=obs_vocab, obs_len=obs_len, n_actions=n_actions, d_model=d_model,
+                          n_layers=n_layers, n_heads=n_heads, d_ff=d_ff)
+        self.embed = nn.Embedding(obs_vocab, d_model)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
+        self.pos = nn.Parameter(torch.randn(1, obs_len + 1, d_model) * 0.02)
+        self.layers = nn.ModuleList(Block(d_model, n_heads, d_ff) for _ in range(n_layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, n_actions)
+        nn.init.zeros_(self.head.weight)  # a uniform policy over legal moves at init
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(self.norm(x[:, 0]))
+
+    def freeze(self, k: int) -> None:
+        """Freeze the embeddings and the first ``k`` layers (k = 0 freezes nothing)."""
+        if k <= 0:
+            return
+        for p in [self.embed.weight, self.cls, self.pos]:
+            p.requires_grad_(False)
+        for layer in self.layers[:k]:
+            for p in layer.parameters():
+                p.requires_grad_(False)
+
+
+def log_probs(policy: nn.Module, tokens: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Log-probabilities [N, A] of the tempered policy over legal actions (-inf elsewhere).
+
+    The single source of log-probs for sampling, the old policy, the reference policy and
+    the loss. Rows with no legal action are given action 0 so that they stay finite.
+    """
+    logits = policy(tokens).float() / temperature
+    mask = mask.clone()
+    mask[~mask.any(-1), 0] = True
+    return torch.log_softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
+
+
+def sample(logp: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Sample one action per row from log-probs by Gumbel-max, using ``generator`` only.
+
+    Never touches the global RNG, so evaluation and rollouts cannot reseed anything else.
+    """
+    u = torch.rand(logp.shape, generator=generator, device=logp.device).clamp_(1e-20, 1.0)
+    return torch.argmax(logp - torch.log(-torch.log(u)), dim=-1)
+
+
+def build_policy(cfg, game) -> Policy:
+    """The policy a config asks for, sized for ``game``, optionally loaded and frozen."""
+    p = Policy(game.obs_vocab, game.obs_len, game.n_actions, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff)
+    if cfg.init_checkpoint:
+        from chessrl.checkpoint import load_policy_weights
+
+        load_policy_weights(p, cfg.init_checkpoint)
+    p.freeze(cfg.frozen_layers)
+    return p

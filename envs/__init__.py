@@ -1,0 +1,1 @@
+"""Built-in games, installed as chessrl.envs and registered through entry points."""

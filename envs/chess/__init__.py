@@ -1,0 +1,1 @@
+"""Chess: python-chess boards, a move vocabulary, and a Stockfish reward service."""

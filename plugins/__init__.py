@@ -1,0 +1,1 @@
+"""Built-in regularisers, installed as chessrl.plugins and registered through entry points."""
