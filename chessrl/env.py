@@ -75,15 +75,25 @@ class BoardGameEnv(EnvBase):
     # --- EnvBase ---------------------------------------------------------------------
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         roots = self.game.initial_states(self.n // self.group, self.rng)
-        self.states = [self.game.copy_state(r) for r in roots for _ in range(self.group)]
+        states = [self.game.copy_state(r) for r in roots for _ in range(self.group)]
+        # group members share a root: score each root once
+        root_values = np.repeat(np.asarray(self.game.values(roots), dtype=np.float32), self.group)
+        return self.load_states(states, root_values)
+
+    def load_states(self, states: list[Any], values: np.ndarray | None = None) -> TensorDictBase:
+        """Start every board from ``states`` (flat, one per board); return the reset TensorDict."""
+        if len(states) != self.n:
+            raise ValueError(f"expected {self.n} states, got {len(states)}")
+        self.states = list(states)
         self.ply = np.zeros(self.n, dtype=np.int64)
         self.terminated = np.zeros(self.n, dtype=bool)
         self.truncated = np.zeros(self.n, dtype=bool)
         fields, obs = self._observe(np.zeros(self.n, dtype=bool))
         self.terminated |= obs.terminated
         self.reasons = list(obs.reason)
-        root_values = self.game.values(roots)  # group members share a root: score it once
-        self.values = np.repeat(np.asarray(root_values, dtype=np.float32), self.group)
+        if values is None:
+            values = self.game.values(self.states)
+        self.values = np.asarray(values, dtype=np.float32).copy()
         fields["value"] = self._tensor(self.values[:, None], torch.float32)
         fields.update(self._flags(self.terminated, self.truncated))
         return TensorDict(fields, batch_size=self.batch_size, device=self.device)

@@ -86,7 +86,8 @@ def sample(logp: torch.Tensor, generator: torch.Generator | None) -> torch.Tenso
 
     Never touches the global RNG, so evaluation and rollouts cannot reseed anything else.
     """
-    u = torch.rand(logp.shape, generator=generator, device=logp.device).clamp_(1e-20, 1.0)
+    gen_device = generator.device if generator is not None else logp.device
+    u = torch.rand(logp.shape, generator=generator, device=gen_device).to(logp.device).clamp_(1e-20, 1.0)
     return torch.argmax(logp - torch.log(-torch.log(u)), dim=-1)
 
 

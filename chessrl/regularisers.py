@@ -45,7 +45,8 @@ class PluginReport:
     metrics: dict[str, float] = field(default_factory=dict)
     acted: bool | None = None
     at_bound: bool | None = None
-    stop: str | None = None  # a reason to stop training (e.g. an entropy floor in 'stop' mode)
+    stop: str | None = None      # a reason to stop training (an entropy floor in 'stop' mode)
+    message: str | None = None   # one line the trainer prints (a monitor's warning)
 
 
 @dataclass

@@ -1,0 +1,60 @@
+"""Group-relative advantages.
+
+Definition (docs/advantages.md): for each root ``r`` and player ``p`` (the root player and,
+with ``train_plies = "both"``, the other side), the return of trajectory ``g`` is the sum of
+that player's per-ply rewards (``returns = "sum"``) or the final position's value from that
+player's point of view (``"terminal"``). The advantage is the return minus the mean over the
+group members that have at least one trained ply for that player, divided by their
+(population) std plus ``eps`` when ``scale = "std"``. Members without trained plies get 0.
+Every ply of player ``p`` in trajectory ``g`` carries that advantage.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def group_advantages(returns: torch.Tensor, valid: torch.Tensor, *, scale: str = "std",
+                     eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advantages ``[..., G]`` from returns ``[..., G]`` over the last (group) dim.
+
+    ``valid`` marks members that count in the group's mean and std; invalid members get
+    exactly 0. Returns ``(advantages, zero_spread)`` where ``zero_spread[...]`` is True for
+    groups whose valid returns all tie (they carry no learning signal). Finite for G = 1.
+    """
+    v = valid.to(returns.dtype)
+    n = v.sum(-1, keepdim=True)
+    mean = (returns * v).sum(-1, keepdim=True) / n.clamp_min(1.0)
+    centred = (returns - mean) * v
+    var = (centred.pow(2)).sum(-1, keepdim=True) / n.clamp_min(1.0)
+    std = var.sqrt()
+    zero_spread = (std.squeeze(-1) <= 1e-8) & (n.squeeze(-1) > 0)
+    adv = centred / (std + eps) if scale == "std" else centred
+    return torch.where(valid, adv, torch.zeros_like(adv)), zero_spread
+
+
+def player_returns(reward: torch.Tensor, value: torch.Tensor, mover_is_root: torch.Tensor,
+                   played: torch.Tensor, root_value: torch.Tensor, mode: str) -> torch.Tensor:
+    """Returns ``[R, G, 2]`` (root player, other player) from per-ply tensors ``[R, G, T]``.
+
+    ``reward``/``value`` are for the mover of each ply; ``played`` marks plies actually played.
+    ``root_value`` [R, G] is the start position's value for the root player (used when no ply
+    was played).
+    """
+    root = mover_is_root & played
+    other = ~mover_is_root & played
+    if mode == "sum":
+        r0 = (reward * root).sum(-1)
+        r1 = (reward * other).sum(-1)
+        return torch.stack([r0, r1], -1)
+    if mode != "terminal":
+        raise ValueError(f"unknown return mode {mode!r}")
+    T = reward.shape[-1]
+    idx = torch.arange(T, device=reward.device).expand_as(reward)
+    last = torch.where(played, idx, torch.full_like(idx, -1)).max(-1).values  # [R, G]
+    has = last >= 0
+    last_c = last.clamp_min(0)[..., None]
+    v_last = value.gather(-1, last_c).squeeze(-1)
+    sign = torch.where(mover_is_root.gather(-1, last_c).squeeze(-1), 1.0, -1.0)
+    final_root = torch.where(has, v_last * sign, root_value)
+    return torch.stack([final_root, -final_root], -1)

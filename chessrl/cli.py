@@ -1,0 +1,127 @@
+"""The ``chessrl`` command line. A user's mistake prints one line and exits with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from chessrl import __version__, pluginmanager
+from chessrl.errors import PluginError, UserError
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="experiment TOML, e.g. examples/clean.toml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value (repeatable), e.g. --set trainer.lr=3e-6")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from chessrl.config import load_config
+    from chessrl.trainer import new_run_dir, train
+
+    cfg = load_config(args.config, args.overrides)
+    if args.resume and not args.run_dir:
+        raise UserError("--resume needs --run-dir DIR: the run directory to continue")
+    run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(cfg)
+    train(cfg, run_dir, max_steps=args.max_steps, resume=args.resume,
+          progress=False if args.no_progress else None)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from chessrl.config import config_to_dict, dumps_toml, load_config
+
+    cfg = load_config(args.config, args.overrides)
+    d = config_to_dict(cfg)
+    print(json.dumps(d, indent=2) if args.json else dumps_toml(d), end="" if not args.json else "\n")
+    return 0
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    from chessrl.configdoc import reference_markdown
+
+    print(reference_markdown())
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    rows = pluginmanager.plugin_info()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        provides = ", ".join([f"game {g}" for g in r["games"]] + [f"regulariser {x}" for x in r["regularisers"]])
+        print(f"{r['name']:<16} {r['version'] or '-':<8} {r['distribution'] or '-':<18} {provides}")
+        print(f"{'':<16} hooks: {', '.join(r['hooks'])}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from chessrl import report
+
+    return report.main([args.run_dir] + (["--json"] if args.json else []))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chessrl", description="GRPO for board games, with plugins and self-diagnosing runs.")
+    parser.add_argument("--version", action="version", version=f"chessrl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="train an experiment config")
+    _add_config_args(p)
+    p.add_argument("--run-dir", help="run directory (default runs/<name>-<timestamp>/)")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (this invocation)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("config", help="inspect configs")
+    csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
+    q = csub.add_parser("show", help="print the resolved config (defaults filled in, overrides applied)")
+    _add_config_args(q)
+    q.add_argument("--json", action="store_true", help="JSON instead of TOML")
+    q.set_defaults(func=cmd_config_show)
+    q = csub.add_parser("reference", help="print every config field with its help text (markdown)")
+    q.set_defaults(func=cmd_config_reference)
+
+    p = sub.add_parser("plugins", help="list installed plugins")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("report", help="write RUN_DIR/report.md and report.html (the run's post-mortem)")
+    p.add_argument("run_dir")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    p.set_defaults(func=cmd_report)
+
+    pm = pluginmanager.get_plugin_manager()
+    pluginmanager.call_hook(pm, "chessrl_register_commands", subparsers=sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"chessrl: error: {exc}", file=sys.stderr)
+        return 2
+    except PluginError as exc:
+        if isinstance(exc.error, UserError):
+            print(f"chessrl: error: {exc.error}", file=sys.stderr)
+            return 2
+        print(f"chessrl: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("chessrl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,526 @@
+"""Run health: findings computed from the rows of ``metrics.jsonl`` alone.
+
+The trainer feeds every logged row to a :class:`HealthMonitor` and prints each finding once,
+as one line, the step it first appears; ``chessrl report`` replays a run's rows through the
+same monitor. Every rule and threshold below is documented in docs/diagnostics.md; the
+thresholds are module constants so the docs and the code can be checked against each other.
+
+The monitor keeps O(window) values per metric key plus running sums, so ``update`` costs the
+same at step 10 and at step 10,000.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from chessrl.stats import Trend, peak_is_noise, trend, wilson
+
+__all__ = [
+    "Finding", "HealthMonitor", "PluginSummary", "KeyStats",
+    "SATURATED_FRAC", "DOMINANT_SHARE", "OPPOSES_COS", "CLIP_HIGH", "RATIO_MEAN_TOL",
+    "RATIO_MAXDEV_TOL", "ENTROPY_COLLAPSE_FRAC", "ENTROPY_DECLINE_WINDOWS", "ENTROPY_DECLINE_DROP",
+    "ZERO_STD_FRAC", "TREND_MIN_WINDOWS", "EVAL_MIN_EVALS", "EVAL_ALPHA",
+]
+
+# --- thresholds (docs/diagnostics.md, "Health findings") --------------------------------
+SATURATED_FRAC = 0.8           # at_bound on more than this fraction of the last window
+DOMINANT_SHARE = 0.5           # a non-objective term's mean grad_share above this
+OPPOSES_COS = 0.0              # a term's mean cos_objective below this
+CLIP_HIGH = 0.3                # mean train/clip_fraction above this
+RATIO_MEAN_TOL = 1e-6          # |train/ratio_first_epoch - 1| above this, any step
+RATIO_MAXDEV_TOL = 1e-5        # train/ratio_first_epoch_maxdev above this, any step
+ENTROPY_COLLAPSE_FRAC = 0.25   # last-window mean entropy below this fraction of the first window's
+ENTROPY_DECLINE_WINDOWS = 5    # ... or this many consecutive window means, each lower than the last,
+ENTROPY_DECLINE_DROP = 0.10    # ... falling by more than this fraction of the first window's mean
+ZERO_STD_FRAC = 0.5            # mean rollout/zero_std_frac above this
+TREND_MIN_WINDOWS = 3          # window means needed before a reward trend is reported
+EVAL_MIN_EVALS = 3             # evaluations of one opponent needed before judging its peak
+EVAL_ALPHA = 0.05              # family-wise level of the eval peak test
+
+OBJECTIVE = "objective"
+ENTROPY_KEY = "train/entropy"
+RETURN_KEY = "rollout/return_mean"
+SEVERITIES = ("error", "warning", "info")
+
+_MAX_KEYS = ("coef_max", "max_coef", "max")
+_MIN_KEYS = ("coef_min", "min_coef", "min")
+_FLAG_KEYS = ("acted", "at_bound")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One diagnosis of a run.
+
+    ``code`` names the rule (``dead``, ``saturated``, ...), ``severity`` is "error",
+    "warning" or "info", ``subject`` the plugin, term or metric it concerns, ``message`` one
+    line for a human with the numbers in it, ``numbers`` the same numbers for machines,
+    ``step`` the step it was computed at. ``state`` distinguishes findings that change their
+    verdict (a reward trend going from flat to improving is a new finding).
+    """
+
+    code: str
+    severity: str
+    message: str
+    subject: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+    step: int | None = None
+    state: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """Identity: a finding with a key seen before is not reported again."""
+        return self.code, self.subject, self.state
+
+    def line(self) -> str:
+        """The one line the trainer prints."""
+        where = f"step {self.step}: " if self.step is not None else ""
+        return f"health {self.severity} [{self.code}] {where}{self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class KeyStats:
+    """Running statistics of one metric key over the whole run."""
+
+    count: int = 0
+    total: float = 0.0
+    min: float = math.inf
+    max: float = -math.inf
+    first: float = math.nan
+    last: float = math.nan
+    first_step: int | None = None
+    last_step: int | None = None
+
+    def add(self, step: int, value: float) -> None:
+        if self.count == 0:
+            self.first, self.first_step = value, step
+        self.count += 1
+        self.total += value
+        self.min, self.max = min(self.min, value), max(self.max, value)
+        self.last, self.last_step = value, step
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else math.nan
+
+
+@dataclass
+class PluginSummary:
+    """What a plugin did over the run (the report's Plugins table).
+
+    ``kind`` is "controller" (it reports ``at_bound``), "monitor" (only ``acted``) or
+    "term" (neither) unless the trainer says otherwise. ``acted`` counts steps it acted
+    (a controller changed its coefficient, a monitor fired); ``steps_since_acted`` is None
+    when it never acted.
+    """
+
+    name: str
+    kind: str
+    steps: int
+    acted: int
+    last_acted_step: int | None
+    steps_since_acted: int | None
+    at_bound_frac: float           # over the run; NaN without at_bound
+    at_bound_frac_window: float    # over the last window; NaN without at_bound
+    metrics: dict[str, float]      # last value of each plugin/<name>/<key>
+
+
+class _Blocks:
+    """Means of consecutive, non-overlapping blocks of ``size`` values of one key."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.steps: list[float] = []
+        self.means: list[float] = []
+        self._s = self._v = 0.0
+        self._n = 0
+
+    def add(self, step: int, value: float) -> bool:
+        """Add a value; True when it completed a block."""
+        self._s += step
+        self._v += value
+        self._n += 1
+        if self._n < self.size:
+            return False
+        self.steps.append(self._s / self.size)
+        self.means.append(self._v / self.size)
+        self._s = self._v = 0.0
+        self._n = 0
+        return True
+
+
+class HealthMonitor:
+    """Turns metric rows into :class:`Finding` objects.
+
+    ``window`` is ``trainer.health_window``: window rules look at the values logged in the
+    last ``window`` steps and wait until ``window`` steps have been seen. ``plugin_kinds``
+    maps plugin names to "controller", "monitor" or "term" (inferred from the keys when
+    absent). Rows are dicts as written to metrics.jsonl; missing keys and non-numeric values
+    are ignored, so rows of any age or completeness are fine.
+    """
+
+    def __init__(self, window: int, plugin_kinds: dict[str, str] | None = None) -> None:
+        if window < 2:
+            raise ValueError(f"window must be at least 2; got {window}")
+        self.window = window
+        self.plugin_kinds = dict(plugin_kinds or {})
+        self.first_step: int | None = None
+        self.last_step: int | None = None
+        self.steps_seen = 0
+        self.stats: dict[str, KeyStats] = {}
+        self._recent: dict[str, deque[tuple[int, float]]] = {}
+        self._blocks = {RETURN_KEY: _Blocks(window), ENTROPY_KEY: _Blocks(window)}
+        self._ratio_bad: dict[str, Any] | None = None
+        self._ratio_bad_steps = 0
+        self._evals: dict[str, list[tuple[int, float, int]]] = {}
+        self._return_trend: Trend | None = None
+        self._current: list[Finding] = []
+        self._raised: dict[tuple[str, str, str], Finding] = {}
+
+    # --- feeding -------------------------------------------------------------------------
+
+    def update(self, row: dict[str, Any]) -> list[Finding]:
+        """Take one metrics row; return the findings that appear for the first time."""
+        step = row.get("step")
+        if not _number(step):
+            return []
+        step = int(step)
+        if step != self.last_step:
+            self.steps_seen += 1
+        if self.first_step is None:
+            self.first_step = step
+        self.last_step = step
+        for key, value in row.items():
+            if key == "step" or not _number(value):
+                continue
+            value = float(value)
+            if not math.isfinite(value):
+                continue
+            self.stats.setdefault(key, KeyStats()).add(step, value)
+            self._recent.setdefault(key, deque(maxlen=self.window)).append((step, value))
+            if key in self._blocks and self._blocks[key].add(step, value) and key == RETURN_KEY:
+                self._refresh_trend()
+        self._check_ratio(row, step)
+        self._record_evals(row, step)
+        self._current = self._evaluate()
+        new = [f for f in self._current if f.key not in self._raised]
+        for f in new:
+            self._raised[f.key] = f
+        return new
+
+    def findings(self) -> list[Finding]:
+        """All findings that hold after the last row, most severe first."""
+        return list(self._current)
+
+    def raised(self) -> list[Finding]:
+        """Every finding ever reported, as first reported (including ones that no longer hold)."""
+        return list(self._raised.values())
+
+    # --- window helpers ------------------------------------------------------------------
+
+    def window_values(self, key: str) -> list[float]:
+        """Values of ``key`` logged in the last ``window`` steps."""
+        if key not in self._recent or self.last_step is None:
+            return []
+        since = self.last_step - self.window
+        return [v for s, v in self._recent[key] if s > since]
+
+    def window_mean(self, key: str) -> float:
+        vals = self.window_values(key)
+        return sum(vals) / len(vals) if vals else math.nan
+
+    def run_mean(self, key: str) -> float:
+        return self.stats[key].mean if key in self.stats else math.nan
+
+    @property
+    def window_full(self) -> bool:
+        return self.steps_seen >= self.window
+
+    def budget_terms(self) -> list[str]:
+        """Loss terms with ``budget/<term>/...`` keys, the objective first."""
+        terms = sorted({k.split("/")[1] for k in self.stats if k.startswith("budget/") and k.count("/") == 2})
+        return sorted(terms, key=lambda t: t != OBJECTIVE)
+
+    def plugin_names(self) -> list[str]:
+        names = {k.split("/")[1] for k in self.stats if k.startswith("plugin/") and k.count("/") >= 2}
+        return sorted(names | set(self.plugin_kinds))
+
+    def plugin_summary(self, name: str) -> PluginSummary:
+        """Acted count, steps since it last acted, fraction of steps at a bound (run, window)."""
+        acted_stats = self.stats.get(f"plugin/{name}/acted")
+        bound_key = f"plugin/{name}/at_bound"
+        bound_stats = self.stats.get(bound_key)
+        kind = self.plugin_kinds.get(name) or ("controller" if bound_stats else "monitor" if acted_stats else "term")
+        acted = int(round(acted_stats.total)) if acted_stats else 0
+        last_acted = self._last_acted.get(name)
+        recent = self.window_values(bound_key)
+        prefix = f"plugin/{name}/"
+        metrics = {k[len(prefix):]: s.last for k, s in self.stats.items()
+                   if k.startswith(prefix) and k[len(prefix):] not in _FLAG_KEYS}
+        steps = max((s.count for k, s in self.stats.items() if k.startswith(prefix)), default=0)
+        return PluginSummary(
+            name=name, kind=kind, steps=steps, acted=acted, last_acted_step=last_acted,
+            steps_since_acted=(self.last_step - last_acted) if last_acted is not None and self.last_step is not None else None,
+            at_bound_frac=bound_stats.mean if bound_stats else math.nan,
+            at_bound_frac_window=sum(recent) / len(recent) if recent else math.nan,
+            metrics=metrics,
+        )
+
+    @property
+    def _last_acted(self) -> dict[str, int]:
+        # the last step a plugin acted: the last step its 'acted' value was non-zero
+        out: dict[str, int] = {}
+        for key, dq in self._acted_steps.items():
+            out[key] = dq
+        return out
+
+    @property
+    def return_trend(self) -> Trend | None:
+        """The trend of rollout/return_mean's window means (None before any block)."""
+        return self._return_trend
+
+    def eval_history(self) -> dict[str, list[tuple[int, float, int]]]:
+        """Per opponent: (step, score, games) of every evaluation seen."""
+        return {k: list(v) for k, v in self._evals.items()}
+
+    # --- row bookkeeping -----------------------------------------------------------------
+
+    _acted_steps: dict[str, int]
+
+    def _check_ratio(self, row: dict[str, Any], step: int) -> None:
+        ratio, maxdev = row.get("train/ratio_first_epoch"), row.get("train/ratio_first_epoch_maxdev")
+        bad_mean = _number(ratio) and not abs(float(ratio) - 1.0) <= RATIO_MEAN_TOL
+        bad_dev = _number(maxdev) and not float(maxdev) <= RATIO_MAXDEV_TOL
+        if bad_mean or bad_dev:
+            self._ratio_bad_steps += 1
+            if self._ratio_bad is None:
+                self._ratio_bad = {"step": step, "ratio_first_epoch": float(ratio) if _number(ratio) else math.nan,
+                                   "ratio_first_epoch_maxdev": float(maxdev) if _number(maxdev) else math.nan}
+        for key, value in row.items():
+            if key.startswith("plugin/") and key.endswith("/acted") and _number(value) and float(value) != 0.0:
+                self._acted_steps[key.split("/")[1]] = step
+
+    def _record_evals(self, row: dict[str, Any], step: int) -> None:
+        for key, value in row.items():
+            if not (key.startswith("eval/") and key.endswith("/score") and key.count("/") == 2 and _number(value)):
+                continue
+            opp = key.split("/")[1]
+            games = row.get(f"eval/{opp}/games")
+            if not _number(games) or int(games) <= 0:
+                continue
+            self._evals.setdefault(opp, []).append((step, float(value), int(games)))
+
+    def _refresh_trend(self) -> None:
+        b = self._blocks[RETURN_KEY]
+        self._return_trend = trend(b.steps, b.means)
+
+    # --- the rules -----------------------------------------------------------------------
+
+    def _evaluate(self) -> list[Finding]:
+        out: list[Finding] = []
+        out += self._plugin_findings()
+        out += self._budget_findings()
+        out += self._training_findings()
+        out += self._eval_findings()
+        order = {s: i for i, s in enumerate(SEVERITIES)}
+        return sorted(out, key=lambda f: order.get(f.severity, len(order)))
+
+    def _finding(self, code: str, severity: str, subject: str, message: str,
+                 numbers: dict[str, Any], state: str = "") -> Finding:
+        return Finding(code, severity, message, subject, numbers, self.last_step, state)
+
+    def _plugin_findings(self) -> list[Finding]:
+        out: list[Finding] = []
+        w = self.window
+        for name in self.plugin_names():
+            s = self.plugin_summary(name)
+            acted_stats = self.stats.get(f"plugin/{name}/acted")
+            # dead: has 'acted', seen for at least a window of steps, never acted
+            if acted_stats and acted_stats.count >= w and self.window_full and s.acted == 0:
+                detail = self._dead_detail(name, s)
+                out.append(self._finding(
+                    "dead", "warning", name,
+                    f"{name} never acted in {acted_stats.count} steps{detail}",
+                    {"steps": acted_stats.count, "acted": 0, **s.metrics}))
+            # saturated: at_bound on more than SATURATED_FRAC of the last window
+            recent = self.window_values(f"plugin/{name}/at_bound")
+            if self.window_full and recent and len(recent) >= min(w, self.steps_seen) // 2:
+                frac = sum(1 for v in recent if v) / len(recent)
+                if frac > SATURATED_FRAC:
+                    coef_key, coef, bound = self._bound_of(name)
+                    what = f"{coef_key} {_fmt(coef)} at {bound}" if coef_key else f"at {bound}"
+                    out.append(self._finding(
+                        "saturated", "warning", name,
+                        f"{name} {what} for {frac:.0%} of the last {len(recent)} steps "
+                        "(a controller pinned at its bound is a constant)",
+                        {"at_bound_frac": frac, "steps": len(recent), "coef": coef, "bound": bound}))
+        return out
+
+    def _dead_detail(self, name: str, s: PluginSummary) -> str:
+        """Why a plugin never acted, from its own metrics where it reports them."""
+        floor = s.metrics.get("floor")
+        if floor is not None:
+            watched = f"plugin/{name}/entropy" if f"plugin/{name}/entropy" in self.stats else ENTROPY_KEY
+            ws = self.stats.get(watched)
+            if ws is not None:
+                return (f" ({watched.rsplit('/', 1)[-1]} {_fmt(ws.min)}–{_fmt(ws.max)}, last {_fmt(ws.last)}, "
+                        f"stayed above floor {_fmt(floor)})")
+            return f" (floor {_fmt(floor)})"
+        if s.metrics:
+            return " (" + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(s.metrics.items())) + ")"
+        return ""
+
+    def _bound_of(self, name: str) -> tuple[str | None, float, str]:
+        """(coefficient metric, its last value, "max" / "min" / "a bound") for a controller."""
+        prefix = f"plugin/{name}/"
+        keys = [k[len(prefix):] for k in self.stats if k.startswith(prefix)]
+        coef_key = "coef" if "coef" in keys else next(
+            (k for k in keys if "coef" in k and k not in _MAX_KEYS + _MIN_KEYS), None)
+        if coef_key is None:
+            return None, math.nan, "a bound"
+        cs = self.stats[prefix + coef_key]
+        coef = cs.last
+        for names, label in ((_MAX_KEYS, "max"), (_MIN_KEYS, "min")):
+            for k in names:
+                if k in keys and math.isclose(coef, self.stats[prefix + k].last, rel_tol=1e-9, abs_tol=1e-12):
+                    return coef_key, coef, label
+        if coef == cs.max and coef > cs.first:
+            return coef_key, coef, "max"
+        if coef == cs.min and coef < cs.first:
+            return coef_key, coef, "min"
+        return coef_key, coef, "a bound"
+
+    def _budget_findings(self) -> list[Finding]:
+        out: list[Finding] = []
+        if not self.window_full:
+            return out
+        w = self.window
+        obj_share = self.window_mean(f"budget/{OBJECTIVE}/grad_share")
+        for term in self.budget_terms():
+            if term == OBJECTIVE:
+                continue
+            share = self.window_mean(f"budget/{term}/grad_share")
+            if share > DOMINANT_SHARE:
+                vshare = self.window_mean(f"budget/{term}/value_share")
+                out.append(self._finding(
+                    "dominant", "warning", term,
+                    f"{term} has {share:.0%} of the gradient (mean budget/{term}/grad_share {share:.3f} over the "
+                    f"last {w} steps; value share {_fmt(vshare, '.3f')}; objective's grad share {_fmt(obj_share, '.3f')})",
+                    {"grad_share": share, "value_share": vshare, "objective_grad_share": obj_share, "window": w}))
+            cos = self.window_mean(f"budget/{term}/cos_objective")
+            if cos < OPPOSES_COS:
+                out.append(self._finding(
+                    "opposes_objective", "warning", term,
+                    f"{term}'s gradient opposes the objective's (mean budget/{term}/cos_objective {cos:.3f} "
+                    f"over the last {w} steps)",
+                    {"cos_objective": cos, "window": w}))
+        return out
+
+    def _training_findings(self) -> list[Finding]:
+        out: list[Finding] = []
+        w = self.window
+        if self._ratio_bad is not None:
+            b = self._ratio_bad
+            out.append(self._finding(
+                "ratio_not_one", "error", "train/ratio_first_epoch",
+                f"the first-epoch ratio is not 1 (step {b['step']}: train/ratio_first_epoch "
+                f"{_fmt(b['ratio_first_epoch'], '.7g')}, maxdev {_fmt(b['ratio_first_epoch_maxdev'], '.3g')}; "
+                f"{self._ratio_bad_steps} step(s) so far): sampling and training log-probs differ",
+                {**b, "steps": self._ratio_bad_steps}))
+        skipped = self.stats.get("train/skipped_steps")
+        if skipped is not None and skipped.last > 0:
+            out.append(self._finding(
+                "skipped_steps", "warning", "train/skipped_steps",
+                f"{int(skipped.last)} step(s) skipped so far because the loss or gradient was not finite",
+                {"skipped_steps": int(skipped.last)}))
+        if not self.window_full:
+            return out
+        clip = self.window_mean("train/clip_fraction")
+        if clip > CLIP_HIGH:
+            out.append(self._finding(
+                "clip_high", "warning", "train/clip_fraction",
+                f"mean train/clip_fraction {clip:.3f} over the last {w} steps is above {CLIP_HIGH}: "
+                f"{clip:.0%} of plies get no gradient from the objective",
+                {"clip_fraction": clip, "window": w}))
+        zero = self.window_mean("rollout/zero_std_frac")
+        if zero > ZERO_STD_FRAC:
+            out.append(self._finding(
+                "zero_std_groups", "warning", "rollout/zero_std_frac",
+                f"mean rollout/zero_std_frac {zero:.3f} over the last {w} steps: {zero:.0%} of groups tie "
+                "and carry no learning signal",
+                {"zero_std_frac": zero, "window": w}))
+        out += self._entropy_findings()
+        t = self._return_trend
+        if t is not None and t.n >= TREND_MIN_WINDOWS:
+            out.append(self._finding(
+                "reward_trend", "info", RETURN_KEY,
+                f"{RETURN_KEY} is {t.verdict}: slope {t.slope:+.3g}/step (95% CI {t.lo:+.3g} to {t.hi:+.3g}) "
+                f"over {t.n} windows of {w} steps",
+                {"slope": t.slope, "lo": t.lo, "hi": t.hi, "verdict": t.verdict, "windows": t.n, "window": w},
+                state=t.verdict))
+        return out
+
+    def _entropy_findings(self) -> list[Finding]:
+        b = self._blocks[ENTROPY_KEY]
+        if not b.means:
+            return []
+        w = self.window
+        initial = b.means[0]
+        current = self.window_mean(ENTROPY_KEY)
+        if initial > 0 and current < ENTROPY_COLLAPSE_FRAC * initial:
+            return [self._finding(
+                "entropy_collapse", "warning", ENTROPY_KEY,
+                f"{ENTROPY_KEY} fell to {current:.3g} (mean of the last {w} steps), {current / initial:.0%} of its "
+                f"initial {initial:.3g} (mean of the first {w})",
+                {"entropy": current, "initial": initial, "fraction": current / initial, "window": w},
+                state="collapsed")]
+        n = ENTROPY_DECLINE_WINDOWS
+        tail = b.means[-n:]
+        if len(tail) == n and all(a > c for a, c in zip(tail, tail[1:])) and \
+                initial > 0 and tail[0] - tail[-1] > ENTROPY_DECLINE_DROP * initial:
+            return [self._finding(
+                "entropy_collapse", "warning", ENTROPY_KEY,
+                f"{ENTROPY_KEY} fell in each of the last {n} windows of {w} steps: {tail[0]:.3g} -> {tail[-1]:.3g} "
+                f"(initial {initial:.3g})",
+                {"from": tail[0], "to": tail[-1], "initial": initial, "windows": n, "window": w},
+                state="declining")]
+        return []
+
+    def _eval_findings(self) -> list[Finding]:
+        out: list[Finding] = []
+        for opp, evals in self._evals.items():
+            if len(evals) < EVAL_MIN_EVALS:
+                continue
+            noise, d = peak_is_noise([e[1] for e in evals], [e[2] for e in evals], alpha=EVAL_ALPHA)
+            if not noise or not d["peak_score"] > d["level"]:
+                continue
+            step = evals[d["peak_index"]][0]
+            key = f"eval/{opp}/score"
+            out.append(self._finding(
+                "eval_noise", "info", key,
+                f"{key} peak {_fmt(d['peak_score'])} at step {step} ({d['peak_games']} games, 95% CI "
+                f"{d['peak_lo']:.3f}–{d['peak_hi']:.3f}) is within the noise of the level {d['level']:.3f} of the "
+                f"other {d['evaluations'] - 1} evaluations ({d['level_games']} games): p = {d['p_adjusted']:.2f} "
+                f"after picking the best of {d['evaluations']}",
+                {**d, "peak_step": step}, state=str(step)))
+        return out
+
+
+def _wilson_band(score: float, games: int) -> tuple[float, float]:
+    return wilson(score * games, games)
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) or isinstance(x, bool)
+
+
+def _fmt(x: float, spec: str = ".4g") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return format(x, spec)

@@ -1,0 +1,119 @@
+"""The metrics stream: one JSON object per step in ``RUN_DIR/metrics.jsonl``, mirrored to wandb.
+
+Keys must belong to the documented namespaces (docs/metrics.md); a key outside them is a bug
+and raises. wandb never blocks or fails a run: 'auto' means offline unless an API key is
+configured, and an online init that fails falls back to offline with one printed line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+NAMESPACES = ("train/", "budget/", "plugin/", "eval/", "rollout/", "time/")
+
+
+def check_keys(row: dict[str, Any]) -> None:
+    for k in row:
+        if k != "step" and not k.startswith(NAMESPACES):
+            raise ValueError(f"metric key {k!r} is outside the documented namespaces {NAMESPACES}")
+
+
+def _jsonable(v: Any) -> Any:
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else (1e308 if v > 0 else -1e308)
+    return v
+
+
+def wandb_mode(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    netrc = Path.home() / ".netrc"
+    if netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore"):
+        return "online"
+    return "offline"
+
+
+class MetricsLogger:
+    """Appends rows to ``metrics.jsonl`` (flushed every step) and logs them to wandb."""
+
+    def __init__(self, run_dir: Path, *, wandb: str = "auto", project: str = "chessrl", name: str = "run",
+                 config: dict | None = None, resume_step: int = 0) -> None:
+        self.path = Path(run_dir) / "metrics.jsonl"
+        if resume_step:
+            truncate_metrics(self.path, resume_step)
+        self.file = open(self.path, "a")
+        self.run = None
+        mode = wandb_mode(wandb)
+        if mode != "disabled":
+            self.run = _init_wandb(mode, project, name, config or {}, Path(run_dir))
+
+    def log(self, row: dict[str, Any]) -> None:
+        check_keys(row)
+        clean = {k: _jsonable(v) for k, v in row.items()}
+        self.file.write(json.dumps(clean) + "\n")
+        self.file.flush()
+        if self.run is not None:
+            try:
+                self.run.log({k: v for k, v in clean.items() if k != "step"}, step=int(clean["step"]))
+            except Exception as exc:  # wandb must never break a run
+                print(f"wandb: logging failed ({exc}); continuing with metrics.jsonl only", file=sys.stderr)
+                self.run = None
+
+    def close(self) -> None:
+        self.file.close()
+        if self.run is not None:
+            try:
+                self.run.finish(quiet=True)
+            except Exception:
+                pass
+            self.run = None
+
+
+def _init_wandb(mode: str, project: str, name: str, config: dict, run_dir: Path):
+    os.environ.setdefault("WANDB_SILENT", "true")
+    try:
+        import wandb
+    except ImportError:
+        print("wandb is not installed; metrics go to metrics.jsonl only", file=sys.stderr)
+        return None
+    try:
+        return wandb.init(project=project, name=name, config=config, dir=str(run_dir), mode=mode,
+                          settings=wandb.Settings(init_timeout=30, console="off"), reinit="finish_previous")
+    except Exception as exc:
+        if mode == "online":
+            print(f"wandb: online init failed ({type(exc).__name__}); logging offline", file=sys.stderr)
+            return _init_wandb("offline", project, name, config, run_dir)
+        print(f"wandb: init failed ({type(exc).__name__}: {exc}); metrics go to metrics.jsonl only", file=sys.stderr)
+        return None
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Rows of a metrics.jsonl; a partial last line (a crashed or running run) is ignored."""
+    rows = []
+    if not Path(path).exists():
+        return rows
+    for line in Path(path).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep only rows with ``step <= last_step`` so a resumed run neither repeats nor skips a step."""
+    if not path.exists():
+        return
+    keep = [r for r in read_metrics(path) if r.get("step", 0) <= last_step]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+    os.replace(tmp, path)

@@ -1,0 +1,424 @@
+"""The trainer. :func:`grpo_step` is the algorithm, top to bottom; :func:`train` is the plumbing.
+
+One step: rollout -> advantages -> ppo_steps x (loss with plugin terms -> backward -> grad
+clip -> optimiser step) -> old-policy sync -> plugin updates -> log.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tensordict import TensorDict
+
+from chessrl import checkpoint, pluginmanager
+from chessrl.advantage import group_advantages, player_returns
+from chessrl.budget import backward_with_budget, value_budget
+from chessrl.config import Config, config_to_dict, dumps_toml
+from chessrl.env import BoardGameEnv
+from chessrl.errors import UserError
+from chessrl.loss import GRPOLoss
+from chessrl.metrics import MetricsLogger
+from chessrl.policy import build_policy, log_probs
+from chessrl.regularisers import Coefficients, LossTerm, PluginReport
+from chessrl.rollout import RolloutTimes, collect
+
+
+@dataclass
+class Run:
+    """Everything one training run holds; plugins receive it in train_start/train_end."""
+
+    config: Config
+    run_dir: Path
+    game: Any
+    env: BoardGameEnv
+    policy: torch.nn.Module
+    old_policy: torch.nn.Module
+    ref_policy: torch.nn.Module | None
+    loss: GRPOLoss
+    optimizer: torch.optim.Optimizer
+    coefs: Coefficients
+    plugins: Any                      # the per-run pluggy manager of enabled regularisers
+    plugin_names: list[str]
+    generator: torch.Generator
+    device: torch.device
+    log: Callable[[str], None] = print
+    skipped_steps: int = 0
+    last_sync: int = 0
+    stop_reason: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def hook(self, name: str, **kwargs) -> list[tuple[str, Any]]:
+        return pluginmanager.call_hook(self.plugins, name, **kwargs)
+
+
+def grpo_step(run: Run, step: int) -> dict[str, float]:
+    """One GRPO step; returns its metrics row (docs/metrics.md)."""
+    cfg, t_step = run.config, time.perf_counter()
+    run.coefs.begin_step()
+    engine_t0 = getattr(run.game, "engine_seconds", 0.0)
+
+    # --- old-policy sync: rollouts sample from the old policy --------------------------
+    if cfg.trainer.sync_every > 1 and (step - 1) % cfg.trainer.sync_every == 0:
+        run.old_policy.load_state_dict(run.policy.state_dict())
+        run.last_sync = step
+    age = 0 if cfg.trainer.sync_every == 1 else step - run.last_sync
+
+    # --- rollout: R roots x G trajectories x T plies --------------------------------
+    t0, rt = time.perf_counter(), RolloutTimes()
+    ro = cfg.rollout
+    td = collect(run.env, run.old_policy, plies=ro.plies, temperature=ro.temperature, opponent=ro.opponent,
+                 train_plies=ro.train_plies, teacher_forcing_prob=ro.teacher_forcing_prob,
+                 teacher_forcing_depth=ro.teacher_forcing_depth, generator=run.generator, times=rt)
+    t_rollout = time.perf_counter() - t0
+
+    # --- advantages: group-relative, per player, broadcast to that player's plies -----
+    played = td["valid"]
+    rewards, values = td["next", "reward"].squeeze(-1), td["next", "value"].squeeze(-1)
+    returns = player_returns(rewards, values, td["mover_is_root"], played, td["root_value"][..., 0],
+                             cfg.advantage.returns)                           # [R, G, 2]
+    trained = td["loss_mask"]
+    has_root = (trained & td["mover_is_root"]).any(-1)
+    has_other = (trained & ~td["mover_is_root"]).any(-1)
+    adv, zero = group_advantages(returns.transpose(-1, -2), torch.stack([has_root, has_other], -2),
+                                 scale=cfg.advantage.scale, eps=cfg.advantage.eps)  # [R, 2, G]
+    adv = adv.transpose(-1, -2)
+    td["advantage"] = torch.where(td["mover_is_root"], adv[..., 0:1], adv[..., 1:2])
+    R, G, T = td.batch_size
+    td["traj_index"] = torch.arange(R * G).reshape(R, G, 1).expand(R, G, T)
+
+    # --- the training batch: trained plies only, with old (and reference) log-probs ----
+    batch = td.select("observation", "action_mask", "action", "advantage", "traj_index",
+                      "sample_log_prob").reshape(-1)[trained.reshape(-1)].to(run.device)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        batch["old_log_probs"] = log_probs(run.old_policy, batch["observation"], batch["action_mask"], ro.temperature)
+        if run.ref_policy is not None:
+            batch["ref_log_probs"] = log_probs(run.ref_policy, batch["observation"], batch["action_mask"], ro.temperature)
+    t_policy = rt.policy + time.perf_counter() - t0
+    old_taken = batch["old_log_probs"].gather(-1, batch["action"][:, None]).squeeze(-1)
+    drift = float((old_taken - batch["sample_log_prob"]).abs().max()) if len(batch) else 0.0
+
+    # --- PPO epochs: loss with plugin terms -> backward -> clip -> step ------------------
+    t0, t_budget = time.perf_counter(), 0.0
+    params = [p for p in run.policy.parameters() if p.requires_grad]
+    epoch_rows, budget, epochs_run, skipped = [], {}, 0, False
+    for epoch in range(cfg.trainer.ppo_steps if len(batch) else 0):
+        out = run.loss(batch)
+        terms = {"objective": out["loss_objective"]}
+        raws, coefs = {"objective": float(out["loss_objective"].detach())}, {"objective": 1.0}
+        for plugin, res in run.hook("chessrl_loss_terms", out=out, batch=batch, coefs=run.coefs):
+            for term in (res if isinstance(res, (list, tuple)) else [res]):
+                assert isinstance(term, LossTerm), f"plugin {plugin} returned {type(term).__name__}, not LossTerm"
+                terms[term.name] = term.coef * term.raw
+                out[f"loss_{term.name}"] = terms[term.name]
+                raws[term.name], coefs[term.name] = float(term.raw.detach()), float(term.coef)
+        total = sum(terms.values())
+        if not torch.isfinite(total):
+            skipped = True
+            break
+        run.optimizer.zero_grad(set_to_none=True)
+        if epoch == 0:
+            budget.update(value_budget({k: float(v.detach()) for k, v in terms.items()}, coefs, raws))
+        if epoch == 0 and cfg.trainer.budget_every and step % cfg.trainer.budget_every == 0:
+            tb = time.perf_counter()
+            budget.update(backward_with_budget(terms, params))
+            t_budget = time.perf_counter() - tb
+        else:
+            total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.trainer.grad_clip or float("inf"))
+        if not torch.isfinite(grad_norm):
+            skipped = True
+            run.optimizer.zero_grad(set_to_none=True)
+            break
+        run.optimizer.step()
+        epochs_run += 1
+        epoch_rows.append({k: float(out[k].detach()) for k in ("loss_objective", "clip_fraction", "ratio_mean", "ratio_max",
+                                                      "ratio_min", "ess", "entropy", "entropy_sample", "kl_old_exact",
+                                                      "kl_old_k1", "kl_old_k3")}
+                          | {k: float(out[k].detach()) for k in ("kl_ref_exact", "kl_ref_k1", "kl_ref_k3") if k in out.keys()}
+                          | {"loss": float(total.detach()), "grad_norm": float(grad_norm),
+                             "maxdev": float((out["log_probs"].detach() - batch["old_log_probs"].gather(
+                                 -1, batch["action"][:, None]).squeeze(-1)).exp().sub(1).abs().max())})
+    run.skipped_steps += skipped
+    t_learner = time.perf_counter() - t0
+
+    # --- metrics, then plugin updates (controllers read this step's metrics) -------------
+    m = _step_metrics(run, td, returns, zero, epoch_rows, epochs_run, len(batch), drift, age)
+    m.update(budget)
+    run.hook("chessrl_adjust_coefficients", metrics=m, coefs=run.coefs, step=step)
+    for name, report in run.hook("chessrl_step_end", metrics=m, step=step):
+        m.update(_plugin_metrics(name, report))
+        if report.message:
+            run.log(f"plugin {name}: {report.message}")
+        if report.stop:
+            run.stop_reason = f"plugin {name} stopped training: {report.stop}"
+    engine = getattr(run.game, "engine_seconds", engine_t0) - engine_t0
+    t_total = time.perf_counter() - t_step
+    m.update({"time/step": t_total, "time/rollout": t_rollout, "time/reward_engine": engine,
+              "time/policy": t_policy, "time/learner": t_learner, "time/budget": t_budget,
+              "time/overhead_frac": max(0.0, 1 - (engine + t_policy + t_learner) / t_total)})
+    return m
+
+
+def _step_metrics(run: Run, td: TensorDict, returns, zero, rows, epochs_run, n_trained, drift, age) -> dict:
+    m: dict[str, float] = {"train/lr": run.optimizer.param_groups[0]["lr"], "train/ppo_epochs_run": epochs_run,
+                           "train/skipped_steps": run.skipped_steps, "train/trained_plies": n_trained,
+                           "train/old_policy_age": age}
+    if rows:
+        mean = lambda k: float(np.mean([r[k] for r in rows]))  # noqa: E731
+        m.update({"train/loss": mean("loss"), "train/loss_objective": mean("loss_objective"),
+                  "train/clip_fraction": mean("clip_fraction"), "train/ratio_mean": mean("ratio_mean"),
+                  "train/ratio_max": max(r["ratio_max"] for r in rows), "train/ratio_min": min(r["ratio_min"] for r in rows),
+                  "train/ratio_first_epoch": rows[0]["ratio_mean"], "train/ratio_first_epoch_maxdev": rows[0]["maxdev"],
+                  "train/ess": mean("ess"), "train/entropy": rows[0]["entropy"],
+                  "train/entropy_sample": rows[0]["entropy_sample"], "train/grad_norm": rows[-1]["grad_norm"]})
+        for k in ("kl_old_exact", "kl_old_k1", "kl_old_k3", "kl_ref_exact", "kl_ref_k1", "kl_ref_k3"):
+            if k in rows[-1]:
+                m[f"train/{k}"] = rows[-1][k]
+    trained, mover_root = td["loss_mask"], td["mover_is_root"]
+    r = td["next", "reward"].squeeze(-1)
+    root_ret = returns[..., 0].reshape(-1)
+    played = td["valid"]
+    m.update({
+        "rollout/reward_mean": float(r[trained].mean()) if trained.any() else 0.0,
+        "rollout/return_mean": float(root_ret.mean()), "rollout/return_std": float(root_ret.std(unbiased=False)),
+        "rollout/return_best": float(root_ret.max()), "rollout/return_p90": float(root_ret.quantile(0.9)),
+        "rollout/zero_std_groups": int(zero[..., 0].sum()), "rollout/zero_std_frac": float(zero[..., 0].float().mean()),
+        "rollout/trained_plies": int(trained.sum()),
+        "rollout/game_len_mean": float(played.sum(-1).float().mean()),
+        "rollout/terminated_frac": float(td["next", "terminated"][..., -1, 0].float().mean()),
+        "rollout/teacher_forced_frac": float(td["forced_traj"][..., 0].float().mean()),
+        "rollout/logprob_drift": drift,
+    })
+    return m
+
+
+def _plugin_metrics(name: str, report: PluginReport) -> dict[str, float]:
+    if not isinstance(report, PluginReport):
+        raise TypeError(f"plugin {name}: chessrl_step_end must return a PluginReport, got {type(report).__name__}")
+    out = {f"plugin/{name}/{k}": float(v) for k, v in report.metrics.items()}
+    if report.acted is not None:
+        out[f"plugin/{name}/acted"] = float(bool(report.acted))
+    if report.at_bound is not None:
+        out[f"plugin/{name}/at_bound"] = float(bool(report.at_bound))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# plumbing: building a run, the loop, checkpoints, resume, Ctrl-C
+# ------------------------------------------------------------------------------------------
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device = 'cuda' but no CUDA device is available; use device = 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def make_game(cfg: Config, seed: int):
+    reg = pluginmanager.games()[cfg.env.name]
+    return reg.obj(cfg.env.options, seed)
+
+
+def build_run(cfg: Config, run_dir: Path, log: Callable[[str], None] = print) -> Run:
+    """Construct game, env, policies, loss, optimiser and the enabled plugins of a config."""
+    device = resolve_device(cfg.device)
+    torch_gen = torch.Generator().manual_seed(cfg.seed)
+    game = make_game(cfg, cfg.seed)
+    try:
+        env = BoardGameEnv(game, batch_size=(cfg.rollout.roots, cfg.rollout.group_size), device="cpu", seed=cfg.seed)
+        with torch.random.fork_rng(devices=[]):  # the init seed must not touch the global RNG
+            torch.manual_seed(cfg.seed)
+            policy = build_policy(cfg.policy, game).to(device)
+        policy.eval()  # no dropout or batch statistics exist, and none may sneak in
+        coefs = Coefficients()
+        pm = pluginmanager.new_plugin_manager()
+        names = []
+        for name, options in cfg.plugins.items():
+            inst = pluginmanager.regularisers()[name].obj(name, options, coefs)
+            pm.register(inst, name=name)
+            names.append(name)
+        pluginmanager.check_hooks(pm)
+        needs_ref = any(getattr(pm.get_plugin(n), "needs_reference", False) for n in names)
+        ref = copy.deepcopy(policy).requires_grad_(False) if needs_ref else None
+        old = policy if cfg.trainer.sync_every == 1 else copy.deepcopy(policy).requires_grad_(False)
+        loss = GRPOLoss(policy, temperature=cfg.rollout.temperature, clip_low=cfg.loss.clip_low,
+                        clip_high=cfg.loss.clip_high, aggregation=cfg.loss.aggregation)
+        params = [p for p in policy.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay,
+                                betas=tuple(cfg.trainer.betas))
+    except BaseException:
+        game.close()
+        raise
+    return Run(cfg, run_dir, game, env, policy, old, ref, loss, opt, coefs, pm, names, torch_gen, device, log)
+
+
+def state_dict(run: Run, step: int) -> dict[str, Any]:
+    plugin_states: dict = {}
+    for _, s in run.hook("chessrl_state_dict"):
+        plugin_states.update(s)
+    return {"step": step, "policy": run.policy.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "old_policy": None if run.old_policy is run.policy else run.old_policy.state_dict(),
+            "ref_policy": None if run.ref_policy is None else run.ref_policy.state_dict(),
+            "coefficients": run.coefs.state_dict(), "plugins": plugin_states,
+            "rng": {"sampler": run.generator.get_state(), "env": run.env.rng.bit_generator.state},
+            "skipped_steps": run.skipped_steps, "last_sync": run.last_sync,
+            "config": config_to_dict(run.config), "game": run.config.env.name,
+            "policy_sizes": getattr(run.policy, "sizes", {})}
+
+
+def load_state(run: Run, state: dict[str, Any]) -> int:
+    run.policy.load_state_dict(state["policy"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    if state.get("old_policy") is not None and run.old_policy is not run.policy:
+        run.old_policy.load_state_dict(state["old_policy"])
+    if state.get("ref_policy") is not None and run.ref_policy is not None:
+        run.ref_policy.load_state_dict(state["ref_policy"])
+    run.coefs.load_state_dict(state["coefficients"])
+    run.hook("chessrl_load_state_dict", states=state["plugins"])
+    run.generator.set_state(state["rng"]["sampler"])
+    run.env.rng.bit_generator.state = state["rng"]["env"]
+    run.skipped_steps, run.last_sync = state["skipped_steps"], state["last_sync"]
+    return int(state["step"])
+
+
+def new_run_dir(cfg: Config, root: Path = Path("runs")) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return root / f"{cfg.name}-{stamp}"
+
+
+def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: bool = False,
+          progress: bool | None = None, echo: Callable[[str], None] | None = None) -> Path:
+    """Train ``cfg`` in ``run_dir`` (resuming from its latest checkpoint if asked); return run_dir."""
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    if resume:
+        if checkpoint.latest(ckpt_dir) is None:
+            raise UserError(f"--resume: no checkpoint in {ckpt_dir}; start without --resume")
+    elif (run_dir / "metrics.jsonl").exists():
+        raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.toml").write_text(dumps_toml(config_to_dict(cfg)))
+    logfile = open(run_dir / "train.log", "a")
+    say = echo or (lambda line: print(line, file=sys.stderr))
+
+    def log(line: str) -> None:
+        logfile.write(line + "\n")
+        logfile.flush()
+        say(line)
+
+    try:  # TEMP until health lands
+        from chessrl.health import HealthMonitor
+    except ImportError:
+        class HealthMonitor:
+            def __init__(self, window): pass
+            def update(self, row): return []
+
+    run = build_run(cfg, run_dir, log)
+    logger = None
+    bar = None
+    step = 0
+    try:
+        start = 0
+        if resume:
+            start = load_state(run, checkpoint.load(checkpoint.latest(ckpt_dir)))
+            log(f"resumed from step {start}")
+        step = start
+        logger = MetricsLogger(run_dir, wandb=cfg.logging.wandb, project=cfg.logging.project, name=run_dir.name,
+                               config=config_to_dict(cfg), resume_step=start)
+        health = HealthMonitor(window=cfg.trainer.health_window)
+        if resume:
+            from chessrl.metrics import read_metrics
+            for row in read_metrics(run_dir / "metrics.jsonl"):
+                health.update(row)
+        run.hook("chessrl_train_start", run=run)
+        end = cfg.trainer.steps if max_steps is None else min(cfg.trainer.steps, start + max_steps)
+        show = cfg.logging.progress if progress is None else progress
+        if show:
+            from tqdm import tqdm
+            bar = tqdm(total=end, initial=start, desc=cfg.name, unit="step", dynamic_ncols=True, file=sys.stderr)
+        stop = _GracefulStop(log)
+        for step in range(start + 1, end + 1):
+            row = {"step": step, **grpo_step(run, step)}
+            if cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
+                row.update(run_eval(run, step))
+            logger.log(row)
+            for finding in health.update(row):
+                log(f"[health] {finding.message}")
+            if bar is not None:
+                bar.set_postfix(ret=f"{row['rollout/return_mean']:+.3f}", H=f"{row.get('train/entropy', 0):.2f}",
+                                clip=f"{row.get('train/clip_fraction', 0):.2f}", refresh=False)
+                bar.update(1)
+            if step % cfg.trainer.checkpoint_every == 0 or step == end or run.stop_reason:
+                checkpoint.save(ckpt_dir, step, state_dict(run, step), cfg.trainer.keep_checkpoints)
+            if stop.requested and not run.stop_reason:
+                checkpoint.save(ckpt_dir, step, state_dict(run, step), cfg.trainer.keep_checkpoints)
+                run.stop_reason = (f"interrupted: checkpoint at step {step} in {ckpt_dir}; "
+                                   f"continue with --resume --run-dir {run_dir}")
+            if run.stop_reason:
+                log(run.stop_reason)
+                break
+    finally:
+        if "stop" in locals():
+            stop.restore()
+        if bar is not None:
+            bar.close()
+        try:
+            run.hook("chessrl_train_end", run=run)
+        finally:
+            run.game.close()
+            if logger is not None:
+                logger.close()
+            logfile.close()
+    return run_dir
+
+
+class _GracefulStop:
+    """First Ctrl-C: finish the current step, checkpoint, exit cleanly. Second: abort at once."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        import signal
+        import threading
+
+        self.requested = False
+        self.log = log
+        self._signal = signal
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.log("Ctrl-C: finishing this step, then saving a checkpoint (Ctrl-C again to abort)")
+
+    def restore(self) -> None:
+        if self._old is not None:
+            self._signal.signal(self._signal.SIGINT, self._old)
+
+
+def run_eval(run: Run, step: int) -> dict[str, float]:
+    """Play the game's evaluation opponents; ``eval/<opponent>/...`` metrics."""
+    from chessrl.match import play_match
+
+    t0 = time.perf_counter()
+    out: dict[str, float] = {}
+    for name, opponent in run.game.eval_opponents().items():
+        res = play_match(run.game, run.policy, opponent, games=run.config.trainer.eval_games,
+                         temperature=run.config.rollout.temperature, greedy=True, seed=run.config.seed + step)
+        out.update(res.metrics(f"eval/{name}"))
+    reports = run.hook("chessrl_eval_end", metrics=out, step=step)
+    del reports
+    out["time/eval"] = time.perf_counter() - t0
+    return out
