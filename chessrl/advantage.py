@@ -28,9 +28,13 @@ def group_advantages(returns: torch.Tensor, valid: torch.Tensor, *, scale: str =
     centred = (returns - mean) * v
     var = (centred.pow(2)).sum(-1, keepdim=True) / n.clamp_min(1.0)
     std = var.sqrt()
-    zero_spread = (std.squeeze(-1) <= 1e-8) & (n.squeeze(-1) > 0)
+    hi = torch.where(valid, returns, torch.full_like(returns, -torch.inf)).max(-1).values
+    lo = torch.where(valid, returns, torch.full_like(returns, torch.inf)).min(-1).values
+    zero_spread = (hi == lo) & (n.squeeze(-1) > 0)  # exact ties, not a float threshold
     adv = centred / (std + eps) if scale == "std" else centred
-    return torch.where(valid, adv, torch.zeros_like(adv)), zero_spread
+    # a tied group carries no signal: its advantages are exactly 0, not rounding noise / eps
+    keep = valid & ~zero_spread.unsqueeze(-1)
+    return torch.where(keep, adv, torch.zeros_like(adv)), zero_spread
 
 
 def player_returns(reward: torch.Tensor, value: torch.Tensor, mover_is_root: torch.Tensor,

@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from chessrl.stats import Trend, peak_is_noise, trend, wilson
+from chessrl.stats import Trend, peak_is_noise, trend
 
 __all__ = [
     "Finding", "HealthMonitor", "PluginSummary", "KeyStats",
@@ -39,7 +39,7 @@ ENTROPY_DECLINE_DROP = 0.10    # ... falling by more than this fraction of the f
 ZERO_STD_FRAC = 0.5            # mean rollout/zero_std_frac above this
 TREND_MIN_WINDOWS = 3          # window means needed before a reward trend is reported
 EVAL_MIN_EVALS = 3             # evaluations of one opponent needed before judging its peak
-EVAL_ALPHA = 0.05              # family-wise level of the eval peak test
+EVAL_ALPHA = 0.05              # family-wise level of the eval peak test (stats.peak_is_noise)
 
 OBJECTIVE = "objective"
 ENTROPY_KEY = "train/entropy"
@@ -180,6 +180,7 @@ class HealthMonitor:
         self._ratio_bad_steps = 0
         self._evals: dict[str, list[tuple[int, float, int]]] = {}
         self._return_trend: Trend | None = None
+        self._last_acted: dict[str, int] = {}
         self._current: list[Finding] = []
         self._raised: dict[tuple[str, str, str], Finding] = {}
 
@@ -206,6 +207,8 @@ class HealthMonitor:
             self._recent.setdefault(key, deque(maxlen=self.window)).append((step, value))
             if key in self._blocks and self._blocks[key].add(step, value) and key == RETURN_KEY:
                 self._refresh_trend()
+            if key.startswith("plugin/") and key.endswith("/acted") and value != 0.0:
+                self._last_acted[key.split("/")[1]] = step
         self._check_ratio(row, step)
         self._record_evals(row, step)
         self._current = self._evaluate()
@@ -273,14 +276,6 @@ class HealthMonitor:
         )
 
     @property
-    def _last_acted(self) -> dict[str, int]:
-        # the last step a plugin acted: the last step its 'acted' value was non-zero
-        out: dict[str, int] = {}
-        for key, dq in self._acted_steps.items():
-            out[key] = dq
-        return out
-
-    @property
     def return_trend(self) -> Trend | None:
         """The trend of rollout/return_mean's window means (None before any block)."""
         return self._return_trend
@@ -291,8 +286,6 @@ class HealthMonitor:
 
     # --- row bookkeeping -----------------------------------------------------------------
 
-    _acted_steps: dict[str, int]
-
     def _check_ratio(self, row: dict[str, Any], step: int) -> None:
         ratio, maxdev = row.get("train/ratio_first_epoch"), row.get("train/ratio_first_epoch_maxdev")
         bad_mean = _number(ratio) and not abs(float(ratio) - 1.0) <= RATIO_MEAN_TOL
@@ -302,9 +295,6 @@ class HealthMonitor:
             if self._ratio_bad is None:
                 self._ratio_bad = {"step": step, "ratio_first_epoch": float(ratio) if _number(ratio) else math.nan,
                                    "ratio_first_epoch_maxdev": float(maxdev) if _number(maxdev) else math.nan}
-        for key, value in row.items():
-            if key.startswith("plugin/") and key.endswith("/acted") and _number(value) and float(value) != 0.0:
-                self._acted_steps[key.split("/")[1]] = step
 
     def _record_evals(self, row: dict[str, Any], step: int) -> None:
         for key, value in row.items():
@@ -350,7 +340,7 @@ class HealthMonitor:
                     {"steps": acted_stats.count, "acted": 0, **s.metrics}))
             # saturated: at_bound on more than SATURATED_FRAC of the last window
             recent = self.window_values(f"plugin/{name}/at_bound")
-            if self.window_full and recent and len(recent) >= min(w, self.steps_seen) // 2:
+            if self.window_full and recent:
                 frac = sum(1 for v in recent if v) / len(recent)
                 if frac > SATURATED_FRAC:
                     coef_key, coef, bound = self._bound_of(name)
@@ -498,7 +488,8 @@ class HealthMonitor:
             if len(evals) < EVAL_MIN_EVALS:
                 continue
             noise, d = peak_is_noise([e[1] for e in evals], [e[2] for e in evals], alpha=EVAL_ALPHA)
-            if not noise or not d["peak_score"] > d["level"]:
+            # only a peak that stands out of the level's own interval looks like a peak
+            if not noise or not d["peak_score"] > d["level_hi"]:
                 continue
             step = evals[d["peak_index"]][0]
             key = f"eval/{opp}/score"
@@ -512,12 +503,9 @@ class HealthMonitor:
         return out
 
 
-def _wilson_band(score: float, games: int) -> tuple[float, float]:
-    return wilson(score * games, games)
-
-
 def _number(x: Any) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) or isinstance(x, bool)
+    # JSON true/false count as 1/0 (acted, at_bound)
+    return isinstance(x, numbers.Real)
 
 
 def _fmt(x: float, spec: str = ".4g") -> str:

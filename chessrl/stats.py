@@ -236,7 +236,8 @@ def peak_is_noise(scores: Sequence[float], games: Sequence[int] | int, alpha: fl
     exceed the level at all. Needs at least 2 evaluations; with fewer it is not called noise.
 
     Returns ``(is_noise, details)``; details hold the numbers behind the verdict (the
-    peak's index, score, games and 95% Wilson interval, the level and its games, p, p_adj).
+    peak's index, score, games and 95% Wilson interval, the level with its games and 95%
+    Wilson interval, p, p_adj).
     """
     k = len(scores)
     counts = [int(games)] * k if isinstance(games, (int, float)) else [int(g) for g in games]
@@ -251,11 +252,13 @@ def peak_is_noise(scores: Sequence[float], games: Sequence[int] | int, alpha: fl
     rest_points = sum(float(s) * g for j, (s, g) in enumerate(zip(scores, counts)) if j != i)
     level = rest_points / rest_games if rest_games > 0 else math.nan
     lo, hi = wilson(peak * n1, n1)
+    level_lo, level_hi = wilson(rest_points, rest_games) if rest_games > 0 else (0.0, 1.0)
     details: dict[str, Any] = {
         "evaluations": k, "peak_index": i, "peak_score": peak, "peak_games": n1,
-        "peak_lo": lo, "peak_hi": hi, "level": level, "level_games": rest_games, "alpha": alpha,
+        "peak_lo": lo, "peak_hi": hi, "level": level, "level_lo": level_lo, "level_hi": level_hi,
+        "level_games": rest_games, "alpha": alpha,
     }
-    if rest_games <= 0 or n1 <= 0 or not peak > level:
+    if rest_games <= 0 or n1 <= 0 or not peak > level + 1e-12:
         details.update(p_value=1.0, p_adjusted=1.0)
         return True, details
     x1 = int(math.floor(peak * n1 + 1e-9))

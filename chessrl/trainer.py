@@ -368,6 +368,8 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
             if run.stop_reason:
                 log(run.stop_reason)
                 break
+        if stop.requested:
+            raise KeyboardInterrupt  # after the checkpoint: the CLI exits with 130
     finally:
         if "stop" in locals():
             stop.restore()

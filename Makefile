@@ -1,0 +1,33 @@
+# Two commands do all the set-up on a fresh Debian machine with Python 3.11:
+#   make run    installs everything and trains examples/clean.toml
+#   make test   installs everything and runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CONFIG ?= examples/clean.toml
+
+.PHONY: setup run test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x /usr/games/stockfish || command -v stockfish >/dev/null || \
+		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq stockfish)
+	$(PYTHON) -m venv $(VENV)
+	# torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+run: setup
+	$(VENV)/bin/chessrl run $(CONFIG)
+
+test: setup
+	$(VENV)/bin/pytest -q; rc=$$?; [ $$rc -eq 5 ] && echo "no tests collected" && rc=1; exit $$rc
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,622 @@
+"""``chessrl report RUN_DIR``: a post-mortem of a run, written from its files alone.
+
+The report replays ``RUN_DIR/metrics.jsonl`` through the same :class:`HealthMonitor` the
+trainer uses, so the findings match what training printed, and adds the loss budget, the
+plugins' behaviour, training health, evaluations with error bars, and plots. It works on a
+finished, crashed or still-running run. See docs/diagnostics.md, "Reading a report".
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chessrl.errors import UserError
+from chessrl.health import CLIP_HIGH, OBJECTIVE, RETURN_KEY, HealthMonitor
+from chessrl.stats import block_means, elo_ci, trend, wilson
+
+__all__ = ["load_metrics", "read_metrics", "build_report", "write_report", "main"]
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.toml"
+PLOT_DIR = "report"
+DEFAULT_WINDOW = 20  # TrainerConfig.health_window's default; used when config.toml is missing
+
+# metrics summarised in "Training health" (those present in the run)
+HEALTH_KEYS = (
+    "train/clip_fraction", "train/ratio_first_epoch", "train/ratio_first_epoch_maxdev", "train/ess",
+    "train/entropy", "train/entropy_sample", "train/kl_old_exact", "train/kl_ref_exact", "train/grad_norm",
+    "train/ppo_epochs_run", "train/skipped_steps", "rollout/return_mean", "rollout/return_std",
+    "rollout/zero_std_frac", "rollout/game_len_mean", "rollout/logprob_drift", "time/step", "time/overhead_frac",
+)
+
+
+# --- reading a run -------------------------------------------------------------------------
+
+def read_metrics(run_dir: str | Path) -> tuple[list[dict[str, Any]], int]:
+    """Rows of ``RUN_DIR/metrics.jsonl`` and the number of lines that could not be parsed.
+
+    Tolerant of a crashed or running run: a partial last line (or any unparsable line) is
+    skipped and counted. Rows are put in step order the way the trainer meant them: a row
+    with the step of the row before is merged into it (an eval logged beside the train row),
+    and a row with an earlier step starts a resumed run, whose rows replace the old ones
+    from that step on. Raises :class:`UserError` when the directory or file is missing.
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise UserError(f"{run_dir}: no such run directory; give a directory made by 'chessrl train' "
+                        "(runs/<name>-<timestamp>/)")
+    path = run / METRICS_FILE
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; the run has not logged a step yet (or {run_dir} is not a run directory)") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the file ({exc.__class__.__name__}: {exc})") from None
+    rows: list[dict[str, Any]] = []
+    bad = 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if not isinstance(row, dict) or not isinstance(row.get("step"), (int, float)) or isinstance(row.get("step"), bool):
+            bad += 1
+            continue
+        step = row["step"]
+        if rows and step == rows[-1]["step"]:
+            rows[-1].update(row)
+            continue
+        if rows and step < rows[-1]["step"]:
+            rows = [r for r in rows if r["step"] < step]
+        rows.append(row)
+    return rows, bad
+
+
+def load_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of a run's metrics.jsonl (see :func:`read_metrics`)."""
+    return read_metrics(run_dir)[0]
+
+
+def _load_config(run_dir: Path) -> tuple[dict[str, Any], str | None]:
+    """The run's resolved config, or {} and a note when it is missing or unreadable."""
+    path = run_dir / CONFIG_FILE
+    if not path.exists():
+        return {}, f"{CONFIG_FILE} is missing; plugin options and planned steps are unknown"
+    try:
+        return tomllib.loads(path.read_text()), None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        return {}, f"{CONFIG_FILE} could not be read ({exc.__class__.__name__}: {exc})"
+
+
+@dataclass
+class _Run:
+    """Everything the report is made of."""
+
+    path: Path
+    rows: list[dict[str, Any]]
+    ignored_lines: int
+    config: dict[str, Any]
+    config_note: str | None
+    monitor: HealthMonitor
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        xs, ys = [], []
+        for r in self.rows:
+            v = r.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                xs.append(r["step"])
+                ys.append(float(v))
+        return xs, ys
+
+    def plugin_option(self, plugin: str, *names: str) -> float | None:
+        table = self.config.get("plugins", {}).get(plugin, {})
+        for n in names:
+            if isinstance(table.get(n), (int, float)) and not isinstance(table.get(n), bool):
+                return float(table[n])
+        return None
+
+
+def _analyse(run_dir: str | Path, window: int | None = None) -> _Run:
+    path = Path(run_dir)
+    rows, bad = read_metrics(path)
+    if not rows:
+        raise UserError(f"{path / METRICS_FILE}: no complete rows yet; wait for the first step to be logged")
+    config, note = _load_config(path)
+    if window is None:
+        window = config.get("trainer", {}).get("health_window", DEFAULT_WINDOW)
+        window = window if isinstance(window, int) and window >= 2 else DEFAULT_WINDOW
+    monitor = HealthMonitor(window)
+    for row in rows:
+        monitor.update(row)
+    return _Run(path, rows, bad, config, note, monitor)
+
+
+# --- the report as data ------------------------------------------------------------------
+
+def build_report(run_dir: str | Path, window: int | None = None) -> dict[str, Any]:
+    """Findings and summary numbers of a run, as plain JSON-able data (NaN/inf become None).
+
+    ``window`` overrides ``trainer.health_window`` from the run's config.toml.
+    """
+    return _json_safe(_report_data(_analyse(run_dir, window)))
+
+
+def _report_data(run: _Run) -> dict[str, Any]:
+    mon = run.monitor
+    current = mon.findings()
+    current_keys = {f.key for f in current}
+    planned = run.config.get("trainer", {}).get("steps")
+    enabled = list(run.config.get("plugins", {}))
+    flags: dict[str, list[str]] = {}
+    for f in current:
+        flags.setdefault(f.subject, []).append(f.code)
+
+    budget = []
+    for term in mon.budget_terms():
+        entry: dict[str, Any] = {"term": term}
+        coef = mon.stats.get(f"budget/{term}/coef")
+        entry["coef"] = coef.last if coef else math.nan
+        for metric in ("value_share", "grad_share", "cos_objective"):
+            entry[f"{metric}_window"] = mon.window_mean(f"budget/{term}/{metric}")
+            entry[f"{metric}_run"] = mon.run_mean(f"budget/{term}/{metric}")
+        entry["flags"] = flags.get(term, [])
+        budget.append(entry)
+
+    plugins = []
+    for name in sorted(set(mon.plugin_names()) | set(enabled), key=lambda n: (n not in enabled, n)):
+        s = mon.plugin_summary(name)
+        plugins.append({
+            "name": name, "kind": s.kind, "enabled": name in enabled if enabled else None,
+            "steps": s.steps, "acted": s.acted, "steps_since_acted": s.steps_since_acted,
+            "at_bound_frac": s.at_bound_frac, "at_bound_frac_window": s.at_bound_frac_window,
+            "metrics": s.metrics, "flags": flags.get(name, []),
+        })
+
+    training = []
+    for key in HEALTH_KEYS:
+        st = mon.stats.get(key)
+        if st is None:
+            continue
+        training.append({"key": key, "first": st.first, "last": st.last, "window_mean": mon.window_mean(key),
+                         "run_mean": st.mean, "min": st.min, "max": st.max, "flags": flags.get(key, [])})
+    t = mon.return_trend
+    reward_trend = None if t is None else {"slope": t.slope, "lo": t.lo, "hi": t.hi, "verdict": t.verdict,
+                                           "windows": t.n, "window": mon.window}
+
+    evaluation: dict[str, Any] = {}
+    for opp, evals in mon.eval_history().items():
+        items = []
+        for step, score, games in evals:
+            lo, hi = wilson(score * games, games)
+            elo, elo_lo, elo_hi = elo_ci(score, games)
+            items.append({"step": step, "score": score, "games": games, "lo": lo, "hi": hi,
+                          "elo": elo, "elo_lo": elo_lo, "elo_hi": elo_hi})
+        total_games = sum(g for _, _, g in evals)
+        pooled = sum(s * g for _, s, g in evals) / total_games
+        plo, phi = wilson(pooled * total_games, total_games)
+        evaluation[opp] = {"evals": items, "pooled": {"score": pooled, "games": total_games, "lo": plo, "hi": phi},
+                           "flags": flags.get(f"eval/{opp}/score", [])}
+
+    last = mon.last_step
+    return {
+        "run_dir": str(run.path), "name": run.path.name,
+        "rows": len(run.rows), "first_step": mon.first_step, "last_step": last,
+        "planned_steps": planned if isinstance(planned, int) else None,
+        "complete": bool(isinstance(planned, int) and last is not None and last >= planned),
+        "ignored_lines": run.ignored_lines, "config_note": run.config_note, "window": mon.window,
+        "findings": [f.to_dict() for f in current],
+        "earlier_findings": [f.to_dict() for f in mon.raised() if f.key not in current_keys],
+        "budget": budget, "plugins": plugins, "training": training, "reward_trend": reward_trend,
+        "evaluation": evaluation,
+    }
+
+
+# --- plots -------------------------------------------------------------------------------
+
+def _figure(title: str, ylabel: str):
+    from matplotlib.figure import Figure  # Agg canvas by default: no pyplot, no global state
+
+    fig = Figure(figsize=(8, 3.6), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def _save(fig, out: Path, name: str) -> Path:
+    path = out / name
+    fig.savefig(path)
+    return path
+
+
+def _hline(ax, y: float | None, label: str, color: str = "tab:red") -> None:
+    if y is not None and math.isfinite(y):
+        ax.axhline(y, color=color, linestyle="--", linewidth=1, label=label)
+
+
+def _metric_last(run: _Run, key: str) -> float | None:
+    st = run.monitor.stats.get(key)
+    return st.last if st else None
+
+
+def _plot_grad_shares(run: _Run, out: Path) -> Path | None:
+    terms = run.monitor.budget_terms()
+    steps = sorted({r["step"] for r in run.rows if any(f"budget/{t}/grad_share" in r for t in terms)})
+    if not steps:
+        return None
+    by_step = {r["step"]: r for r in run.rows}
+    ys = [[float(by_step[s].get(f"budget/{t}/grad_share") or 0.0) for s in steps] for t in terms]
+    fig, ax = _figure("Gradient share per loss term", "grad_share")
+    ax.stackplot(steps, ys, labels=terms, alpha=0.85)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", fontsize="small")
+    return _save(fig, out, "grad_shares.png")
+
+
+def _plot_coefficients(run: _Run, out: Path) -> Path | None:
+    fig, ax = _figure("Coefficients", "coefficient")
+    drawn = False
+    for term in run.monitor.budget_terms():
+        if term == OBJECTIVE:
+            continue
+        xs, ys = run.series(f"budget/{term}/coef")
+        if xs:
+            ax.plot(xs, ys, label=f"{term} (budget)")
+            drawn = True
+    for name in run.monitor.plugin_names():
+        xs, ys = run.series(f"plugin/{name}/coef")
+        if not xs:
+            continue
+        line, = ax.plot(xs, ys, linestyle=":", linewidth=2, label=f"{name} coef")
+        drawn = True
+        for bound in ("max", "min"):
+            v = _metric_last(run, f"plugin/{name}/coef_{bound}") or _metric_last(run, f"plugin/{name}/{bound}")
+            if v is None:
+                v = run.plugin_option(name, f"coef_{bound}", f"{bound}_coef", f"kl_coef_{bound}", bound)
+            _hline(ax, v, f"{name} {bound}", color=line.get_color())
+    if not drawn:
+        return None
+    values = [v for line in ax.get_lines() for v in line.get_ydata()]
+    if values and min(values) > 0:
+        ax.set_yscale("log")
+    ax.legend(fontsize="small")
+    return _save(fig, out, "coefficients.png")
+
+
+def _plot_entropy(run: _Run, out: Path) -> Path | None:
+    xs, ys = run.series("train/entropy")
+    if not xs:
+        return None
+    fig, ax = _figure("Policy entropy", "nats")
+    ax.plot(xs, ys, label="train/entropy")
+    sx, sy = run.series("train/entropy_sample")
+    if sx:
+        ax.plot(sx, sy, linestyle=":", label="train/entropy_sample")
+    for name in run.monitor.plugin_names():
+        floor = _metric_last(run, f"plugin/{name}/floor")
+        _hline(ax, floor if floor is not None else run.plugin_option(name, "floor"), f"{name} floor")
+    if "entropy_floor" in run.config.get("plugins", {}) and "entropy_floor" not in run.monitor.plugin_names():
+        _hline(ax, run.plugin_option("entropy_floor", "floor"), "entropy_floor floor")
+    ax.legend(fontsize="small")
+    return _save(fig, out, "entropy.png")
+
+
+def _plot_kl(run: _Run, out: Path) -> Path | None:
+    keys = sorted(k for k in run.monitor.stats if k.startswith("train/kl_"))
+    if not keys:
+        return None
+    fig, ax = _figure("KL divergence", "nats")
+    for key in keys:
+        ax.plot(*run.series(key), label=key)
+    for name in set(run.monitor.plugin_names()) | set(run.config.get("plugins", {})):
+        target = _metric_last(run, f"plugin/{name}/target")
+        _hline(ax, target if target is not None else run.plugin_option(name, "target", "target_kl"), f"{name} target")
+    ax.legend(fontsize="small")
+    return _save(fig, out, "kl.png")
+
+
+def _plot_clip(run: _Run, out: Path) -> Path | None:
+    xs, ys = run.series("train/clip_fraction")
+    if not xs:
+        return None
+    fig, ax = _figure("Clip fraction", "fraction of plies")
+    ax.plot(xs, ys, label="train/clip_fraction")
+    _hline(ax, CLIP_HIGH, f"clip_high threshold {CLIP_HIGH}")
+    ax.set_ylim(0, max(1.0, max(ys)))
+    ax.legend(fontsize="small")
+    return _save(fig, out, "clip_fraction.png")
+
+
+def _plot_reward(run: _Run, out: Path) -> Path | None:
+    xs, ys = run.series(RETURN_KEY)
+    if not xs:
+        return None
+    w = run.monitor.window
+    fig, ax = _figure("Returns", RETURN_KEY)
+    ax.plot(xs, ys, alpha=0.3, linewidth=0.8, label=RETURN_KEY)
+    if len(ys) >= w:
+        rolling = [sum(ys[i - w + 1:i + 1]) / w for i in range(w - 1, len(ys))]
+        ax.plot(xs[w - 1:], rolling, label=f"rolling mean ({w} steps)")
+    bx, by = block_means(xs, ys, w)
+    if bx:
+        ax.plot(bx, by, "o", markersize=3, label=f"window means ({w} steps)")
+    t = trend(xs, ys, w)
+    if math.isfinite(t.slope):
+        ax.plot([bx[0], bx[-1]], [t.intercept + t.slope * bx[0], t.intercept + t.slope * bx[-1]], "k--",
+                label=f"trend: {t.verdict} ({t.slope:+.2g}/step)")
+    ax.legend(fontsize="small")
+    return _save(fig, out, "reward.png")
+
+
+def _plot_eval(run: _Run, out: Path, opp: str, evals: list[tuple[int, float, int]]) -> Path:
+    fig, ax = _figure(f"Evaluation vs {opp}", f"eval/{opp}/score")
+    steps = [e[0] for e in evals]
+    scores = [e[1] for e in evals]
+    bands = [wilson(s * g, g) for _, s, g in evals]
+    ax.fill_between(steps, [b[0] for b in bands], [b[1] for b in bands], alpha=0.25, label="Wilson 95% CI")
+    ax.plot(steps, scores, "o-", label="score")
+    total = sum(e[2] for e in evals)
+    pooled = sum(s * g for _, s, g in evals) / total
+    _hline(ax, pooled, f"pooled score {pooled:.3f} ({total} games)", color="gray")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize="small")
+    return _save(fig, out, f"eval_{_safe_name(opp)}.png")
+
+
+def _plots(run: _Run) -> list[Path]:
+    out = run.path / PLOT_DIR
+    out.mkdir(exist_ok=True)
+    paths = [p for p in (_plot_grad_shares(run, out), _plot_coefficients(run, out), _plot_entropy(run, out),
+                         _plot_kl(run, out), _plot_clip(run, out), _plot_reward(run, out)) if p is not None]
+    paths += [_plot_eval(run, out, opp, evals) for opp, evals in run.monitor.eval_history().items()]
+    return paths
+
+
+# --- rendering ---------------------------------------------------------------------------
+# The report is a list of blocks rendered twice, to Markdown and to HTML, so both say the same.
+
+Block = tuple  # ("h1"|"h2"|"p", text) | ("ul", [text]) | ("table", headers, rows) | ("img", relpath, alt)
+
+
+def _blocks(data: dict[str, Any], plots: list[Path], run_dir: Path) -> list[Block]:
+    w = data["window"]
+    b: list[Block] = [("h1", f"Run report: {data['name']}")]
+    status = (f"steps {data['first_step']}–{data['last_step']}"
+              + (f" of {data['planned_steps']} planned" if data["planned_steps"] else "")
+              + ("" if data["complete"] or not data["planned_steps"] else " (stopped early or still running)")
+              + f"; health window {w} steps.")
+    b.append(("p", status))
+    if data["ignored_lines"]:
+        b.append(("p", f"{data['ignored_lines']} unparsable line(s) of metrics.jsonl were ignored "
+                       "(a partial last line: the run crashed or is still writing)."))
+    if data["config_note"]:
+        b.append(("p", data["config_note"] + "."))
+
+    b.append(("h2", "Findings"))
+    if data["findings"]:
+        b.append(("ul", [f"**{f['severity']}** `{f['code']}` — {f['message']}" for f in data["findings"]]))
+    else:
+        b.append(("p", "No findings: every health rule passed."))
+    if data["earlier_findings"]:
+        b.append(("p", "Raised during the run, no longer holding at its end:"))
+        b.append(("ul", [f"step {f['step']}: **{f['severity']}** `{f['code']}` — {f['message']}"
+                         for f in data["earlier_findings"]]))
+
+    b.append(("h2", "Loss budget"))
+    if data["budget"]:
+        b.append(("p", f"Mean over the last {w} steps (window) and over the run. A term's share of the loss "
+                       "value is not its share of the gradient; grad share and cos decide (docs/diagnostics.md)."))
+        b.append(("table", ["term", "coef", "value share (window / run)", "grad share (window / run)",
+                            "cos objective (window / run)", "flags"],
+                  [[t["term"], _f(t["coef"]), f"{_f(t['value_share_window'], '.3f')} / {_f(t['value_share_run'], '.3f')}",
+                    f"{_f(t['grad_share_window'], '.3f')} / {_f(t['grad_share_run'], '.3f')}",
+                    f"{_f(t['cos_objective_window'], '.3f')} / {_f(t['cos_objective_run'], '.3f')}",
+                    ", ".join(t["flags"])] for t in data["budget"]]))
+    else:
+        b.append(("p", "No budget/ metrics were logged (trainer.budget_every = 0?)."))
+
+    b.append(("h2", "Plugins"))
+    if data["plugins"]:
+        b.append(("table", ["plugin", "kind", "steps", "acted", "steps since acted", "at bound (run / window)",
+                            "last metrics", "flags"],
+                  [[p["name"] + ("" if p["enabled"] is not False else " (not in config)"), p["kind"], p["steps"],
+                    p["acted"] if p["kind"] != "term" else "—",
+                    "never" if p["steps_since_acted"] is None and p["kind"] != "term" else _f(p["steps_since_acted"]),
+                    f"{_f(p['at_bound_frac'], '.0%')} / {_f(p['at_bound_frac_window'], '.0%')}",
+                    ", ".join(f"{k}={_f(v)}" for k, v in sorted(p["metrics"].items())),
+                    ", ".join(p["flags"])] for p in data["plugins"]]))
+    else:
+        b.append(("p", "No plugins enabled."))
+
+    b.append(("h2", "Training health"))
+    if data["training"]:
+        b.append(("table", ["metric", "first", f"last {w} steps", "run mean", "min", "max", "last", "flags"],
+                  [[t["key"], _f(t["first"]), _f(t["window_mean"]), _f(t["run_mean"]), _f(t["min"]), _f(t["max"]),
+                    _f(t["last"]), ", ".join(t["flags"])] for t in data["training"]]))
+    rt = data["reward_trend"]
+    if rt and rt["windows"] and rt["windows"] >= 3:
+        b.append(("p", f"Reward trend: {RETURN_KEY} is **{rt['verdict']}**, slope {_f(rt['slope'], '+.3g')}/step "
+                       f"(95% CI {_f(rt['lo'], '+.3g')} to {_f(rt['hi'], '+.3g')}) over {rt['windows']} windows of {w} steps."))
+    else:
+        b.append(("p", f"Reward trend: fewer than 3 windows of {w} steps of {RETURN_KEY}; no verdict."))
+
+    b.append(("h2", "Evaluation"))
+    if data["evaluation"]:
+        for opp, ev in data["evaluation"].items():
+            p = ev["pooled"]
+            b.append(("p", f"**{opp}**: pooled score {_f(p['score'], '.3f')} over {p['games']} games "
+                           f"(95% CI {_f(p['lo'], '.3f')}–{_f(p['hi'], '.3f')})."
+                           + (f" Flags: {', '.join(ev['flags'])}." if ev["flags"] else "")))
+            b.append(("table", ["step", "games", "score", "95% CI", "Elo diff", "Elo 95% CI"],
+                      [[e["step"], e["games"], _f(e["score"], ".3f"), f"{_f(e['lo'], '.3f')}–{_f(e['hi'], '.3f')}",
+                        _elo(e["elo"]), f"{_elo(e['elo_lo'])} to {_elo(e['elo_hi'])}"] for e in ev["evals"]]))
+    else:
+        b.append(("p", "No evaluations were logged (trainer.eval_every = 0?)."))
+
+    b.append(("h2", "Plots"))
+    if plots:
+        for p in plots:
+            b.append(("img", p.relative_to(run_dir).as_posix(), p.stem.replace("_", " ")))
+    else:
+        b.append(("p", "No plottable metrics."))
+    return b
+
+
+def _render_md(blocks: list[Block]) -> str:
+    out: list[str] = []
+    for blk in blocks:
+        kind = blk[0]
+        if kind == "h1":
+            out.append(f"# {blk[1]}")
+        elif kind == "h2":
+            out.append(f"## {blk[1]}")
+        elif kind == "p":
+            out.append(blk[1])
+        elif kind == "ul":
+            out.append("\n".join(f"- {item}" for item in blk[1]))
+        elif kind == "table":
+            headers, rows = blk[1], blk[2]
+            lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+            lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+            out.append("\n".join(lines))
+        elif kind == "img":
+            out.append(f"![{blk[2]}]({blk[1]})")
+    return "\n\n".join(out) + "\n"
+
+
+def _inline_html(text: str) -> str:
+    """Escape text and turn the two Markdown marks the report uses (**bold**, `code`) into tags."""
+    out: list[str] = []
+    bold = False
+    parts = html.escape(str(text)).split("`")
+    for i, part in enumerate(parts):
+        if i % 2 == 1:
+            out.append(f"<code>{part}</code>")
+            continue
+        segs = part.split("**")
+        for j, seg in enumerate(segs):
+            if j:
+                out.append("</b>" if bold else "<b>")
+                bold = not bold
+            out.append(seg)
+    return "".join(out) + ("</b>" if bold else "")
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}
+th{background:#f3f3f3}code{background:#f3f3f3;padding:0 .2em}img{max-width:100%;display:block;margin:1em 0}"""
+
+
+def _render_html(blocks: list[Block], title: str) -> str:
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"]
+    for blk in blocks:
+        kind = blk[0]
+        if kind in ("h1", "h2", "p"):
+            out.append(f"<{kind}>{_inline_html(blk[1])}</{kind}>")
+        elif kind == "ul":
+            out.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in blk[1]) + "</ul>")
+        elif kind == "table":
+            head = "".join(f"<th>{html.escape(str(h))}</th>" for h in blk[1])
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in blk[2])
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif kind == "img":
+            out.append(f'<img src="{html.escape(blk[1])}" alt="{html.escape(blk[2])}">')
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def write_report(run_dir: str | Path, window: int | None = None) -> list[Path]:
+    """Write ``report.md``, ``report.html`` and ``report/*.png`` into the run directory.
+
+    Returns the paths written (the two documents first). A plot whose metrics are absent is
+    skipped. The HTML is self-contained apart from the PNGs, which it references relatively,
+    so the run directory can be copied or served as is.
+    """
+    return _write(_analyse(run_dir, window))
+
+
+def _write(run: _Run) -> list[Path]:
+    data = _report_data(run)
+    plots = _plots(run)
+    blocks = _blocks(data, plots, run.path)
+    md, page = run.path / "report.md", run.path / "report.html"
+    md.write_text(_render_md(blocks))
+    page.write_text(_render_html(blocks, f"chessrl report: {data['name']}"))
+    return [md, page, *plots]
+
+
+# --- CLI ---------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    """``chessrl report RUN_DIR [--json] [--window N]``; returns the exit code.
+
+    Without ``--json`` it writes the report files, prints their paths and one line per
+    finding. With ``--json`` it writes nothing and prints ``build_report``'s data as JSON.
+    A missing or empty run directory raises :class:`UserError` (the CLI prints one line, exit 2).
+    """
+    parser = argparse.ArgumentParser(prog="chessrl report",
+                                     description="Diagnose a run: findings, loss budget, plugins, plots.")
+    parser.add_argument("run_dir", help="the run directory (holds metrics.jsonl and config.toml)")
+    parser.add_argument("--json", action="store_true", help="print findings and summary as JSON; write no files")
+    parser.add_argument("--window", type=int, default=None,
+                        help="health window in steps (default: trainer.health_window of the run)")
+    args = parser.parse_args(argv)
+    if args.window is not None and args.window < 2:
+        raise UserError(f"--window {args.window}: the health window must be at least 2 steps")
+    if args.json:
+        print(json.dumps(build_report(args.run_dir, args.window), indent=2))
+        return 0
+    run = _analyse(args.run_dir, args.window)
+    paths = _write(run)
+    print(f"wrote {paths[0]}, {paths[1]} and {len(paths) - 2} plot(s) in {run.path / PLOT_DIR}")
+    for finding in run.monitor.findings():
+        print(finding.line())
+    return 0
+
+
+# --- formatting helpers ------------------------------------------------------------------
+
+def _f(x: Any, spec: str = ".4g") -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float) and not math.isfinite(x):
+        return "—" if math.isnan(x) else ("+inf" if x > 0 else "-inf")
+    if isinstance(x, int) and not isinstance(x, bool) and spec == ".4g":
+        return str(x)
+    return format(x, spec)
+
+
+def _elo(x: float | None) -> str:
+    if x is None:
+        return "—"
+    if math.isinf(x):
+        return "+inf" if x > 0 else "-inf"
+    return f"{x:+.0f}"
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+

@@ -1,0 +1,80 @@
+"""Shared fixtures: a throwaway plugin registered for one test, the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chessrl import pluginmanager
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def register_plugin():
+    """Register plugin objects with the process-wide manager for one test, then remove them."""
+    pm = pluginmanager.get_plugin_manager()
+    added = []
+
+    def register(obj, name: str):
+        pm.register(obj, name=name)
+        pluginmanager._registry_cache.clear()
+        added.append(name)
+        return obj
+
+    yield register
+    for name in added:
+        pm.unregister(name=name)
+    pluginmanager._registry_cache.clear()
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m chessrl ARGS`` and capture its output."""
+    full_env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "chessrl", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd or REPO, timeout=timeout)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+TINY_TTT = """
+name = "tiny"
+seed = 3
+[env]
+name = "tictactoe"
+[policy]
+d_model = 32
+n_layers = 1
+n_heads = 2
+d_ff = 64
+[rollout]
+roots = 4
+group_size = 4
+plies = 9
+train_plies = "both"
+[trainer]
+steps = 6
+lr = 1e-3
+checkpoint_every = 2
+keep_checkpoints = 2
+budget_every = 1
+health_window = 3
+[logging]
+wandb = "disabled"
+progress = false
+"""
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    """A seconds-long tic-tac-toe experiment TOML; returns its path."""
+    p = tmp_path / "tiny.toml"
+    p.write_text(TINY_TTT)
+    return p

@@ -1,0 +1,121 @@
+"""The chess move vocabulary and observation encoding, checked against python-chess."""
+
+from __future__ import annotations
+
+import functools
+
+import chess
+import numpy as np
+import pytest
+
+from chessrl.envs.chess import encoding as enc
+from chessrl.envs.chess.game import ChessGame, ChessState
+
+N_POSITIONS = 10_000
+
+
+@functools.lru_cache(maxsize=1)
+def random_play_positions() -> tuple[chess.Board, ...]:
+    """>= 10,000 positions from seeded uniformly random games (up to 300 plies each)."""
+    rng = np.random.default_rng(1234)
+    boards: list[chess.Board] = []
+    while len(boards) < N_POSITIONS:
+        board = chess.Board()
+        for _ in range(300):
+            moves = list(board.legal_moves)
+            if not moves:
+                break
+            boards.append(board.copy(stack=False))
+            board.push(moves[int(rng.integers(len(moves)))])
+    return tuple(boards)
+
+
+def test_vocabulary_is_the_standard_1968_moves():
+    assert enc.N_ACTIONS == 1968 == len(set(enc.UCI))
+    for uci in ("e2e4", "g1f3", "e1g1", "e1c1", "a7a8q", "a7b8n", "h2h1r", "b2a1b", "a1h8", "h1a8"):
+        assert uci in enc.UCI
+    assert "a7a8" in enc.UCI  # the from-to pair stays (a rook or queen can play it)
+    assert "a6a8q" not in enc.UCI and "e2f5" not in enc.UCI and "e1e1" not in enc.UCI
+    for a in (0, 100, 1967):
+        for turn in (chess.WHITE, chess.BLACK):
+            assert enc.move_to_action(enc.action_to_move(a, turn), turn) == a
+
+
+def test_every_legal_move_round_trips_and_masks_match_python_chess():
+    boards = random_play_positions()
+    assert len(boards) >= N_POSITIONS
+    game = ChessGame(reward="none")
+    seen = {"castle_K_white": 0, "castle_Q_white": 0, "castle_K_black": 0, "castle_Q_black": 0,
+            "ep_white": 0, "ep_black": 0}
+    for color in ("white", "black"):
+        for piece in "qrbn":
+            seen[f"promote_{piece}_{color}"] = 0
+    checked_moves = 0
+    for start in range(0, len(boards), 500):
+        chunk = boards[start:start + 500]
+        obs = game.observe([ChessState(b) for b in chunk])
+        for board, mask in zip(chunk, obs.action_mask):
+            legal = list(board.legal_moves)
+            assert mask.sum() == len(legal), board.fen()
+            actions = set()
+            color = "white" if board.turn else "black"
+            for move in legal:
+                a = enc.move_to_action(move, board.turn)
+                assert enc.action_to_move(a, board.turn) == move
+                assert mask[a], (board.fen(), move.uci())
+                actions.add(a)
+                if board.is_castling(move):
+                    seen[f"castle_{'K' if board.is_kingside_castling(move) else 'Q'}_{color}"] += 1
+                elif board.is_en_passant(move):
+                    seen[f"ep_{color}"] += 1
+                elif move.promotion:
+                    seen[f"promote_{chess.piece_symbol(move.promotion)}_{color}"] += 1
+            assert actions == set(np.flatnonzero(mask).tolist())
+            checked_moves += len(legal)
+    assert all(count > 0 for count in seen.values()), seen
+    assert checked_moves > 200_000
+    # Moves played by black are the mirror images of white's: the promotion actions used are
+    # always the rank-7-to-8 ones.
+    assert enc.move_to_action(chess.Move.from_uci("e2e1q"), chess.BLACK) == enc.UCI.index("e7e8q")
+    assert enc.move_to_action(chess.Move.from_uci("e7e5"), chess.BLACK) == enc.UCI.index("e2e4")
+
+
+def test_observation_is_colour_symmetric():
+    """A position and its colour-mirrored twin are the same situation for the side to move."""
+    boards = random_play_positions()[::50]
+    game = ChessGame(reward="none")
+    obs = game.observe([ChessState(b) for b in boards])
+    twins = game.observe([ChessState(b.mirror()) for b in boards])
+    np.testing.assert_array_equal(obs.tokens, twins.tokens)
+    np.testing.assert_array_equal(obs.action_mask, twins.action_mask)
+    assert not np.array_equal(obs.to_play, twins.to_play)
+
+
+def test_tokens_spell_out_the_position():
+    game = ChessGame(reward="none")
+    board = chess.Board()
+    board.push_san("e4")  # black to move: mirrored, black's pieces are "own" on ranks 1-2
+    tokens = game.observe([ChessState(board)]).tokens[0]
+    assert tokens.shape == (enc.OBS_LEN,) and tokens.min() >= 0 and tokens.max() < enc.OBS_VOCAB
+    assert enc.tokens_to_str(tokens).splitlines() == [
+        "rnbqkbnr", "pppp.ppp", "........", "....p...", "........", "........", "PPPPPPPP", "RNBQKBNR"]
+    assert list(tokens[64:68]) == [14, 16, 18, 20]  # all four castling rights
+    assert tokens[68] == enc.TOK_EP  # e3 is not capturable: no en passant token
+    board.push_san("d5")
+    board.push_san("e5")
+    board.push_san("f5")  # white may take e.p. on f6
+    tokens = game.observe([ChessState(board)]).tokens[0]
+    assert tokens[68] == enc.TOK_EP + 1 + chess.FILE_NAMES.index("f")
+    start = game.observe([ChessState(chess.Board("4k3/8/8/8/8/8/8/4K2R w K - 57 80"))]).tokens[0]
+    assert list(start[64:68]) == [14, 15, 17, 19]
+    assert start[69] == enc.TOK_HALFMOVE + 5
+
+
+@pytest.mark.parametrize("moves,reps", [([], 0), (["Nf3", "Nf6", "Ng1", "Ng8"], 1),
+                                        (["Nf3", "Nf6", "Ng1", "Ng8"] * 2, 2)])
+def test_repetition_token(moves, reps):
+    board = chess.Board()
+    for san in moves:
+        board.push_san(san)
+    tokens = ChessGame(reward="none").observe([ChessState(board)]).tokens[0]
+    assert tokens[70] == enc.TOK_REPETITION + reps

@@ -1,0 +1,222 @@
+"""The chess game through the core: plugin registration, the TorchRL env, the Gym view, rules."""
+
+from __future__ import annotations
+
+import random
+
+import chess
+import numpy as np
+import pytest
+import torch
+
+import chessrl  # registers the Gymnasium ids
+from chessrl.env import BoardGameEnv
+from chessrl.envs.chess import encoding as enc
+from chessrl.envs.chess.game import ChessGame, ChessState
+from chessrl.envs.chess.options import ChessOptions
+from chessrl.errors import UserError
+from chessrl.pluginmanager import games
+from chessrl.schema import build, describe
+
+
+def fast_game(**overrides) -> ChessGame:
+    """A game that never needs Stockfish (reward 'none')."""
+    return ChessGame(reward="none", **overrides)
+
+
+def test_registered_through_the_entry_point_with_documented_options():
+    reg = games()["chess"]
+    assert reg.schema is ChessOptions
+    rows = describe(ChessOptions)
+    assert all(row["help"] for row in rows)
+    assert {"stockfish_path", "engines", "hash_mb", "depth", "nodes", "cache_size", "start", "start_file",
+            "random_plies", "phase_mix", "max_plies", "engine_move_depth", "value_scale"} <= {r["key"] for r in rows}
+    options = build(ChessOptions, {"reward": "none", "start": "random", "random_plies": 4, "max_plies": 50},
+                    prefix="env")
+    game = reg.obj(options, 7)
+    assert isinstance(game, ChessGame) and game.max_plies == 50
+    game.close()
+
+
+@pytest.mark.parametrize("data,fragment", [
+    ({"depth": 4, "nodes": 1000}, "exactly one of depth"),
+    ({"depth": 0}, "exactly one of depth"),
+    ({"start": "book"}, "expected one of"),
+    ({"phase_mix": [1.0, -1.0, 0.0]}, "phase_mix"),
+    ({"start": "file"}, "start_file"),
+    ({"engins": 2}, "did you mean 'engines'"),
+])
+def test_bad_options_are_one_line_user_errors(data, fragment):
+    with pytest.raises(UserError, match=fragment) as info:
+        build(ChessOptions, data, prefix="env")
+    assert "\n" not in str(info.value)
+
+
+def test_gymnasium_check_env_passes():
+    import gymnasium as gym
+    from gymnasium.utils.env_checker import check_env
+
+    env = gym.make("chessrl/Chess-v0", depth=1, engines=1)
+    try:
+        check_env(env.unwrapped)
+        obs, info = env.reset(seed=3)
+        assert obs["board"].shape == (enc.OBS_LEN,) and obs["action_mask"].sum() == 20
+        assert info["to_play"] == 0
+    finally:
+        env.close()
+
+
+def test_gym_reset_from_fen_and_invalid_fen():
+    import gymnasium as gym
+
+    env = gym.make("chessrl/Chess-v0", reward="none")
+    try:
+        obs, info = env.reset(options={"fen": "6k1/5ppp/8/8/8/8/8/R5K1 w - - 0 1"})
+        assert info["to_play"] == 0
+        mate = enc.move_to_action(chess.Move.from_uci("a1a8"), chess.WHITE)
+        _, reward, terminated, truncated, info = env.step(mate)
+        assert terminated and not truncated and info["reason"] == "checkmate" and reward == 1.0
+        with pytest.raises(ValueError, match="invalid FEN 'not a fen'"):
+            env.reset(options={"fen": "not a fen"})
+        with pytest.raises(ValueError, match="invalid FEN.*illegal position"):
+            env.reset(options={"fen": "8/8/8/8/8/8/8/8 w - - 0 1"})  # no kings
+    finally:
+        env.close()
+
+
+def test_torchrl_check_env_specs_and_identical_group_members():
+    from torchrl.data import Categorical, Composite
+    from torchrl.envs.utils import check_env_specs
+
+    env = BoardGameEnv(fast_game(start="random", random_plies=6), batch_size=(2, 3), seed=5)
+    core_lacks_truncated = "truncated" not in env.full_done_spec.keys()
+    if core_lacks_truncated:
+        # The core env emits done/terminated/truncated but declares only "done" and
+        # "terminated"; patch this instance so the game's specs are still checked, then
+        # report the core gap as an expected failure (fix: see docs/chess.md, known gaps).
+        def flag():
+            return Categorical(2, shape=(2, 3, 1), dtype=torch.bool)
+
+        env.done_spec = Composite(done=flag(), terminated=flag(), truncated=flag(), shape=(2, 3))
+    check_env_specs(env)
+    td = env.reset()
+    obs = td["observation"]
+    assert obs.shape == (2, 3, enc.OBS_LEN)
+    for r in range(2):
+        for g in range(1, 3):
+            assert torch.equal(obs[r, g], obs[r, 0])
+            assert env.game.state_to_str(env.states[r * 3 + g]) == env.game.state_to_str(env.states[r * 3])
+    assert not torch.equal(obs[0, 0], obs[1, 0])  # different roots (6 random plies)
+    # Group members are independent copies: moving one leaves the others alone.
+    env.states[0].board.push(next(iter(env.states[0].board.legal_moves)))
+    assert env.states[1].board.fen() != env.states[0].board.fen()
+    if core_lacks_truncated:
+        pytest.xfail("chessrl.env.BoardGameEnv declares no 'truncated' done spec (core fix pending)")
+
+
+def test_env_truncates_at_max_plies_with_legal_random_play():
+    env = BoardGameEnv(fast_game(max_plies=5), batch_size=(2, 2), seed=0)
+    td = env.reset()
+    for ply in range(1, 6):
+        td = env.step(env.rand_action(td))  # rand_action draws from the legal-move mask
+        nxt = td["next"]
+        assert (nxt["ply"] == ply).all()
+        assert bool(nxt["truncated"].all()) == (ply == 5) and not nxt["terminated"].any()
+        td = env.step_mdp(td)
+    assert env.reasons == ["max_plies"] * 4
+
+
+def test_starts_are_seeded_and_leave_global_rngs_alone():
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    before = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state().clone())
+    game = fast_game(start="random", random_plies=8, phase_mix=[1.0, 1.0, 1.0])
+    a = [s.board.fen() for s in game.initial_states(30, np.random.default_rng(42))]
+    b = [s.board.fen() for s in game.initial_states(30, np.random.default_rng(42))]
+    c = [s.board.fen() for s in game.initial_states(30, np.random.default_rng(43))]
+    assert a == b and a != c
+    assert len(set(a)) > 25
+    pieces = [chess.popcount(chess.Board(f).occupied) for f in a]
+    assert min(pieces) <= 6 and max(pieces) >= 28  # endgames and openings both drawn
+    for fen in a:
+        board = chess.Board(fen)
+        assert board.is_valid() and not board.is_game_over(claim_draw=True)
+    after = (random.getstate(), np.random.get_state()[1], torch.get_rng_state())
+    assert before[0] == after[0] and np.array_equal(before[1], after[1]) and torch.equal(before[2], after[2])
+
+
+def test_start_file_positions_and_bad_line(tmp_path):
+    good = tmp_path / "starts.epd"
+    good.write_text("# two positions\n"
+                    "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1\n\n"
+                    "8/8/8/4k3/8/8/4P3/4K3 w - - bm e4; id \"pawn\";\n")
+    game = fast_game(start="file", start_file=str(good))
+    fens = {s.board.fen() for s in game.initial_states(20, np.random.default_rng(0))}
+    assert fens == {"rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1", "8/8/8/4k3/8/8/4P3/4K3 w - - 0 1"}
+    bad = tmp_path / "bad.fen"
+    bad.write_text("# header\n8/8/8/4k3/8/8/4P3/4K3 w - - 0 1\nrnbqkbnr/pppppppp/8/8 w KQkq\n")
+    with pytest.raises(UserError, match=rf"^{bad}:3: bad start position 'rnbqkbnr/pppppppp/8/8 w KQkq'"):
+        fast_game(start="file", start_file=str(bad))
+    with pytest.raises(UserError, match="cannot read start file"):
+        fast_game(start="file", start_file=str(tmp_path / "missing.fen"))
+
+
+END_POSITIONS = [
+    ("checkmate", "rnb1kbnr/pppp1ppp/8/4p3/6Pq/5P2/PPPPP2P/RNBQKBNR w KQkq - 1 3", []),
+    ("stalemate", "7k/5Q2/6K1/8/8/8/8/8 b - - 0 1", []),
+    ("insufficient_material", "8/8/4k3/8/8/3NK3/8/8 w - - 0 1", []),
+    ("fifty_moves", "8/8/4k3/8/8/3RK3/8/8 w - - 100 90", []),
+    ("threefold_repetition", chess.STARTING_FEN, ["g1f3", "g8f6", "f3g1", "f6g8"] * 2),
+]
+
+
+@pytest.mark.parametrize("reason,fen,moves", END_POSITIONS, ids=[e[0] for e in END_POSITIONS])
+def test_every_game_end_reason_is_detected_and_scored_without_the_engine(reason, fen, moves):
+    game = ChessGame(depth=1, engines=1)  # reward 'stockfish', but terminal values never start it
+    state = game.state_from_options({"fen": fen, "moves": moves}) if moves else ChessState(chess.Board(fen))
+    obs = game.observe([state])
+    assert obs.terminated[0] and obs.reason == [reason]
+    assert obs.action_mask[0].sum() == state.board.legal_moves.count()
+    assert game.values([state])[0] == (-1.0 if reason == "checkmate" else 0.0)
+    assert game._pool is None
+    assert game.engine_actions([state])[0] == 0
+    # One ply earlier the game was still on.
+    if moves:
+        earlier = game.state_from_options({"fen": fen, "moves": moves[:-1]})
+        assert not game.observe([earlier]).terminated[0]
+
+
+def test_illegal_actions_are_refused():
+    game = fast_game()
+    state = game.initial_states(1, np.random.default_rng(0))[0]
+    e2e5 = enc.UCI.index("e2e5")
+    with pytest.raises(ValueError, match="illegal action"):
+        game.play([state], np.array([e2e5]))  # not observed yet: checked by python-chess
+    game.observe([state])
+    with pytest.raises(ValueError, match="illegal action"):
+        game.play([state], np.array([e2e5]))
+    game.play([state], np.array([enc.UCI.index("e2e4")]))
+    assert state.board.fen().startswith("rnbqkbnr/pppppppp/8/8/4P3")
+    env = BoardGameEnv(fast_game(), batch_size=(1,))
+    env.reset()
+    with pytest.raises(ValueError, match="illegal action"):
+        env.step(env.reset().set("action", torch.tensor([e2e5])))
+
+
+def test_eval_opponents_play_legal_moves():
+    game = ChessGame(depth=1, engines=1, opponent_depth=2, opponent_skill=5)
+    try:
+        states = game.initial_states(3, np.random.default_rng(0))
+        opponents = game.eval_opponents()
+        assert set(opponents) >= {"random", "stockfish"}
+        for name, opponent in opponents.items():
+            for _ in range(4):
+                actions = opponent(states)
+                mask = game.observe(states).action_mask
+                assert mask[np.arange(3), actions].all(), name
+                game.play(states, actions)
+        teacher = game.engine_actions(states)
+        assert game.observe(states).action_mask[np.arange(3), teacher].all()
+    finally:
+        game.close()

@@ -1,0 +1,187 @@
+"""The Game contract, checked on every installed game, and the third-party game tutorial.
+
+Each game found through ``chessrl.pluginmanager.games()`` is built from its default options
+and driven through random playouts; every observation, mask, value and engine move is checked
+against the contract in ``chessrl/game.py``. Chess is skipped by default (it needs an
+external engine and is slow); set ``CHESSRL_TEST_CHESS=1`` to include it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torchrl.data import Categorical, Composite
+from torchrl.envs.utils import check_env_specs
+
+from chessrl import pluginmanager
+from chessrl.env import BoardGameEnv
+from chessrl.game import Game
+
+REPO = Path(__file__).resolve().parents[1]
+SLOW_GAMES = set() if os.environ.get("CHESSRL_TEST_CHESS") else {"chess"}
+GAMES = sorted(pluginmanager.games())
+
+
+def make(name: str, seed: int = 0) -> Game:
+    reg = pluginmanager.games()[name]
+    return reg.obj(reg.schema(), seed)
+
+
+def game_params():
+    return [pytest.param(n, marks=pytest.mark.skip(reason="slow: set CHESSRL_TEST_CHESS=1"))
+            if n in SLOW_GAMES else n for n in GAMES]
+
+
+def check_specs(env: BoardGameEnv) -> None:
+    """``check_env_specs``, declaring ``truncated`` in the done spec if the core does not yet.
+
+    The env always emits ``truncated`` (see chessrl/env.py), so a done spec without it makes
+    check_env_specs fail on key sets for every game; ``test_env_declares_truncated`` tracks
+    the core fix. Patching here keeps these tests about the game, not that core bug.
+    """
+    if "truncated" not in env.full_done_spec.keys():
+        B = env.batch_size
+        env.done_spec = Composite(
+            {k: Categorical(2, shape=(*B, 1), dtype=torch.bool, device=env.device)
+             for k in ("done", "terminated", "truncated")}, shape=B, device=env.device)
+    check_env_specs(env, seed=0)
+
+
+def check_observation(game: Game, states: list, n: int):
+    obs = game.observe(states)
+    assert obs.tokens.shape == (n, game.obs_len) and obs.tokens.dtype == np.int64
+    assert obs.tokens.min(initial=0) >= 0 and obs.tokens.max(initial=0) < game.obs_vocab
+    assert obs.action_mask.shape == (n, game.n_actions) and obs.action_mask.dtype == bool
+    assert obs.to_play.shape == (n,) and obs.to_play.dtype == np.int64 and set(obs.to_play) <= {0, 1}
+    assert obs.terminated.shape == (n,) and obs.terminated.dtype == bool
+    assert len(obs.reason) == n
+    # A board has legal moves exactly while it is not over; a reason exactly when it is over.
+    assert (obs.action_mask.any(axis=1) == ~obs.terminated).all()
+    assert all(bool(r) == bool(t) for r, t in zip(obs.reason, obs.terminated))
+    return obs
+
+
+def test_builtin_games_are_registered():
+    assert {"tictactoe", "connect_four"} <= set(GAMES)
+
+
+@pytest.mark.parametrize("name", game_params())
+def test_contract_random_playouts(name):
+    game = make(name)
+    assert game.n_actions > 0 and game.obs_len > 0 and game.obs_vocab > 1 and game.max_plies > 0
+    rng = np.random.default_rng(0)
+    n = 6
+    states = game.initial_states(n, np.random.default_rng(1))
+    again = game.initial_states(n, np.random.default_rng(1))
+    assert [game.state_to_str(s) for s in states] == [game.state_to_str(s) for s in again], "seeded starts differ"
+    seen_terminal = False
+    for ply in range(min(game.max_plies, 60)):
+        obs = check_observation(game, states, n)
+        assert (game.observe(states).tokens == obs.tokens).all(), "observe is not pure"
+        values = game.values(states)
+        assert values.shape == (n,) and values.dtype == np.float32
+        assert np.all((values >= -1) & (values <= 1))
+        for i in np.flatnonzero(obs.terminated):
+            seen_terminal = True
+            # Terminal values are the exact result: 0 for a draw, +-1 otherwise.
+            expected = {0.0} if "draw" in obs.reason[i] else {-1.0, 1.0}
+            assert float(values[i]) in expected, (obs.reason[i], values[i])
+        live = np.flatnonzero(~obs.terminated)
+        if live.size == 0:
+            break
+        # Every masked action is playable and changes the position.
+        i = int(live[0])
+        for a in np.flatnonzero(obs.action_mask[i]):
+            child = game.play([game.copy_state(states[i])], np.array([a]))[0]
+            assert game.state_to_str(child) != game.state_to_str(states[i])
+        # Playing on a copy leaves the original untouched.
+        before = game.state_to_str(states[i])
+        game.play([game.copy_state(states[i])], np.array([np.flatnonzero(obs.action_mask[i])[0]]))
+        assert game.state_to_str(states[i]) == before
+        # The engine and the eval opponents choose legal moves.
+        live_states = [states[j] for j in live]
+        movers = {"engine": game.engine_actions}
+        movers.update(game.eval_opponents())
+        for who, fn in movers.items():
+            try:
+                acts = np.asarray(fn(live_states))
+            except NotImplementedError:
+                continue
+            assert acts.shape == (live.size,) and acts.dtype == np.int64, who
+            assert obs.action_mask[live, acts].all(), f"{who} chose an illegal move"
+        actions = np.array([rng.choice(np.flatnonzero(obs.action_mask[j])) for j in live])
+        played = game.play([states[j] for j in live], actions)
+        after = game.observe(played)
+        # Players alternate: the side to move flips after every move that does not end the game.
+        flipped = after.to_play != obs.to_play[live]
+        assert flipped[~after.terminated].all()
+        for j, s in zip(live, played):
+            states[j] = s
+        assert isinstance(game.action_to_str(int(actions[0])), str)
+    assert seen_terminal or ply + 1 >= min(game.max_plies, 60)
+    game.close()
+    game.close()  # idempotent
+
+
+@pytest.mark.parametrize("name", game_params())
+def test_torchrl_env_specs_and_groups(name):
+    env = BoardGameEnv(make(name), batch_size=(2, 3), seed=0)
+    check_specs(env)
+    td = env.reset()
+    obs = td["observation"]
+    # Group members (last batch dim) start from copies of one root.
+    assert (obs == obs[:, :1]).all()
+    assert (td["value"] == td["value"][:, :1]).all()
+    assert (td["action_mask"].sum(-1) > 0).all()
+
+
+@pytest.mark.xfail(strict=False, reason="core: BoardGameEnv.done_spec does not declare 'truncated' "
+                                        "(diff in the issue-8 games report)")
+def test_env_declares_truncated():
+    env = BoardGameEnv(make("tictactoe"), batch_size=(2, 3))
+    check_env_specs(env, seed=0)
+
+
+# --- the tutorial: a separately installed game package ------------------------------
+
+def test_example_nim_package_installs_and_registers(tmp_path, monkeypatch):
+    """Install examples/games/chessrl_nim with pip (into a temporary target, so the shared
+    venv is untouched) and check the core discovers it through its entry point."""
+    src = tmp_path / "src"
+    # Build from a copy: setuptools writes build/ and *.egg-info next to the sources.
+    shutil.copytree(REPO / "examples/games/chessrl_nim", src)
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
+                    "--no-input", "--disable-pip-version-check", "-q", "--target", str(target), str(src)],
+                   check=True, capture_output=True, timeout=120)
+    assert (target / "chessrl_nim").is_dir()
+
+    monkeypatch.syspath_prepend(str(target))  # what site-packages would be for a normal install
+    importlib.invalidate_caches()
+    pluginmanager.reset_plugin_manager()
+    try:
+        games = pluginmanager.games()
+        assert "nim" in games and games["nim"].plugin == "nim"
+        assert {"tictactoe", "connect_four"} <= set(games)
+        game = games["nim"].obj(games["nim"].schema(), 0)
+        assert game.values(game.initial_states(1, np.random.default_rng(0)))[0] == 1.0  # 3^4^5 != 0
+        env = BoardGameEnv(game, batch_size=(2, 3))
+        check_specs(env)
+        # The perfect engine beats random from a winning start.
+        opp = game.eval_opponents()
+        state = game.initial_states(1, np.random.default_rng(0))[0]
+        while not game.observe([state]).terminated[0]:
+            mover = opp["perfect"] if game.observe([state]).to_play[0] == 0 else opp["random"]
+            state = game.play([state], mover([state]))[0]
+        assert state.to_play == 1  # player 1 must move with no objects left: player 0 won
+    finally:
+        pluginmanager.reset_plugin_manager()
+        sys.modules.pop("chessrl_nim", None)

@@ -1,0 +1,219 @@
+"""HealthMonitor: each finding fires when it should, not when it shouldn't, and once."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from chessrl import health
+from chessrl.health import Finding, HealthMonitor
+
+WINDOW = 20
+
+
+def synthetic_rows(n: int = 120, *, seed: int = 0, sick: bool = False, evals: bool = True) -> list[dict]:
+    """Metric rows of a scripted run; ``sick`` reproduces the analysed run's pathologies.
+
+    Sick: the entropy bonus has 95% of the gradient, the KL penalty's gradient opposes the
+    objective, adaptive_kl multiplies its coefficient by 1.2 per step until it is pinned at
+    its max 0.1, entropy_floor (floor 1.5) never fires while entropy stays ~2.7, half the
+    plies are clipped, rewards are flat and one eval scores a lucky 0.1 over 64 games.
+    Clean: the objective dominates, the controller moves inside its bounds, the monitor
+    fires now and then, rewards improve, evals are steady.
+    """
+    g = np.random.default_rng(seed)
+    rows = []
+    coef = 0.012
+    for step in range(1, n + 1):
+        if sick:
+            shares = {"objective": 0.03, "entropy_bonus": 0.95, "kl_penalty": 0.02}
+            cos = {"objective": 1.0, "entropy_bonus": 0.05, "kl_penalty": -0.3}
+            new = min(coef * 1.2, 0.1)
+            acted, coef = new != coef, new
+            floor_acted = 0
+            ret = -0.12 + g.normal(0, 0.05)
+            clip = 0.48 + g.normal(0, 0.02)
+        else:
+            shares = {"objective": 0.7, "entropy_bonus": 0.2, "kl_penalty": 0.1}
+            cos = {"objective": 1.0, "entropy_bonus": 0.1, "kl_penalty": 0.05}
+            up = g.random() < 0.5
+            coef = coef * 1.2 if up else coef / 1.2
+            coef = min(max(coef, 0.001), 0.1)
+            acted = True
+            floor_acted = int(step % 7 == 0)
+            ret = -0.2 + 0.004 * step + g.normal(0, 0.05)
+            clip = 0.1 + g.normal(0, 0.02)
+        row = {
+            "step": step,
+            "train/clip_fraction": clip,
+            "train/ratio_first_epoch": 1.0,
+            "train/ratio_first_epoch_maxdev": 0.0,
+            "train/entropy": 2.7 + g.normal(0, 0.05),
+            "train/kl_old_exact": 0.04 + g.normal(0, 0.005),
+            "train/skipped_steps": 0,
+            "rollout/return_mean": ret,
+            "rollout/zero_std_frac": 0.1,
+            "plugin/adaptive_kl/coef": coef,
+            "plugin/adaptive_kl/max": 0.1,
+            "plugin/adaptive_kl/min": 0.001,
+            "plugin/adaptive_kl/target": 0.012,
+            "plugin/adaptive_kl/acted": int(acted),
+            "plugin/adaptive_kl/at_bound": int(coef in (0.1, 0.001)),
+            "plugin/entropy_floor/floor": 1.5,
+            "plugin/entropy_floor/acted": floor_acted,
+        }
+        values = {"objective": -0.005, "entropy_bonus": -0.28, "kl_penalty": 0.004}
+        total = sum(abs(v) for v in values.values())
+        for term in shares:
+            row[f"budget/{term}/value"] = values[term]
+            row[f"budget/{term}/coef"] = {"objective": 1.0, "entropy_bonus": 0.1, "kl_penalty": coef}[term]
+            row[f"budget/{term}/value_share"] = abs(values[term]) / total
+            row[f"budget/{term}/grad_share"] = shares[term]
+            row[f"budget/{term}/cos_objective"] = cos[term]
+        if evals and step % 10 == 0:
+            score = (0.1 if step == 60 else 0.03) if sick else 0.4
+            wins = round(score * 64)
+            row.update({"eval/stockfish/score": score, "eval/stockfish/games": 64,
+                        "eval/stockfish/wins": wins, "eval/stockfish/draws": 0,
+                        "eval/stockfish/losses": 64 - wins})
+        rows.append(row)
+    return rows
+
+
+def run(rows: list[dict], window: int = WINDOW) -> tuple[HealthMonitor, list[Finding]]:
+    mon = HealthMonitor(window)
+    printed: list[Finding] = []
+    for r in rows:
+        printed += mon.update(r)
+    return mon, printed
+
+
+def codes(findings: list[Finding]) -> set[tuple[str, str]]:
+    return {(f.code, f.subject) for f in findings}
+
+
+def test_sick_run_finds_every_pathology():
+    mon, printed = run(synthetic_rows(sick=True))
+    found = codes(mon.findings())
+    for expected in [("dead", "entropy_floor"), ("saturated", "adaptive_kl"), ("dominant", "entropy_bonus"),
+                     ("opposes_objective", "kl_penalty"), ("clip_high", "train/clip_fraction"),
+                     ("reward_trend", "rollout/return_mean"), ("eval_noise", "eval/stockfish/score")]:
+        assert expected in found, expected
+    by = {f.code: f for f in mon.findings()}
+    assert "entropy_floor never acted in 120 steps" in by["dead"].message
+    assert "above floor 1.5" in by["dead"].message
+    assert "adaptive_kl coef 0.1 at max for 100% of the last 20 steps" in by["saturated"].message
+    assert by["dominant"].numbers["grad_share"] == pytest.approx(0.95)
+    assert "0.950" in by["dominant"].message
+    assert by["reward_trend"].numbers["verdict"] == "flat"
+    assert by["eval_noise"].numbers["peak_step"] == 60
+    assert "p = " in by["eval_noise"].message
+
+
+def test_clean_run_has_no_warnings():
+    mon, printed = run(synthetic_rows(sick=False))
+    assert not [f for f in printed if f.severity != "info"], [f.line() for f in printed]
+    trend = [f for f in mon.findings() if f.code == "reward_trend"]
+    assert trend and trend[0].numbers["verdict"] == "improving"
+    assert "eval_noise" not in {f.code for f in mon.findings()}   # steady evals have no peak
+
+
+def test_findings_are_reported_once():
+    mon, printed = run(synthetic_rows(sick=True))
+    keys = [f.key for f in printed]
+    assert len(keys) == len(set(keys))
+    assert sum(f.code == "dead" for f in printed) == 1
+    # feeding more of the same adds nothing new
+    assert [f for f in mon.update({"step": 121, "train/clip_fraction": 0.5}) if f.code == "clip_high"] == []
+
+
+def test_window_rules_wait_for_a_window():
+    mon, printed = run(synthetic_rows(n=WINDOW - 1, sick=True))
+    assert not {"dead", "saturated", "dominant", "clip_high"} & {f.code for f in printed}
+    assert not mon.window_full
+
+
+def test_dead_clears_once_the_plugin_acts():
+    rows = synthetic_rows(n=40, sick=True)
+    mon, printed = run(rows)
+    assert "dead" in {f.code for f in mon.findings()}
+    mon.update({"step": 41, "plugin/entropy_floor/acted": 1, "plugin/entropy_floor/floor": 1.5})
+    assert "dead" not in {f.code for f in mon.findings()}
+    assert "dead" in {f.code for f in mon.raised()}
+    summary = mon.plugin_summary("entropy_floor")
+    assert summary.kind == "monitor" and summary.acted == 1 and summary.steps_since_acted == 0
+
+
+def test_saturated_needs_most_of_the_window():
+    rows = [{"step": s, "plugin/c/acted": 1, "plugin/c/coef": 1.0, "plugin/c/at_bound": int(s % 5 != 0)}
+            for s in range(1, 41)]  # at bound 80% of the time: not > 80%
+    mon, _ = run(rows)
+    assert "saturated" not in {f.code for f in mon.findings()}
+    for step in range(41, 46):  # the last 20 steps now hold 3 off-bound steps: 85%
+        mon.update({"step": step, "plugin/c/acted": 1, "plugin/c/coef": 1.0, "plugin/c/at_bound": 1})
+    assert "saturated" in {f.code for f in mon.findings()}
+    s = mon.plugin_summary("c")
+    assert s.kind == "controller" and s.at_bound_frac_window == pytest.approx(0.85)
+
+
+def test_ratio_not_one_fires_at_once():
+    mon = HealthMonitor(WINDOW)
+    assert mon.update({"step": 1, "train/ratio_first_epoch": 1.0, "train/ratio_first_epoch_maxdev": 0.0}) == []
+    new = mon.update({"step": 2, "train/ratio_first_epoch": 1.0, "train/ratio_first_epoch_maxdev": 0.05})
+    assert [f.code for f in new] == ["ratio_not_one"] and new[0].severity == "error"
+    mon2 = HealthMonitor(WINDOW)
+    assert [f.code for f in mon2.update({"step": 1, "train/ratio_first_epoch": 1.0 + 2e-6})] == ["ratio_not_one"]
+
+
+def test_skipped_steps():
+    mon = HealthMonitor(WINDOW)
+    assert mon.update({"step": 1, "train/skipped_steps": 0}) == []
+    new = mon.update({"step": 2, "train/skipped_steps": 2})
+    assert [f.code for f in new] == ["skipped_steps"] and "2 step(s)" in new[0].message
+
+
+def test_entropy_collapse_by_fraction_and_by_decline():
+    g = np.random.default_rng(1)
+    falling = [{"step": s, "train/entropy": 3.0 * math.exp(-s / 30) + g.normal(0, 0.01)} for s in range(1, 121)]
+    mon, _ = run(falling)
+    f = [f for f in mon.findings() if f.code == "entropy_collapse"]
+    assert f and f[0].state == "collapsed" and f[0].numbers["fraction"] < health.ENTROPY_COLLAPSE_FRAC
+    slow = [{"step": s, "train/entropy": 3.0 - 0.008 * s + g.normal(0, 0.01)} for s in range(1, 121)]
+    mon, _ = run(slow)
+    f = [f for f in mon.findings() if f.code == "entropy_collapse"]
+    assert f and f[0].state == "declining"
+    flat = [{"step": s, "train/entropy": 3.0 + g.normal(0, 0.05)} for s in range(1, 201)]
+    mon, _ = run(flat)
+    assert "entropy_collapse" not in {f.code for f in mon.findings()}
+
+
+def test_zero_std_groups():
+    rows = [{"step": s, "rollout/zero_std_frac": 0.7} for s in range(1, 21)]
+    mon, _ = run(rows)
+    assert "zero_std_groups" in {f.code for f in mon.findings()}
+    rows = [{"step": s, "rollout/zero_std_frac": 0.3} for s in range(1, 21)]
+    mon, _ = run(rows)
+    assert "zero_std_groups" not in {f.code for f in mon.findings()}
+
+
+def test_reward_trend_verdict_change_is_a_new_finding():
+    rows = [{"step": s, "rollout/return_mean": 0.0 if s <= 100 else (s - 100) * 0.05} for s in range(1, 301)]
+    mon, printed = run(rows)
+    verdicts = [f.numbers["verdict"] for f in printed if f.code == "reward_trend"]
+    assert verdicts[0] == "flat" and verdicts[-1] == "improving"
+
+
+def test_real_eval_peak_is_not_noise():
+    rows = [{"step": s, "eval/sf/score": 0.03, "eval/sf/games": 64} for s in range(1, 11)]
+    rows.append({"step": 11, "eval/sf/score": 0.4, "eval/sf/games": 64})
+    mon, _ = run(rows)
+    assert "eval_noise" not in {f.code for f in mon.findings()}
+
+
+def test_junk_values_are_ignored():
+    mon = HealthMonitor(WINDOW)
+    assert mon.update({"no_step": 1}) == []
+    assert mon.update({"step": 1, "train/clip_fraction": None, "train/entropy": "nan", "x": float("nan")}) == []
+    assert mon.stats == {}

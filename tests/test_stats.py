@@ -1,0 +1,77 @@
+"""chessrl.stats against known values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from chessrl.stats import elo_ci, elo_diff, peak_is_noise, t_cdf, t_quantile, trend, wilson
+
+
+@pytest.mark.parametrize("successes, n, lo, hi", [
+    (0, 10, 0.0, 0.2775),
+    (5, 10, 0.2366, 0.7634),
+    (10, 10, 0.7225, 1.0),
+    (6.4, 64, 0.0478, 0.1975),   # the analysed run's "peak": score 0.1 over 64 games
+    (0, 0, 0.0, 1.0),
+])
+def test_wilson_known_values(successes, n, lo, hi):
+    got = wilson(successes, n)
+    assert got == pytest.approx((lo, hi), abs=1e-4)
+
+
+def test_wilson_rejects_impossible_counts():
+    with pytest.raises(ValueError):
+        wilson(11, 10)
+
+
+def test_elo():
+    assert elo_diff(0.5) == 0.0
+    assert elo_diff(0.75) == pytest.approx(190.85, abs=0.01)
+    assert elo_diff(0.0) == -math.inf and elo_diff(1.0) == math.inf
+    elo, lo, hi = elo_ci(0.5, 100)
+    assert lo < elo == 0.0 < hi and lo == pytest.approx(-hi)
+    assert elo_ci(0.0, 10)[:2] == (-math.inf, -math.inf) and math.isfinite(elo_ci(0.0, 10)[2])
+    assert elo_ci(1.0, 10)[2] == math.inf
+
+
+@pytest.mark.parametrize("p, df, value", [
+    (0.975, 1, 12.706), (0.975, 2, 4.303), (0.975, 5, 2.571), (0.975, 10, 2.228), (0.975, 30, 2.042),
+    (0.975, 120, 1.980), (0.95, 10, 1.812), (0.995, 3, 5.841), (0.9, 4, 1.533), (0.975, math.inf, 1.960),
+])
+def test_t_quantile_table(p, df, value):
+    assert t_quantile(p, df) == pytest.approx(value, abs=1e-3)
+    assert t_quantile(1 - p, df) == pytest.approx(-value, abs=1e-3)
+    assert t_cdf(t_quantile(p, df), df) == pytest.approx(p, abs=1e-9)
+
+
+def test_trend_verdicts():
+    g = np.random.default_rng(0)
+    steps = np.arange(1, 401)
+    assert trend(steps, 0.002 * steps + g.normal(0, 0.3, 400), 20).verdict == "improving"
+    assert trend(steps, -0.002 * steps + g.normal(0, 0.3, 400), 20).verdict == "declining"
+    flat = [trend(steps, g.normal(0, 0.3, 400), 20).verdict for _ in range(40)]
+    assert flat.count("flat") >= 36          # a 95% interval: ~2 of 40 may miss
+    raw = trend(steps, 0.01 * steps + g.normal(0, 0.3, 400))
+    assert raw.n == 400 and raw.lo < 0.01 < raw.hi
+
+
+def test_trend_with_too_little_data():
+    t = trend([1, 2], [1.0, 2.0])
+    assert t.verdict == "flat" and math.isnan(t.slope) and t.lo == -math.inf
+    assert trend([1, 2, 3, 4], [1.0, float("nan"), 2.0, 3.0], 2).n == 1
+
+
+def test_peak_is_noise():
+    # the analysed run: ~3% for 20 evals of 64 games, one lucky 0.1
+    noise, d = peak_is_noise([0.03] * 20 + [0.1], 64)
+    assert noise and d["peak_index"] == 20 and d["level"] == pytest.approx(0.03)
+    assert d["p_value"] < 0.05 < d["p_adjusted"]   # "significant" only if one forgets it is the best of 21
+    real, d = peak_is_noise([0.03] * 10 + [0.3], 64)
+    assert not real and d["p_adjusted"] < 1e-6
+    assert peak_is_noise([0.4, 0.4, 0.4], [64, 64, 64])[0]
+    assert peak_is_noise([0.2], 64) == (False, {"evaluations": 1, "reason": "fewer than 2 evaluations"})
+    with pytest.raises(ValueError):
+        peak_is_noise([0.1, 0.2], [64])

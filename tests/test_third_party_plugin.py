@@ -1,0 +1,114 @@
+"""The example third-party regulariser (examples/plugins/chessrl_l2_init): installed as its own
+package, found through the ``chessrl`` entry-point group, and its term acts on the gradient.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import site
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from chessrl import pluginmanager
+from chessrl.pluginmanager import call_hook, new_plugin_manager
+from chessrl.policy import Policy
+from chessrl.regularisers import Coefficients
+from chessrl.schema import build
+
+PACKAGE = Path(__file__).resolve().parents[1] / "examples" / "plugins" / "chessrl_l2_init"
+
+
+def _installed_from_here() -> bool:
+    try:
+        dist = importlib.metadata.distribution("chessrl-l2-init")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    url = json.loads(dist.read_text("direct_url.json") or "{}").get("url", "")
+    return dist.version == "0.1.0" and url.rstrip("/").endswith(PACKAGE.as_posix())
+
+
+@pytest.fixture(scope="module")
+def l2_init():
+    """Install the example package (editable, once) and return its module and the fresh registry."""
+    if not _installed_from_here():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        "-e", str(PACKAGE)], check=True, capture_output=True, timeout=300)
+        importlib.invalidate_caches()
+    if importlib.util.find_spec("chessrl_l2_init") is None:
+        # an editable install is activated by a .pth file, which Python reads only at start-up
+        site.addsitedir(sysconfig.get_path("purelib"))
+    pluginmanager.reset_plugin_manager()
+    yield importlib.import_module("chessrl_l2_init")
+    pluginmanager.reset_plugin_manager()
+
+
+def test_installed_plugin_is_discovered_with_its_version(l2_init) -> None:
+    [row] = [r for r in pluginmanager.plugin_info() if r["name"] == "l2_init"]
+    assert row["version"] == "0.1.0" and row["distribution"] == "chessrl-l2-init"
+    assert row["regularisers"] == ["l2_init"] and row["module"] == "chessrl_l2_init"
+    reg = pluginmanager.regularisers()["l2_init"]
+    assert reg.obj is l2_init.L2Init and reg.plugin == "l2_init"
+
+
+def tiny_policy() -> Policy:
+    torch.manual_seed(0)
+    return Policy(obs_vocab=5, obs_len=3, n_actions=4, d_model=8, n_layers=1, n_heads=2, d_ff=16)
+
+
+def test_term_is_zero_at_start_then_pulls_moved_weights_back(l2_init) -> None:
+    policy = tiny_policy()
+    coefs = Coefficients()
+    inst = l2_init.L2Init("l2_init", build(l2_init.L2Init.Config, {"coef": 0.5}, prefix="plugins.l2_init"), coefs)
+    pm = new_plugin_manager()
+    pm.register(inst, name="l2_init")
+    run = SimpleNamespace(config=None, policy=policy, coefs=coefs, run_dir=None, game=None, log=print)
+    call_hook(pm, "chessrl_train_start", run=run)
+
+    [(_, term)] = call_hook(pm, "chessrl_loss_terms", out=None, batch=None, coefs=coefs)
+    assert term.name == "l2_init" and term.coef == 0.5 and term.raw.item() == 0.0
+
+    with torch.no_grad():
+        policy.head.bias.add_(torch.tensor([0.1, -0.2, 0.0, 0.3]))
+    tokens = torch.randint(0, 5, (6, 3), generator=torch.Generator().manual_seed(1))
+
+    def grads(with_term: bool) -> torch.Tensor:
+        policy.zero_grad()
+        loss = policy(tokens).logsumexp(-1).mean()  # any objective
+        if with_term:
+            [(_, t)] = call_hook(pm, "chessrl_loss_terms", out=None, batch=None, coefs=coefs)
+            loss = loss + t.coef * t.raw
+        loss.backward()
+        return policy.head.bias.grad.clone()
+
+    [(_, term)] = call_hook(pm, "chessrl_loss_terms", out=None, batch=None, coefs=coefs)
+    assert term.raw.item() == pytest.approx(0.1**2 + 0.2**2 + 0.3**2)
+    # d/dw coef * (w - w0)^2 = 2 coef (w - w0)
+    delta = grads(True) - grads(False)
+    assert delta.tolist() == pytest.approx([2 * 0.5 * d for d in (0.1, -0.2, 0.0, 0.3)], abs=1e-6)
+    report = dict(call_hook(pm, "chessrl_step_end", metrics={}, step=1))["l2_init"]
+    assert report.metrics["sq_dist"] == pytest.approx(0.14) and report.acted is None
+
+
+def test_anchor_survives_a_checkpoint(l2_init) -> None:
+    """A resumed run pulls towards the original start, not towards the weights it resumed from."""
+    policy = tiny_policy()
+    anchor = policy.head.bias.detach().clone()
+    config = build(l2_init.L2Init.Config, {})
+    first = l2_init.L2Init("l2_init", config, Coefficients())
+    first.chessrl_train_start(SimpleNamespace(policy=policy))
+    state = first.chessrl_state_dict()
+    with torch.no_grad():
+        policy.head.bias.add_(1.0)
+    resumed = l2_init.L2Init("l2_init", config, Coefficients())
+    resumed.chessrl_load_state_dict(state)  # the trainer restores state before train_start
+    resumed.chessrl_train_start(SimpleNamespace(policy=policy))
+    assert torch.equal(resumed.anchor["head.bias"], anchor)

@@ -1,0 +1,142 @@
+"""The trainer end to end on tic-tac-toe: metrics, checkpoints, resume, Ctrl-C, skipped steps."""
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from chessrl import hookimpl
+from chessrl.config import load_config
+from chessrl.metrics import read_metrics
+from chessrl.regularisers import LossTerm, Regulariser
+from chessrl.trainer import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _steps(run_dir):
+    return [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")]
+
+
+def test_run_writes_metrics_config_and_checkpoints(tiny_config, tmp_path):
+    run_dir = train(load_config(tiny_config), tmp_path / "run", progress=False, echo=lambda s: None)
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert all(r["train/ratio_first_epoch"] == 1.0 and r["train/ratio_first_epoch_maxdev"] == 0.0 for r in rows)
+    assert all(r["rollout/logprob_drift"] == 0.0 for r in rows)
+    assert all(r["train/ppo_epochs_run"] == 1 for r in rows)
+    ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert ckpts == ["step_0000004.pt", "step_0000006.pt"]  # keep_checkpoints = 2
+    assert (run_dir / "config.toml").exists() and (run_dir / "train.log").exists()
+    # the budget: per-term gradients sum to the total gradient the optimiser used
+    assert rows[0]["budget/objective/grad_share"] == 1.0
+
+
+def test_resume_continues_without_gaps_or_duplicates(tiny_config, tmp_path):
+    cfg = load_config(tiny_config)
+    run_dir = tmp_path / "run"
+    train(cfg, run_dir, max_steps=3, progress=False, echo=lambda s: None)
+    # a crash after step 3's checkpoint... step 3 is not a checkpoint step (every 2): resume from 2
+    assert _steps(run_dir) == [1, 2, 3]
+    train(cfg, run_dir, resume=True, progress=False, echo=lambda s: None)
+    assert _steps(run_dir) == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_is_exact(tiny_config, tmp_path):
+    cfg = load_config(tiny_config)
+    straight = train(cfg, tmp_path / "a", progress=False, echo=lambda s: None)
+    cfg.trainer.checkpoint_every = 3
+    split = tmp_path / "b"
+    train(cfg, split, max_steps=3, progress=False, echo=lambda s: None)
+    train(cfg, split, resume=True, progress=False, echo=lambda s: None)
+    a, b = read_metrics(straight / "metrics.jsonl"), read_metrics(split / "metrics.jsonl")
+    for ra, rb in zip(a, b):
+        assert ra["rollout/return_mean"] == rb["rollout/return_mean"]
+        assert ra["train/loss"] == rb["train/loss"]
+
+
+def test_existing_run_dir_needs_resume(tiny_config, tmp_path, cli):
+    run_dir = tmp_path / "run"
+    res = cli("run", str(tiny_config), "--run-dir", str(run_dir), "--max-steps", "1", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    res = cli("run", str(tiny_config), "--run-dir", str(run_dir), "--max-steps", "1", "--no-progress")
+    assert res.returncode == 2 and "pass --resume" in res.stderr
+    assert _steps(run_dir) == [1]
+
+
+class NaNTerm(Regulariser):
+    @hookimpl
+    def chessrl_loss_terms(self, out, batch, coefs):
+        return LossTerm(self.name, 1.0, out["loss_objective"] * float("nan"))
+
+
+class NaNModule:
+    @staticmethod
+    @hookimpl
+    def chessrl_register_regularisers(register):
+        register("nan_term", NaNTerm)
+
+
+def test_non_finite_loss_skips_the_step(tiny_config, tmp_path, register_plugin):
+    register_plugin(NaNModule, "nan_module")
+    cfg = load_config(tiny_config, ["plugins.nan_term={}", "trainer.steps=2"])
+    torch.manual_seed(0)
+    run_dir = train(cfg, tmp_path / "run", progress=False, echo=lambda s: None)
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["train/skipped_steps"] for r in rows] == [1, 2]
+    assert all(r["train/ppo_epochs_run"] == 0 for r in rows)
+    state = torch.load(run_dir / "checkpoints" / "step_0000002.pt", weights_only=False)
+    cfg2 = load_config(tiny_config)
+    fresh = train(cfg2, tmp_path / "fresh", max_steps=0, progress=False, echo=lambda s: None)
+    del fresh
+    from chessrl.policy import build_policy
+    from chessrl.trainer import make_game
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        init = build_policy(cfg.policy, make_game(cfg, 0))
+    for k, v in init.state_dict().items():
+        assert torch.equal(v, state["policy"][k]), k  # never applied
+
+
+def test_ctrl_c_saves_checkpoint_and_resume_continues(tiny_config, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "chessrl", "run", str(tiny_config), "--run-dir", str(run_dir),
+                             "--set", "trainer.steps=100000", "--set", "trainer.checkpoint_every=100000", "--no-progress"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    m = re.search(r"checkpoint at step (\d+)", err)
+    assert m, err
+    last = int(m.group(1))
+    assert _steps(run_dir) == list(range(1, last + 1))
+    assert (run_dir / "checkpoints" / f"step_{last:07d}.pt").exists()
+    cfg = load_config(tiny_config, ["trainer.steps=%d" % (last + 2)])
+    train(cfg, run_dir, resume=True, progress=False, echo=lambda s: None)
+    assert _steps(run_dir) == list(range(1, last + 3))
+
+
+def test_metric_keys_are_documented(tiny_config, tmp_path):
+    doc = (REPO / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"`([a-z_]+/[^`]+)`", doc))
+    patterns = [re.compile("^" + re.escape(d).replace(re.escape("<term>"), "[a-z0-9_]+")
+                           .replace(re.escape("<name>"), "[a-z0-9_]+").replace(re.escape("<opponent>"), "[a-z0-9_]+")
+                           .replace(re.escape("<key>"), "[a-z0-9_]+") + "$") for d in documented]
+    cfg = load_config(tiny_config, ["plugins.entropy_bonus.coef=0.01", "trainer.steps=2", "trainer.eval_every=2",
+                                    "trainer.eval_games=4"])
+    run_dir = train(cfg, tmp_path / "run", progress=False, echo=lambda s: None)
+    keys = {k for r in read_metrics(run_dir / "metrics.jsonl") for k in r if k != "step"}
+    undocumented = sorted(k for k in keys if not any(p.match(k) for p in patterns))
+    assert not undocumented, f"document these in docs/metrics.md: {undocumented}"
+    assert any(k.startswith("eval/") for k in keys)
