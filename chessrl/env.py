@@ -50,6 +50,9 @@ class BoardGameEnv(EnvBase):
         )
         self.action_spec = Categorical(game.n_actions, shape=B, dtype=torch.int64, device=device)
         self.reward_spec = Unbounded(shape=(*B, 1), dtype=torch.float32, device=device)
+        self.done_spec = Composite(
+            {k: Categorical(2, shape=(*B, 1), dtype=torch.bool, device=device)
+             for k in ("done", "terminated", "truncated")}, shape=B, device=device)
 
     # --- helpers ---------------------------------------------------------------------
     def _tensor(self, a: np.ndarray, dtype) -> torch.Tensor:
@@ -164,7 +167,7 @@ def _gym_class():
     from gymnasium import spaces
 
     class GameGymEnv(gym.Env):
-        metadata = {"render_modes": ["ansi"]}
+        metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
         def __init__(self, game: Game, render_mode: str | None = None):
             self.game = game

@@ -161,15 +161,19 @@ class HealthMonitor:
     ``window`` is ``trainer.health_window``: window rules look at the values logged in the
     last ``window`` steps and wait until ``window`` steps have been seen. ``plugin_kinds``
     maps plugin names to "controller", "monitor" or "term" (inferred from the keys when
-    absent). Rows are dicts as written to metrics.jsonl; missing keys and non-numeric values
+    absent). ``plugin_config`` is the resolved ``[plugins.<name>]`` tables; messages take a
+    bound (``max``, ``max_coef``, ...) or a ``floor`` from there when the plugin does not log
+    it (findings never depend on it). Rows are dicts as written to metrics.jsonl; missing keys and non-numeric values
     are ignored, so rows of any age or completeness are fine.
     """
 
-    def __init__(self, window: int, plugin_kinds: dict[str, str] | None = None) -> None:
+    def __init__(self, window: int, plugin_kinds: dict[str, str] | None = None,
+                 plugin_config: dict[str, dict[str, Any]] | None = None) -> None:
         if window < 2:
             raise ValueError(f"window must be at least 2; got {window}")
         self.window = window
         self.plugin_kinds = dict(plugin_kinds or {})
+        self.plugin_config = {k: dict(v) for k, v in (plugin_config or {}).items() if isinstance(v, dict)}
         self.first_step: int | None = None
         self.last_step: int | None = None
         self.steps_seen = 0
@@ -354,7 +358,7 @@ class HealthMonitor:
 
     def _dead_detail(self, name: str, s: PluginSummary) -> str:
         """Why a plugin never acted, from its own metrics where it reports them."""
-        floor = s.metrics.get("floor")
+        floor = s.metrics.get("floor", self._option(name, "floor"))
         if floor is not None:
             watched = f"plugin/{name}/entropy" if f"plugin/{name}/entropy" in self.stats else ENTROPY_KEY
             ws = self.stats.get(watched)
@@ -378,13 +382,19 @@ class HealthMonitor:
         coef = cs.last
         for names, label in ((_MAX_KEYS, "max"), (_MIN_KEYS, "min")):
             for k in names:
-                if k in keys and math.isclose(coef, self.stats[prefix + k].last, rel_tol=1e-9, abs_tol=1e-12):
+                bound = self.stats[prefix + k].last if k in keys else self._option(name, k)
+                if bound is not None and math.isclose(coef, bound, rel_tol=1e-9, abs_tol=1e-12):
                     return coef_key, coef, label
         if coef == cs.max and coef > cs.first:
             return coef_key, coef, "max"
         if coef == cs.min and coef < cs.first:
             return coef_key, coef, "min"
         return coef_key, coef, "a bound"
+
+    def _option(self, plugin: str, key: str) -> float | None:
+        """A numeric option of the plugin's config table, or None."""
+        v = self.plugin_config.get(plugin, {}).get(key)
+        return float(v) if _number(v) else None
 
     def _budget_findings(self) -> list[Finding]:
         out: list[Finding] = []

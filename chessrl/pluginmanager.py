@@ -73,7 +73,7 @@ def reset_plugin_manager() -> None:
 
 
 def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> list[tuple[str, Any]]:
-    """Call hook ``name`` on every implementation, in pluggy's order; return ``[(plugin, result)]``.
+    """Call hook ``name`` on every implementation in registration order; return ``[(plugin, result)]``.
 
     Results that are None are dropped. An exception inside a plugin is re-raised as
     :class:`PluginError` naming the plugin. With ``CHESSRL_TRACE_PLUGINS=1`` each call is
@@ -83,7 +83,9 @@ def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> list[tuple[
     trace = os.environ.get(TRACE_ENV, "") not in ("", "0")
     results = []
     t0 = time.perf_counter()
-    impls = list(reversed(caller.get_hookimpls()))  # pluggy calls the last registered first
+    # pluggy itself calls the last registered first; chessrl promises registration order (for
+    # run plugins: TOML order), which get_hookimpls() holds, keeping tryfirst/trylast first/last
+    impls = sorted(caller.get_hookimpls(), key=lambda i: 0 if i.tryfirst else 2 if i.trylast else 1)
     for impl in impls:
         args = [kwargs[a] for a in impl.argnames]
         try:
@@ -117,7 +119,7 @@ def _collect(hook: str) -> dict[str, Registration]:
         return _registry_cache[hook]
     pm = get_plugin_manager()
     found: dict[str, Registration] = {}
-    for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
+    for impl in getattr(pm.hook, hook).get_hookimpls():
 
         def register(name: str, obj: Any, schema: Any = None, _plugin=impl.plugin_name) -> None:
             if name in found:

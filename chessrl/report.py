@@ -135,7 +135,8 @@ def _analyse(run_dir: str | Path, window: int | None = None) -> _Run:
     if window is None:
         window = config.get("trainer", {}).get("health_window", DEFAULT_WINDOW)
         window = window if isinstance(window, int) and window >= 2 else DEFAULT_WINDOW
-    monitor = HealthMonitor(window)
+    plugins = config.get("plugins", {})
+    monitor = HealthMonitor(window, plugin_config=plugins if isinstance(plugins, dict) else None)
     for row in rows:
         monitor.update(row)
     return _Run(path, rows, bad, config, note, monitor)

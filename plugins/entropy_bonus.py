@@ -1,1 +1,62 @@
-"""Placeholder: being written."""
+"""entropy_bonus: a fixed bonus on the policy's entropy (coefficient ``entropy``).
+
+The term is minimised, so its raw value is ``-entropy`` and the trainer adds
+``coef * (-entropy)`` to the loss. ``estimator = "exact"`` uses the entropy of the policy over
+legal moves (``out["entropy"]``); ``"sample"`` uses the mean surprisal of the sampled moves
+(``out["entropy_sample"]``), the estimate the analysed chess run used. The coefficient is
+declared here and may be changed by a controller such as ``entropy_floor``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from chessrl import hookimpl
+from chessrl.regularisers import Coefficients, LossTerm, PluginReport, Regulariser
+from chessrl.schema import opt
+
+COEFFICIENT = "entropy"
+_OUT_KEY = {"exact": "entropy", "sample": "entropy_sample"}
+
+
+@dataclass
+class EntropyBonusConfig:
+    coef: float = opt(0.01, "Weight of the bonus: the loss gets coef * (-entropy).", ge=0.0)
+    estimator: str = opt("exact", "'exact': policy entropy over legal moves; 'sample': mean surprisal "
+                         "-log pi(a|s) of the sampled moves.", choices=("exact", "sample"))
+
+
+class EntropyBonus(Regulariser):
+    """Adds ``coef * (-H)``; declares the coefficient ``entropy`` (bounds [0, inf))."""
+
+    Config = EntropyBonusConfig
+
+    def __init__(self, name: str, config: EntropyBonusConfig, coefs: Coefficients) -> None:
+        super().__init__(name, config, coefs)
+        coefs.declare(COEFFICIENT, config.coef, owner=name, min=0.0)
+        self._last: torch.Tensor | None = None  # detached, read at step end (no sync per epoch)
+
+    @hookimpl
+    def chessrl_loss_terms(self, out, coefs: Coefficients) -> LossTerm:
+        """The term ``raw = -entropy`` under the configured estimator, differentiable."""
+        entropy = out[_OUT_KEY[self.config.estimator]]
+        self._last = entropy.detach()
+        return LossTerm(name=self.name, coef=coefs.get(COEFFICIENT), raw=-entropy)
+
+    @hookimpl
+    def chessrl_step_end(self, metrics: dict) -> PluginReport:
+        """Reports the entropy the term saw (first epoch, as in the budget) and its coefficient."""
+        raw = metrics.get(f"budget/{self.name}/raw")
+        if raw is not None:
+            entropy = -float(raw)
+        else:
+            entropy = float(self._last) if self._last is not None else math.nan
+        return PluginReport(metrics={"entropy": entropy, "coef": self.coefs.get(COEFFICIENT)})
+
+
+@hookimpl
+def chessrl_register_regularisers(register) -> None:
+    register("entropy_bonus", EntropyBonus)

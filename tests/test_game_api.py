@@ -41,17 +41,6 @@ def game_params():
 
 
 def check_specs(env: BoardGameEnv) -> None:
-    """``check_env_specs``, declaring ``truncated`` in the done spec if the core does not yet.
-
-    The env always emits ``truncated`` (see chessrl/env.py), so a done spec without it makes
-    check_env_specs fail on key sets for every game; ``test_env_declares_truncated`` tracks
-    the core fix. Patching here keeps these tests about the game, not that core bug.
-    """
-    if "truncated" not in env.full_done_spec.keys():
-        B = env.batch_size
-        env.done_spec = Composite(
-            {k: Categorical(2, shape=(*B, 1), dtype=torch.bool, device=env.device)
-             for k in ("done", "terminated", "truncated")}, shape=B, device=env.device)
     check_env_specs(env, seed=0)
 
 
@@ -143,8 +132,6 @@ def test_torchrl_env_specs_and_groups(name):
     assert (td["action_mask"].sum(-1) > 0).all()
 
 
-@pytest.mark.xfail(strict=False, reason="core: BoardGameEnv.done_spec does not declare 'truncated' "
-                                        "(diff in the issue-8 games report)")
 def test_env_declares_truncated():
     env = BoardGameEnv(make("tictactoe"), batch_size=(2, 3))
     check_env_specs(env, seed=0)

@@ -217,3 +217,25 @@ def test_junk_values_are_ignored():
     assert mon.update({"no_step": 1}) == []
     assert mon.update({"step": 1, "train/clip_fraction": None, "train/entropy": "nan", "x": float("nan")}) == []
     assert mon.stats == {}
+
+
+def test_bounds_and_floor_from_plugin_config():
+    # the metrics the built-in plugins log: no bounds, no floor; those live in [plugins.*]
+    rows = []
+    coef = 0.012
+    for s in range(1, 41):
+        new = min(coef * 1.5, 0.1)
+        acted, coef = new != coef, new
+        rows.append({"step": s, "plugin/adaptive_kl/coef": coef, "plugin/adaptive_kl/kl": 0.05,
+                     "plugin/adaptive_kl/acted": int(acted), "plugin/adaptive_kl/at_bound": int(coef == 0.1),
+                     "plugin/entropy_floor/entropy": 2.7, "plugin/entropy_floor/times_fired": 0.0,
+                     "plugin/entropy_floor/acted": 0, "train/entropy": 2.7})
+    mon = HealthMonitor(WINDOW, plugin_kinds={"entropy_floor": "monitor"},
+                        plugin_config={"adaptive_kl": {"min": 1e-5, "max": 0.1, "target": 0.012},
+                                       "entropy_floor": {"floor": 1.5, "max_coef": 0.1}})
+    for r in rows:
+        mon.update(r)
+    by = {f.code: f for f in mon.findings()}
+    assert "adaptive_kl coef 0.1 at max for 100% of the last 20 steps" in by["saturated"].message
+    assert by["dead"].message == ("entropy_floor never acted in 40 steps "
+                                  "(entropy 2.7–2.7, last 2.7, stayed above floor 1.5)")

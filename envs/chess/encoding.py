@@ -1,0 +1,183 @@
+"""The chess move vocabulary and the board encoding, both from the side to move's view.
+
+Move vocabulary
+    1968 UCI moves: every queen-like from-to pair (1456) and every knight from-to pair (336)
+    on an empty board, plus the promotions of a pawn from the 7th to the 8th rank and from
+    the 2nd to the 1st rank (straight or capturing) to each of q, r, b, n (2 x 22 x 4 = 176).
+    Castling is the king's two-square move (``e1g1``), as in UCI.
+
+Perspective
+    When black is to move the board is mirrored vertically (rank r -> 9 - r, colours
+    swapped), so the side to move always plays "up the board" and one policy plays both
+    colours. Action ``a`` therefore means ``MOVES[a]`` for white and the mirrored move for
+    black (``e7e5`` for black is action ``e2e4``). :data:`ACTION_MOVES` gives the real move per
+    colour and :func:`move_to_action` / :func:`action_to_move` convert.
+
+Observation tokens (:data:`OBS_LEN` = 71, :data:`OBS_VOCAB` = 44; no padding id, every
+observation has the same length)
+    0..63   squares a1..h8 of the mirrored board: 0 empty, 1..6 own P N B R Q K,
+            7..12 opponent P N B R Q K
+    64..67  castling rights: own king side (13/14 = no/yes), own queen side (15/16),
+            opponent king side (17/18), opponent queen side (19/20)
+    68      en passant file, only if an en passant capture is legal: 21 none, 22..29 a..h
+    69      halfmove clock bucket min(clock // 10, 10): 30..40 (the fifty-move rule)
+    70      repetitions of this position so far: 41 first time, 42 second, 43 third
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import chess
+import numpy as np
+
+# --- vocabulary ------------------------------------------------------------------------
+
+_QUEEN_DIRS = [(0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1)]
+_KNIGHT_DIRS = [(1, 2), (2, 1), (2, -1), (1, -2), (-1, -2), (-2, -1), (-2, 1), (-1, 2)]
+_PROMOTIONS = (chess.QUEEN, chess.ROOK, chess.BISHOP, chess.KNIGHT)
+
+
+def _build_vocabulary() -> list[chess.Move]:
+    """The 1968 moves in a fixed, documented order (from-square major)."""
+    moves: list[chess.Move] = []
+    for frm in chess.SQUARES:
+        f, r = chess.square_file(frm), chess.square_rank(frm)
+        targets = []
+        for df, dr in _QUEEN_DIRS:
+            for dist in range(1, 8):
+                tf, tr = f + df * dist, r + dr * dist
+                if not (0 <= tf < 8 and 0 <= tr < 8):
+                    break
+                targets.append(chess.square(tf, tr))
+        for df, dr in _KNIGHT_DIRS:
+            tf, tr = f + df, r + dr
+            if 0 <= tf < 8 and 0 <= tr < 8:
+                targets.append(chess.square(tf, tr))
+        moves.extend(chess.Move(frm, to) for to in sorted(targets))
+        # Promotions: white pawns on rank 7, black pawns on rank 2 (the vocabulary is the
+        # standard colour-complete one even though mirroring only ever uses rank 7 -> 8).
+        if r in (1, 6):
+            tr = 7 if r == 6 else 0
+            for df in (-1, 0, 1):
+                if 0 <= f + df < 8:
+                    to = chess.square(f + df, tr)
+                    moves.extend(chess.Move(frm, to, promotion=p) for p in _PROMOTIONS)
+    return moves
+
+
+MOVES: list[chess.Move] = _build_vocabulary()
+N_ACTIONS: int = len(MOVES)
+assert N_ACTIONS == 1968, N_ACTIONS
+
+UCI: list[str] = [m.uci() for m in MOVES]
+
+
+def _key(frm: int, to: int, promotion: int | None) -> int:
+    """A dense integer key of a move: 6 bits from, 6 bits to, 3 bits promotion piece."""
+    return frm | (to << 6) | ((promotion or 0) << 12)
+
+
+_N_KEYS = 1 << 15
+
+
+def _mirror_move(m: chess.Move) -> chess.Move:
+    return chess.Move(chess.square_mirror(m.from_square), chess.square_mirror(m.to_square), m.promotion)
+
+
+# ACTION_MOVES[color][a]: the real move that action a means when `color` is to move.
+ACTION_MOVES: dict[bool, list[chess.Move]] = {
+    chess.WHITE: list(MOVES),
+    chess.BLACK: [_mirror_move(m) for m in MOVES],
+}
+
+# KEY_TO_ACTION[color][key]: the action of a real move (by _key), -1 where not in the vocabulary.
+# Index 0 is black, 1 is white, so `KEY_TO_ACTION[int(board.turn)]` works.
+KEY_TO_ACTION = np.full((2, _N_KEYS), -1, dtype=np.int64)
+for _color in (chess.WHITE, chess.BLACK):
+    for _a, _m in enumerate(ACTION_MOVES[_color]):
+        KEY_TO_ACTION[int(_color), _key(_m.from_square, _m.to_square, _m.promotion)] = _a
+
+
+def move_to_action(move: chess.Move, turn: chess.Color) -> int:
+    """The action index of the real ``move`` played by ``turn``; ValueError if not in the vocabulary."""
+    a = int(KEY_TO_ACTION[int(turn), _key(move.from_square, move.to_square, move.promotion)])
+    if a < 0:
+        raise ValueError(f"move {move.uci()} is not in the chess action vocabulary")
+    return a
+
+
+def action_to_move(action: int, turn: chess.Color) -> chess.Move:
+    """The real move that ``action`` means when ``turn`` is to move."""
+    return ACTION_MOVES[turn][action]
+
+
+def legal_action_keys(board: chess.Board) -> list[int]:
+    """Dense keys of the legal moves of ``board`` (map through :data:`KEY_TO_ACTION`)."""
+    return [m.from_square | (m.to_square << 6) | ((m.promotion or 0) << 12) for m in board.legal_moves]
+
+
+# --- observation tokens ------------------------------------------------------------------
+
+N_SQUARE_TOKENS = 13
+TOK_CASTLE = 13          # + 2 * slot + has_right, slot in (own K, own Q, opp K, opp Q)
+TOK_EP = 21              # + 0 none, + 1 + file
+TOK_HALFMOVE = 30        # + min(clock // 10, 10)
+TOK_REPETITION = 41      # + min(times seen before, 2)
+OBS_LEN = 64 + 4 + 1 + 1 + 1
+OBS_VOCAB = 44
+
+_PIECE_IDS = np.arange(1, 13, dtype=np.uint8)[None, :, None]
+_H1, _A1, _H8, _A8 = (np.uint64(chess.BB_H1), np.uint64(chess.BB_A1), np.uint64(chess.BB_H8), np.uint64(chess.BB_A8))
+
+
+def board_features(board: chess.Board, ep_legal: bool, repetitions: int) -> tuple[int, ...]:
+    """The raw integers :func:`encode` needs from one board (cheap attribute reads only)."""
+    occ = board.occupied_co
+    return (board.pawns, board.knights, board.bishops, board.rooks, board.queens, board.kings,
+            occ[chess.WHITE], occ[chess.BLACK], board.castling_rights,
+            (board.ep_square if ep_legal and board.ep_square is not None else 64),
+            board.halfmove_clock, int(board.turn), repetitions)
+
+
+def encode(features: Sequence[tuple[int, ...]]) -> np.ndarray:
+    """int64 [n, OBS_LEN] tokens from :func:`board_features` rows, vectorised over the batch.
+
+    Bitboards are mirrored for black with a byte swap (a vertical flip) and expanded to
+    squares with ``np.unpackbits``; no Python loop over squares.
+    """
+    n = len(features)
+    f = np.array(features, dtype=np.uint64).reshape(n, 13)
+    white_to_move = f[:, 11].astype(bool)
+    pieces = f[:, 0:6]
+    own = np.where(white_to_move, f[:, 6], f[:, 7])
+    opp = np.where(white_to_move, f[:, 7], f[:, 6])
+    planes = np.concatenate([pieces & own[:, None], pieces & opp[:, None]], axis=1)  # [n, 12]
+    black = ~white_to_move
+    planes[black] = planes[black].byteswap()  # vertical mirror: rank r <-> rank 7 - r
+    bits = np.unpackbits(planes.view(np.uint8).reshape(n, 12, 8), axis=2, bitorder="little")  # [n,12,64]
+    tokens = np.empty((n, OBS_LEN), dtype=np.int64)
+    tokens[:, :64] = (bits * _PIECE_IDS).sum(axis=1, dtype=np.int64)
+    rights = f[:, 8]
+    own_k = np.where(white_to_move, rights & _H1, rights & _H8) != 0
+    own_q = np.where(white_to_move, rights & _A1, rights & _A8) != 0
+    opp_k = np.where(white_to_move, rights & _H8, rights & _H1) != 0
+    opp_q = np.where(white_to_move, rights & _A8, rights & _A1) != 0
+    for slot, has in enumerate((own_k, own_q, opp_k, opp_q)):
+        tokens[:, 64 + slot] = TOK_CASTLE + 2 * slot + has
+    ep = f[:, 9].astype(np.int64)
+    tokens[:, 68] = np.where(ep < 64, TOK_EP + 1 + (ep % 8), TOK_EP)
+    tokens[:, 69] = TOK_HALFMOVE + np.minimum(f[:, 10].astype(np.int64) // 10, 10)
+    tokens[:, 70] = TOK_REPETITION + np.minimum(f[:, 12].astype(np.int64), 2)
+    return tokens
+
+
+_SQUARE_SYMBOLS = ".PNBRQKpnbrqk"
+
+
+def tokens_to_str(tokens: np.ndarray) -> str:
+    """An 8-line picture of the 64 square tokens (own pieces upper case, rank 8 on top)."""
+    rows = []
+    for rank in range(7, -1, -1):
+        rows.append("".join(_SQUARE_SYMBOLS[int(t)] for t in tokens[rank * 8:rank * 8 + 8]))
+    return "\n".join(rows)

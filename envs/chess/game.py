@@ -1,0 +1,262 @@
+"""ChessGame: the :class:`chessrl.game.Game` contract over python-chess boards.
+
+States are :class:`ChessState` objects (a ``chess.Board`` plus what ``observe`` learnt about
+it, so ``play`` and ``values`` never generate the legal moves a second time). Everything
+is from the side to move's perspective; see :mod:`chessrl.envs.chess.encoding`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import chess
+import numpy as np
+
+from chessrl.envs.chess import encoding as enc
+from chessrl.envs.chess.options import ChessOptions
+from chessrl.envs.chess.starts import StartSampler, parse_position
+from chessrl.envs.chess.stockfish import StockfishPool, check_stockfish
+from chessrl.game import Game, Observation
+
+_KEY_TO_ACTION_FLAT = enc.KEY_TO_ACTION.reshape(-1)
+_TURN_OFFSET = {chess.WHITE: 1 << 15, chess.BLACK: 0}  # row of KEY_TO_ACTION in the flat table
+
+
+class ChessState:
+    """A board and the cached results of observing it (cleared by every move)."""
+
+    __slots__ = ("board", "mask", "reason")
+
+    def __init__(self, board: chess.Board):
+        self.board = board
+        self.mask: np.ndarray | None = None  # bool [n_actions] legal actions, once observed
+        self.reason: str | None = None       # "" while playing, the game-end reason, or unknown
+
+    def __repr__(self) -> str:
+        return f"ChessState({self.board.fen()!r})"
+
+
+def _as_board(state: Any) -> chess.Board:
+    return state.board if isinstance(state, ChessState) else state
+
+
+def terminal_reason(board: chess.Board, has_moves: bool, repetitions: int) -> str:
+    """Why the game is over ("" if it is not), in this order of precedence: checkmate,
+    stalemate, insufficient_material, fifty_moves (halfmove clock >= 100: claimable),
+    threefold_repetition (the position occurs for the third time: claimable)."""
+    if not has_moves:
+        return "checkmate" if board.is_check() else "stalemate"
+    # Only kings, knights and bishops can be insufficient; the cheap test skips most boards.
+    if not (board.pawns | board.rooks | board.queens) and board.is_insufficient_material():
+        return "insufficient_material"
+    if board.halfmove_clock >= 100:
+        return "fifty_moves"
+    if repetitions >= 2:
+        return "threefold_repetition"
+    return ""
+
+
+def repetitions(board: chess.Board) -> int:
+    """How often the current position occurred before (0, 1, or 2 meaning "two or more").
+
+    A repetition needs at least 4 reversible plies (8 for a third occurrence); the halfmove
+    clock rules most boards out without walking the move stack.
+    """
+    clock = board.halfmove_clock
+    if clock < 4 or not board.is_repetition(2):
+        return 0
+    return 2 if clock >= 8 and board.is_repetition(3) else 1
+
+
+class ChessGame(Game):
+    """Chess with a 1968-move vocabulary, mirrored observations and a Stockfish reward pool."""
+
+    name = "chess"
+    n_actions = enc.N_ACTIONS
+    obs_len = enc.OBS_LEN
+    obs_vocab = enc.OBS_VOCAB
+
+    def __init__(self, options: ChessOptions | None = None, seed: int = 0, **overrides: Any):
+        """Build from ``options`` (default options) with field ``overrides``; a missing
+        Stockfish binary is a :class:`UserError` here when ``reward='stockfish'``."""
+        options = options or ChessOptions()
+        if overrides:
+            options = dataclasses.replace(options, **overrides)
+        self.options = options
+        self.max_plies = options.max_plies
+        self.seed = seed
+        self.starts = StartSampler(options.start, options.start_file, options.random_plies, options.phase_mix)
+        if options.reward == "stockfish":
+            check_stockfish(options.stockfish_path)  # fail at construction, not mid-run
+        self._pool: StockfishPool | None = None
+        self._opponent_rng = np.random.default_rng([seed, 0xC4E55])
+
+    # --- engine -----------------------------------------------------------------------
+    @property
+    def pool(self) -> StockfishPool:
+        """The Stockfish pool, started on first use."""
+        if self._pool is None:
+            o = self.options
+            self._pool = StockfishPool(
+                o.stockfish_path, o.engines, o.hash_mb,
+                depth=o.depth if o.depth > 0 else None, nodes=o.nodes if o.nodes > 0 else None,
+                cache_size=o.cache_size, value_scale=o.value_scale, retries=o.engine_retries,
+                timeout=o.engine_timeout)
+        return self._pool
+
+    @property
+    def engine_seconds(self) -> float:
+        """Cumulative wall time spent waiting on Stockfish (values and engine moves)."""
+        return self._pool.engine_seconds if self._pool is not None else 0.0
+
+    def stats(self) -> dict[str, float]:
+        """Reward cache and engine counters: hits, misses, hit_rate, evaluations, restarts, ..."""
+        if self._pool is None:
+            return {"hits": 0, "misses": 0, "hit_rate": 0.0, "evaluations": 0, "restarts": 0,
+                    "cache_entries": 0, "engine_seconds": 0.0, "engine_busy_seconds": 0.0}
+        return self._pool.stats()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    # --- the contract ---------------------------------------------------------------------
+    def initial_states(self, n: int, rng: np.random.Generator) -> list[ChessState]:
+        return [ChessState(b) for b in self.starts.sample(n, rng)]
+
+    def copy_state(self, state: ChessState | chess.Board) -> ChessState:
+        """An independent copy; also accepts a bare ``chess.Board``."""
+        return ChessState(_as_board(state).copy())
+
+    def state_from_options(self, options: dict) -> ChessState:
+        """A state from Gym ``reset(options=...)``: ``{"fen": FEN}`` and/or ``{"moves": [uci, ...]}``."""
+        unknown = set(options) - {"fen", "moves"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; chess accepts 'fen' and 'moves'")
+        board = chess.Board()
+        if "fen" in options:
+            try:
+                board = parse_position(str(options["fen"]))
+            except ValueError as exc:
+                raise ValueError(f"invalid FEN {options['fen']!r}: {exc}") from None
+        for uci in options.get("moves", []):
+            try:
+                board.push_uci(uci)
+            except ValueError as exc:
+                raise ValueError(f"illegal move {uci!r} in {board.fen()}: {exc}") from None
+        return ChessState(board)
+
+    def observe(self, states: Sequence[ChessState]) -> Observation:
+        n = len(states)
+        features = []
+        keys: list[int] = []
+        counts = np.empty(n, dtype=np.int64)
+        to_play = np.empty(n, dtype=np.int64)
+        terminated = np.zeros(n, dtype=bool)
+        reasons = []
+        for i, st in enumerate(states):
+            b = st.board
+            off = _TURN_OFFSET[b.turn]
+            legal = [m.from_square | (m.to_square << 6) | ((m.promotion or 0) << 12) | off
+                     for m in b.legal_moves]
+            keys.extend(legal)
+            counts[i] = len(legal)
+            to_play[i] = 0 if b.turn else 1
+            reps = repetitions(b)
+            reason = terminal_reason(b, bool(legal), reps)
+            st.reason = reason
+            reasons.append(reason)
+            terminated[i] = bool(reason)
+            features.append(enc.board_features(b, b.ep_square is not None and b.has_legal_en_passant(), reps))
+        mask = np.zeros((n, self.n_actions), dtype=bool)
+        actions = _KEY_TO_ACTION_FLAT[np.asarray(keys, dtype=np.int64)]
+        if actions.size and actions.min() < 0:  # impossible for legal chess moves; never silent
+            raise AssertionError("a legal move is missing from the action vocabulary")
+        mask[np.repeat(np.arange(n), counts), actions] = True
+        # A draw by rule ends the game although python-chess still lists moves; the mask keeps
+        # them (it always equals the legal moves) and `terminated` says the game is over.
+        for i, st in enumerate(states):
+            st.mask = mask[i]
+        return Observation(tokens=enc.encode(features), action_mask=mask, to_play=to_play,
+                           terminated=terminated, reason=reasons)
+
+    def play(self, states: Sequence[ChessState], actions: np.ndarray) -> list[ChessState]:
+        """Push each action's move in place; ValueError on an illegal action."""
+        for st, a in zip(states, np.asarray(actions).tolist()):
+            b = st.board
+            move = enc.ACTION_MOVES[b.turn][a]
+            if st.mask is not None:
+                legal = bool(st.mask[a])
+            else:  # not observed since the last move: check the slow way
+                legal = not self._reason(st) and b.is_legal(move)
+            if not legal:
+                raise ValueError(f"illegal action {a} ({move.uci()}) in {b.fen()}")
+            b.push(move)
+            st.mask = None
+            st.reason = None
+        return list(states)
+
+    def _reason(self, st: ChessState) -> str:
+        if st.reason is None:
+            b = st.board
+            st.reason = terminal_reason(b, any(b.generate_legal_moves()), repetitions(b))
+        return st.reason
+
+    def values(self, states: Sequence[ChessState]) -> np.ndarray:
+        out = np.zeros(len(states), dtype=np.float32)
+        live = []
+        for i, st in enumerate(states):
+            reason = self._reason(st)
+            if reason == "checkmate":
+                out[i] = -1.0  # the side to move is mated
+            elif not reason:
+                live.append(i)
+            # other reasons are draws: 0
+        if live and self.options.reward == "stockfish":
+            out[live] = self.pool.values([states[i].board for i in live])
+        return out
+
+    def engine_actions(self, states: Sequence[ChessState]) -> np.ndarray:
+        """Stockfish's move at ``engine_move_depth``; 0 for finished games."""
+        return self._engine_moves(states, self.options.engine_move_depth, None)
+
+    def _engine_moves(self, states: Sequence[ChessState], depth: int, skill: int | None) -> np.ndarray:
+        out = np.zeros(len(states), dtype=np.int64)
+        live = [i for i, st in enumerate(states) if not self._reason(st)]
+        if live:
+            moves = self.pool.best_moves([states[i].board for i in live], depth, skill)
+            for i, m in zip(live, moves):
+                out[i] = enc.move_to_action(m, states[i].board.turn)
+        return out
+
+    def random_actions(self, states: Sequence[ChessState], rng: np.random.Generator) -> np.ndarray:
+        """A uniformly random legal action per state (0 for finished games)."""
+        out = np.zeros(len(states), dtype=np.int64)
+        for i, st in enumerate(states):
+            if self._reason(st):
+                continue
+            b = st.board
+            moves = list(b.legal_moves)
+            out[i] = enc.move_to_action(moves[int(rng.integers(len(moves)))], b.turn)
+        return out
+
+    def eval_opponents(self) -> dict[str, Callable[[Sequence[ChessState]], np.ndarray]]:
+        """"random" (uniform legal moves, seeded from the game seed) and "stockfish"
+        (``opponent_depth``, ``opponent_skill``)."""
+        o = self.options
+        return {
+            "random": lambda states: self.random_actions(states, self._opponent_rng),
+            "stockfish": lambda states: self._engine_moves(states, o.opponent_depth, o.opponent_skill),
+        }
+
+    def action_to_str(self, action: int) -> str:
+        """The UCI move of ``action`` as white plays it (black plays its vertical mirror)."""
+        return enc.UCI[action]
+
+    def state_to_str(self, state: ChessState) -> str:
+        return _as_board(state).fen()
+
+
+__all__ = ["ChessGame", "ChessState", "ChessOptions", "terminal_reason", "repetitions"]

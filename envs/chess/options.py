@@ -1,0 +1,53 @@
+"""The chess game's ``[env]`` options (every key besides ``name``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chessrl.schema import opt
+
+
+@dataclass
+class ChessOptions:
+    """Options of the chess game; documented in docs/chess.md."""
+
+    reward: str = opt("stockfish", "what scores non-terminal positions: 'stockfish' (the engine pool) "
+                      "or 'none' (0; only game results count, no engine needed)",
+                      choices=("stockfish", "none"))
+    stockfish_path: str = opt("/usr/games/stockfish", "the Stockfish executable (a path or a name on PATH)")
+    engines: int = opt(2, "Stockfish processes in the pool (each runs with Threads=1)", ge=1, le=64)
+    hash_mb: int = opt(16, "hash table size of each Stockfish process, in MiB", ge=1, le=4096)
+    depth: int = opt(8, "search depth that pins the reward engine's strength; 0 = use nodes instead",
+                     ge=0, le=40)
+    nodes: int = opt(0, "node budget that pins the reward engine's strength; 0 = use depth instead",
+                     ge=0)
+    value_scale: float = opt(271.6, "centipawns per logistic unit in value = 2/(1+exp(-cp/value_scale))-1 "
+                             "(271.6 is Lichess's win-probability fit)", gt=0)
+    cache_size: int = opt(200_000, "positions kept in the LRU cache of engine values; 0 disables it", ge=0)
+    engine_retries: int = opt(2, "times a failed engine call is retried on a restarted engine before it raises",
+                              ge=0, le=10)
+    engine_timeout: float = opt(60.0, "seconds one engine search may take before the engine is killed and "
+                                "the search retried", gt=0)
+    engine_move_depth: int = opt(4, "search depth of Stockfish's move for teacher forcing and engine actions",
+                                 ge=1, le=40)
+    opponent_depth: int = opt(4, "search depth of the 'stockfish' evaluation opponent", ge=1, le=40)
+    opponent_skill: int = opt(20, "UCI Skill Level (0-20) of the 'stockfish' evaluation opponent; 20 = full",
+                              ge=0, le=20)
+    start: str = opt("standard", "start positions: 'standard', 'file' (start_file) or 'random' "
+                     "(random_plies and phase_mix)", choices=("standard", "file", "random"))
+    start_file: str = opt("", "file of start positions, one FEN or EPD per line ('#' comments), for start='file'")
+    random_plies: int = opt(8, "uniformly random plies from the standard position for an 'opening' start",
+                            ge=0, le=200)
+    phase_mix: list[float] = opt([1.0, 0.0, 0.0], "weights of opening, middlegame (20-40 random plies) "
+                                 "and endgame (kings + 1-4 random pieces) starts, for start='random'")
+    max_plies: int = opt(200, "plies after which a game is truncated", ge=1, le=10_000)
+
+    def __post_init__(self) -> None:
+        if (self.depth > 0) == (self.nodes > 0):
+            raise ValueError(f"set exactly one of depth ({self.depth}) and nodes ({self.nodes}) "
+                             "above 0 to pin the engine strength")
+        if len(self.phase_mix) != 3 or any(w < 0 for w in self.phase_mix) or sum(self.phase_mix) <= 0:
+            raise ValueError(f"phase_mix = {self.phase_mix} must be 3 non-negative weights "
+                             "(opening, middlegame, endgame) with a positive sum")
+        if self.start == "file" and not self.start_file:
+            raise ValueError("start = 'file' needs start_file, a file of FEN/EPD lines")
