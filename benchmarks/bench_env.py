@@ -61,13 +61,14 @@ def bench_chess_game(seconds: float, batch: int, max_plies: int, rng: np.random.
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         obs = game.observe(states)
-        over = obs.terminated | (ply >= max_plies)
-        if over.any():  # restart finished boards; they play no ply this round
-            for i in np.flatnonzero(over):
+        mask = obs.action_mask
+        over = np.flatnonzero(obs.terminated | (ply >= max_plies))
+        if over.size:  # restart finished boards (observing just those again)
+            for i in over:
                 states[i] = game.initial_states(1, rng)[0]
                 ply[i] = 0
-            obs = game.observe(states)
-        actions = sample_legal(obs.action_mask, rng)
+            mask[over] = game.observe([states[i] for i in over]).action_mask
+        actions = sample_legal(mask, rng)
         game.play(states, actions)
         ply += 1
         plies += batch

@@ -62,7 +62,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from chessrl import report
 
-    return report.main([args.run_dir] + (["--json"] if args.json else []))
+    return report.main([args.run_dir] + (["--json"] if args.json else [])
+                       + (["--window", str(args.window)] if args.window else []))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write RUN_DIR/report.md and report.html (the run's post-mortem)")
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    p.add_argument("--window", type=int, help="steps per health window (default: the run's trainer.health_window)")
     p.set_defaults(func=cmd_report)
 
     pm = pluginmanager.get_plugin_manager()

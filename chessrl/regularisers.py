@@ -131,6 +131,14 @@ def require_coefficient(coefs: Coefficients, name: str, plugin: str, hint: str) 
         raise UserError(f"plugins.{plugin}: adjusts coefficient '{name}', which no enabled plugin declares; {hint}")
 
 
+def metric_value(metrics: dict[str, Any], key: str, plugin: str) -> float:
+    """``metrics[key]`` as a float, or a UserError naming the plugin and the available keys."""
+    if key not in metrics:
+        raise UserError(f"plugins.{plugin}: metric '{key}' is not logged in this run; "
+                        f"set plugins.{plugin}.metric to one of: {', '.join(sorted(metrics))}")
+    return float(metrics[key])
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` over ``mask``; 0 (not NaN) when the mask is empty."""
     m = mask.to(x.dtype)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from chessrl.metrics import MetricsLogger
 from chessrl.policy import build_policy, log_probs
 from chessrl.regularisers import Coefficients, LossTerm, PluginReport
 from chessrl.rollout import RolloutTimes, collect
+from chessrl.schema import to_dict
 
 
 @dataclass
@@ -184,7 +184,7 @@ def _step_metrics(run: Run, td: TensorDict, returns, zero, rows, epochs_run, n_t
         for k in ("kl_old_exact", "kl_old_k1", "kl_old_k3", "kl_ref_exact", "kl_ref_k1", "kl_ref_k3"):
             if k in rows[-1]:
                 m[f"train/{k}"] = rows[-1][k]
-    trained, mover_root = td["loss_mask"], td["mover_is_root"]
+    trained = td["loss_mask"]
     r = td["next", "reward"].squeeze(-1)
     root_ret = returns[..., 0].reshape(-1)
     played = td["valid"]
@@ -317,12 +317,7 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
         logfile.flush()
         say(line)
 
-    try:  # TEMP until health lands
-        from chessrl.health import HealthMonitor
-    except ImportError:
-        class HealthMonitor:
-            def __init__(self, window): pass
-            def update(self, row): return []
+    from chessrl.health import HealthMonitor
 
     run = build_run(cfg, run_dir, log)
     logger = None
@@ -336,7 +331,7 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
         step = start
         logger = MetricsLogger(run_dir, wandb=cfg.logging.wandb, project=cfg.logging.project, name=run_dir.name,
                                config=config_to_dict(cfg), resume_step=start)
-        health = HealthMonitor(window=cfg.trainer.health_window)
+        health = HealthMonitor(window=cfg.trainer.health_window, plugin_config={k: to_dict(v) for k, v in cfg.plugins.items()})
         if resume:
             from chessrl.metrics import read_metrics
             for row in read_metrics(run_dir / "metrics.jsonl"):
@@ -354,7 +349,7 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
                 row.update(run_eval(run, step))
             logger.log(row)
             for finding in health.update(row):
-                log(f"[health] {finding.message}")
+                log(finding.line())
             if bar is not None:
                 bar.set_postfix(ret=f"{row['rollout/return_mean']:+.3f}", H=f"{row.get('train/entropy', 0):.2f}",
                                 clip=f"{row.get('train/clip_fraction', 0):.2f}", refresh=False)

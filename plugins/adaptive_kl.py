@@ -22,7 +22,7 @@ from typing import Any
 
 from chessrl import hookimpl
 from chessrl.errors import UserError
-from chessrl.regularisers import Coefficients, PluginReport, Regulariser, require_coefficient
+from chessrl.regularisers import Coefficients, PluginReport, Regulariser, metric_value, require_coefficient
 from chessrl.schema import opt
 
 COEFFICIENT = "kl"
@@ -50,14 +50,6 @@ class AdaptiveKLConfig:
             raise ValueError(f"min = {self.min} exceeds max = {self.max}")
         if self.init is not None and not (self.min <= self.init <= self.max):
             raise ValueError(f"init = {self.init} is outside [min, max] = [{self.min}, {self.max}]")
-
-
-def metric_value(metrics: dict[str, Any], key: str, plugin: str) -> float:
-    """``metrics[key]`` as a float, or a UserError naming the plugin and the available keys."""
-    if key not in metrics:
-        raise UserError(f"plugins.{plugin}: metric '{key}' is not logged in this run; "
-                        f"set plugins.{plugin}.metric to one of: {', '.join(sorted(metrics))}")
-    return float(metrics[key])
 
 
 class AdaptiveKL(Regulariser):

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from chessrl import hookimpl
 from chessrl.errors import UserError
-from chessrl.regularisers import Coefficients, PluginReport, Regulariser, require_coefficient
+from chessrl.regularisers import Coefficients, PluginReport, Regulariser, metric_value, require_coefficient
 from chessrl.schema import opt
 
 COEFFICIENT = "entropy"
@@ -38,14 +37,6 @@ class EntropyFloorConfig:
     boost_factor: float = opt(1.5, "Boost: the entropy coefficient is multiplied by this.", gt=1.0)
     max_coef: float = opt(0.1, "Boost: the entropy coefficient is never raised above this.", gt=0.0)
     metric: str = opt("train/entropy", "The metrics key holding the entropy to watch.")
-
-
-def metric_value(metrics: dict[str, Any], key: str, plugin: str) -> float:
-    """``metrics[key]`` as a float, or a UserError naming the plugin and the available keys."""
-    if key not in metrics:
-        raise UserError(f"plugins.{plugin}: metric '{key}' is not logged in this run; "
-                        f"set plugins.{plugin}.metric to one of: {', '.join(sorted(metrics))}")
-    return float(metrics[key])
 
 
 class EntropyFloor(Regulariser):

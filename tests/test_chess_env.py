@@ -187,6 +187,29 @@ def test_every_game_end_reason_is_detected_and_scored_without_the_engine(reason,
         assert not game.observe([earlier]).terminated[0]
 
 
+def test_repetition_count_matches_python_chess_along_games():
+    from chessrl.envs.chess.game import repetitions
+
+    rng = np.random.default_rng(3)
+    checked = repeated = 0
+    for _ in range(20):
+        board = chess.Board()
+        for _ in range(120):
+            moves = list(board.legal_moves)
+            if not moves:
+                break
+            # Mostly knight and king shuffles, so positions do recur.
+            quiet = [m for m in moves if board.piece_type_at(m.from_square) in (chess.KNIGHT, chess.KING)
+                     and not board.is_capture(m)]
+            pool = quiet if quiet and rng.random() < 0.9 else moves
+            board.push(pool[int(rng.integers(len(pool)))])
+            expected = 2 if board.is_repetition(3) else 1 if board.is_repetition(2) else 0
+            assert repetitions(board) == expected, board.fen()
+            checked += 1
+            repeated += expected > 0
+    assert checked > 2000 and repeated > 50
+
+
 def test_illegal_actions_are_refused():
     game = fast_game()
     state = game.initial_states(1, np.random.default_rng(0))[0]

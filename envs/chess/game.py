@@ -60,11 +60,21 @@ def terminal_reason(board: chess.Board, has_moves: bool, repetitions: int) -> st
 def repetitions(board: chess.Board) -> int:
     """How often the current position occurred before (0, 1, or 2 meaning "two or more").
 
-    A repetition needs at least 4 reversible plies (8 for a third occurrence); the halfmove
-    clock rules most boards out without walking the move stack.
+    A position can only recur within the reversible plies since the last capture or pawn
+    move (the halfmove clock), with the same side to move and after at least 4 plies; a scan
+    of that window by occupancy rules out almost every board, so python-chess's exact (but
+    whole-history) ``is_repetition`` runs only on real candidates.
     """
     clock = board.halfmove_clock
-    if clock < 4 or not board.is_repetition(2):
+    if clock < 4:
+        return 0
+    stack = getattr(board, "_stack", None)  # python-chess's per-move state stack
+    if stack is not None:
+        occupied = board.occupied
+        candidates = sum(1 for k in range(4, min(clock, len(stack)) + 1, 2) if stack[-k].occupied == occupied)
+        if candidates == 0:
+            return 0
+    if not board.is_repetition(2):
         return 0
     return 2 if clock >= 8 and board.is_repetition(3) else 1
 
