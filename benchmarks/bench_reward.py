@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import chess
@@ -38,16 +39,20 @@ def distinct_positions(n: int, rng: np.random.Generator) -> list[chess.Board]:
     return list(seen.values())
 
 
-def evals_per_second(engines: int, boards: list[chess.Board], depth: int) -> float:
+def evals_per_second(engines: int, boards: list[chess.Board], depth: int) -> tuple[float, float]:
+    """(evaluations per second, overlap): overlap = summed search time / wall time, i.e. how
+    many searches ran at once on average (the pool's concurrency, whatever the CPU gave it)."""
     from chessrl.envs.chess.stockfish import StockfishPool
 
     pool = StockfishPool(STOCKFISH, engines=engines, depth=depth, cache_size=0)
     try:
         pool.start_all()
         pool.values(boards[:engines])  # warm up: processes and first search
+        busy0 = pool.engine_busy_seconds
         t0 = time.perf_counter()
         pool.values(boards)
-        return len(boards) / (time.perf_counter() - t0)
+        wall = time.perf_counter() - t0
+        return len(boards) / wall, (pool.engine_busy_seconds - busy0) / wall
     finally:
         pool.close()
 
@@ -87,11 +92,14 @@ def main() -> None:
     parser.add_argument("--plies", type=int, default=16)
     args = parser.parse_args()
     boards = distinct_positions(args.positions, np.random.default_rng(0))
-    single = evals_per_second(1, boards, args.depth)
-    pooled = evals_per_second(args.engines, boards, args.depth)
+    single, _ = evals_per_second(1, boards, args.depth)
+    pooled, overlap = evals_per_second(args.engines, boards, args.depth)
     speedup = pooled / single
+    with open("/proc/loadavg") as fh:
+        load = float(fh.read().split()[0])
     print(f"1 engine, sequential : {single:8.1f} evals/s  ({len(boards)} positions, depth {args.depth})")
-    print(f"{args.engines}-engine pool       : {pooled:8.1f} evals/s")
+    print(f"{args.engines}-engine pool       : {pooled:8.1f} evals/s  (searches in flight: {overlap:.2f})")
+    print(f"machine              : {os.cpu_count()} cores, load average {load:.2f}")
     print(f"speed-up             : {speedup:8.2f}x")
     roll = rollout_hit_rate(args.roots, args.group, args.plies, args.depth, args.engines)
     print(f"rollout {args.roots}x{args.group}x{args.plies}: hit rate {roll['hit_rate']:.3f} "
@@ -100,6 +108,7 @@ def main() -> None:
     print(json.dumps({"depth": args.depth, "engines": args.engines,
                       "evals_per_s": {"single": round(single, 1), "pool": round(pooled, 1)},
                       "speedup": round(speedup, 3), "speedup_target_met": speedup >= 1.8,
+                      "searches_in_flight": round(overlap, 2), "cores": os.cpu_count(), "load_average": load,
                       "rollout": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in roll.items()}}))
 
 

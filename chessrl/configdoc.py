@@ -21,16 +21,22 @@ def _table(rows: list[dict], prefix: str = "") -> list[str]:
     return out
 
 
+def _builtin(reg) -> bool:
+    """Shipped with chessrl (third-party plugins document their own options)."""
+    module = getattr(pluginmanager.get_plugin_manager().get_plugin(reg.plugin), "__name__", "")
+    return module.startswith("chessrl.")
+
+
 def reference_markdown() -> str:
     lines = ["## Core fields", ""]
     rows = [r for r in describe(Config) if not r["key"].startswith(("env.options", "plugins"))]
     lines += _table(rows)
     lines += ["", "## Games (`[env]`)", "",
               "`[env] name` picks the game; the other `[env]` keys are that game's options."]
-    for name, reg in sorted(pluginmanager.games().items()):
+    for name, reg in sorted((n, r) for n, r in pluginmanager.games().items() if _builtin(r)):
         lines += ["", f"### `{name}`", ""] + _table(describe(reg.schema), "env.")
     lines += ["", "## Regularisers (`[plugins.<name>]`)", "",
               "A `[plugins.<name>]` table enables that regulariser with its options."]
-    for name, reg in sorted(pluginmanager.regularisers().items()):
+    for name, reg in sorted((n, r) for n, r in pluginmanager.regularisers().items() if _builtin(r)):
         lines += ["", f"### `{name}`", ""] + _table(describe(reg.obj.Config), f"plugins.{name}.")
     return "\n".join(lines)

@@ -56,7 +56,9 @@ class BoardGameEnv(EnvBase):
 
     # --- helpers ---------------------------------------------------------------------
     def _tensor(self, a: np.ndarray, dtype) -> torch.Tensor:
-        return torch.as_tensor(a).to(dtype).reshape(*self.batch_size, *a.shape[1:]).to(self.device)
+        # copy: ply/terminated/truncated are updated in place every step, and a shared buffer
+        # would rewrite every TensorDict already returned
+        return torch.tensor(np.asarray(a), dtype=dtype).reshape(*self.batch_size, *a.shape[1:]).to(self.device)
 
     def _observe(self, done: np.ndarray) -> dict:
         obs = self.game.observe(self.states)

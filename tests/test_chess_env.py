@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import chessrl  # registers the Gymnasium ids
+import chessrl  # noqa: F401 - registers the Gymnasium ids
 from chessrl.env import BoardGameEnv
 from chessrl.envs.chess import encoding as enc
 from chessrl.envs.chess.game import ChessGame, ChessState
@@ -85,19 +85,9 @@ def test_gym_reset_from_fen_and_invalid_fen():
 
 
 def test_torchrl_check_env_specs_and_identical_group_members():
-    from torchrl.data import Categorical, Composite
     from torchrl.envs.utils import check_env_specs
 
     env = BoardGameEnv(fast_game(start="random", random_plies=6), batch_size=(2, 3), seed=5)
-    core_lacks_truncated = "truncated" not in env.full_done_spec.keys()
-    if core_lacks_truncated:
-        # The core env emits done/terminated/truncated but declares only "done" and
-        # "terminated"; patch this instance so the game's specs are still checked, then
-        # report the core gap as an expected failure (fix: see docs/chess.md, known gaps).
-        def flag():
-            return Categorical(2, shape=(2, 3, 1), dtype=torch.bool)
-
-        env.done_spec = Composite(done=flag(), terminated=flag(), truncated=flag(), shape=(2, 3))
     check_env_specs(env)
     td = env.reset()
     obs = td["observation"]
@@ -110,8 +100,6 @@ def test_torchrl_check_env_specs_and_identical_group_members():
     # Group members are independent copies: moving one leaves the others alone.
     env.states[0].board.push(next(iter(env.states[0].board.legal_moves)))
     assert env.states[1].board.fen() != env.states[0].board.fen()
-    if core_lacks_truncated:
-        pytest.xfail("chessrl.env.BoardGameEnv declares no 'truncated' done spec (core fix pending)")
 
 
 def test_env_truncates_at_max_plies_with_legal_random_play():

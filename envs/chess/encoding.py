@@ -112,11 +112,6 @@ def action_to_move(action: int, turn: chess.Color) -> chess.Move:
     return ACTION_MOVES[turn][action]
 
 
-def legal_action_keys(board: chess.Board) -> list[int]:
-    """Dense keys of the legal moves of ``board`` (map through :data:`KEY_TO_ACTION`)."""
-    return [m.from_square | (m.to_square << 6) | ((m.promotion or 0) << 12) for m in board.legal_moves]
-
-
 # --- observation tokens ------------------------------------------------------------------
 
 N_SQUARE_TOKENS = 13
