@@ -26,6 +26,15 @@ def save(ckpt_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
     return path
 
 
+def save_initial(ckpt_dir: Path, state: dict[str, Any]) -> Path:
+    """Write ``ckpt_dir/initial.pt``: the policy before its first update (never pruned)."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    path, tmp = ckpt_dir / "initial.pt", ckpt_dir / ".initial.pt.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def list_checkpoints(ckpt_dir: Path) -> list[Path]:
     if not ckpt_dir.exists():
         return []

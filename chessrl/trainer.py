@@ -336,6 +336,8 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
             from chessrl.metrics import read_metrics
             for row in read_metrics(run_dir / "metrics.jsonl"):
                 health.update(row)
+        if not resume:  # the starting point every later checkpoint is measured against
+            checkpoint.save_initial(ckpt_dir, state_dict(run, 0))
         run.hook("chessrl_train_start", run=run)
         end = cfg.trainer.steps if max_steps is None else min(cfg.trainer.steps, start + max_steps)
         show = cfg.logging.progress if progress is None else progress

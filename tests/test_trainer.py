@@ -31,7 +31,7 @@ def test_run_writes_metrics_config_and_checkpoints(tiny_config, tmp_path):
     assert all(r["rollout/logprob_drift"] == 0.0 for r in rows)
     assert all(r["train/ppo_epochs_run"] == 1 for r in rows)
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
-    assert ckpts == ["step_0000004.pt", "step_0000006.pt"]  # keep_checkpoints = 2
+    assert ckpts == ["initial.pt", "step_0000004.pt", "step_0000006.pt"]  # keep_checkpoints = 2
     assert (run_dir / "config.toml").exists() and (run_dir / "train.log").exists()
     # the budget: per-term gradients sum to the total gradient the optimiser used
     assert rows[0]["budget/objective/grad_share"] == 1.0
