@@ -27,8 +27,9 @@ def value_budget(values: dict[str, float], coefs: dict[str, float], raws: dict[s
     return out
 
 
-def backward_with_budget(terms: dict[str, torch.Tensor], params: list[torch.nn.Parameter]) -> dict[str, float]:
-    """Accumulate the gradient of ``sum(terms)`` into ``params`` and measure each term's part.
+def backward_with_budget(terms: dict[str, torch.Tensor], params: list[torch.nn.Parameter],
+                         accumulate: bool = True) -> dict[str, float]:
+    """Measure each term's gradient; with ``accumulate``, also add their sum to ``params``' grads.
 
     Returns ``budget/<term>/grad_norm``, ``grad_share`` and ``cos_objective`` (the objective
     term must be named ``objective``).
@@ -42,7 +43,7 @@ def backward_with_budget(terms: dict[str, torch.Tensor], params: list[torch.nn.P
             continue
         g = torch.autograd.grad(t, params, retain_graph=i < len(names) - 1, allow_unused=True)
         grads[name] = [torch.zeros_like(p) if gi is None else gi for p, gi in zip(params, g)]
-    for j, p in enumerate(params):
+    for j, p in enumerate(params if accumulate else []):
         total = sum(grads[n][j] for n in names)
         p.grad = total if p.grad is None else p.grad + total
     flat = {n: torch.cat([g.reshape(-1) for g in gs]) for n, gs in grads.items()}

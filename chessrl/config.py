@@ -32,6 +32,7 @@ class PolicyConfig:
     d_ff: int = opt(1024, "Feed-forward hidden size.", ge=8)
     frozen_layers: int = opt(0, "Freeze the embeddings and the first k layers (0 = train everything).", ge=0)
     init_checkpoint: str = opt("", "Checkpoint to load policy weights from ('' = random init).")
+    bf16: bool = opt(True, "bf16 autocast for the policy's math on CUDA (log-probs stay float32); ignored on CPU.")
 
     def __post_init__(self):
         if self.d_model % self.n_heads:

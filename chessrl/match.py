@@ -1,9 +1,17 @@
 """Game-agnostic match play: a policy against an opponent, colours alternating.
 
 Game i (0-based) gives the policy the first player's side when i is even and the second
-player's when odd; every start position is played once with each colour. A game still running
-at the game's ``max_plies`` is adjudicated by the reward engine: the side its value favours by
-at least ``adjudicate`` wins, otherwise it is a draw.
+player's when odd; start position ``i // 2`` is played once with each colour (``starts``, or
+``game.initial_states`` drawn from ``seed``). All games advance together, one batch per ply,
+so an opponent backed by an engine pool spreads each ply's positions over its engines.
+
+A game still running at the game's ``max_plies`` is adjudicated by ``adjudicator`` (default:
+the game's ``values``), a side-to-move value in [-1, 1] of the final position: the side it
+favours by at least ``adjudicate`` wins, otherwise it is a draw (reason "adjudicated").
+
+A failure of the opponent, the policy callable or the adjudicator is never scored: it raises
+:class:`MatchError` naming the game(s). Only the ``numpy`` and ``torch`` generators built from
+``seed`` are used; no global random state is read or seeded.
 """
 
 from __future__ import annotations
@@ -17,6 +25,27 @@ import torch
 
 from chessrl.env import BoardGameEnv
 from chessrl.policy import log_probs, sample
+
+
+class MatchError(RuntimeError):
+    """A player or the adjudicator failed; ``games`` are the (0-based) games concerned."""
+
+    def __init__(self, games: list[int], what: str, error: BaseException):
+        self.games, self.what, self.error = list(games), what, error
+        which = f"game {self.games[0] + 1}" if len(self.games) == 1 else \
+            f"games {', '.join(str(g + 1) for g in self.games[:8])}{' ...' if len(self.games) > 8 else ''}"
+        super().__init__(f"{what} failed in {which}: {type(error).__name__}: {error}")
+
+
+def _call(fn: Callable, states: list[Any], rows: list[int], what: str):
+    """``fn(states)``, with a failure re-raised as a :class:`MatchError` naming the games;
+    an exception with an ``index`` attribute names the one state (of ``states``) that failed."""
+    try:
+        return fn(states)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the game numbers, never scored
+        index = getattr(exc, "index", None)
+        games = [rows[index]] if isinstance(index, int) and 0 <= index < len(rows) else rows
+        raise MatchError(games, what, exc) from exc
 
 
 @dataclass
@@ -40,6 +69,20 @@ class MatchResult:
 
         return wilson(self.wins + 0.5 * self.draws, self.games)
 
+    def elo(self) -> tuple[float, float, float]:
+        """(Elo difference, lo, hi) of the score and its Wilson 95% interval (may be +-inf)."""
+        from chessrl.stats import elo_ci
+
+        return elo_ci(self.score, self.games)
+
+    def summary(self) -> dict[str, Any]:
+        """Everything as plain values (infinite Elo bounds as None), e.g. for JSON."""
+        lo, hi = self.interval()
+        elo = [None if not np.isfinite(x) else round(float(x), 1) for x in self.elo()]
+        return {"games": self.games, "wins": self.wins, "draws": self.draws, "losses": self.losses,
+                "score": self.score, "score_lo": lo, "score_hi": hi, "elo": elo[0], "elo_lo": elo[1],
+                "elo_hi": elo[2], "reasons": dict(sorted(self.reasons.items())), "results": list(self.results)}
+
     def metrics(self, prefix: str) -> dict[str, float]:
         lo, hi = self.interval()
         return {f"{prefix}/score": self.score, f"{prefix}/score_lo": lo, f"{prefix}/score_hi": hi,
@@ -50,8 +93,14 @@ class MatchResult:
 def play_match(game, policy: torch.nn.Module | Callable[[list[Any]], np.ndarray], opponent: Callable[[list[Any]], np.ndarray],
                *, games: int, temperature: float = 1.0, greedy: bool = True, seed: int = 0,
                adjudicate: float = 0.5, starts: list[Any] | None = None,
-               on_game: Callable[[int, Any, float, str], None] | None = None) -> MatchResult:
-    """Play ``games`` games of ``policy`` (a Policy or a states->actions callable) vs ``opponent``."""
+               on_game: Callable[[int, Any, float, str], None] | None = None,
+               adjudicator: Callable[[list[Any]], np.ndarray] | None = None) -> MatchResult:
+    """Play ``games`` games of ``policy`` (a Policy or a states->actions callable) vs ``opponent``.
+
+    ``greedy`` plays the policy's most likely move, otherwise it samples at ``temperature``
+    from a ``torch.Generator`` seeded with ``seed``. ``on_game(i, final_state, score, reason)``
+    is called for each game in order; the policy played the first player iff ``i`` is even.
+    """
     half = (games + 1) // 2
     rng = np.random.default_rng(seed)
     roots = starts if starts is not None else game.initial_states(half, rng)
@@ -79,10 +128,14 @@ def play_match(game, policy: torch.nn.Module | Callable[[list[Any]], np.ndarray]
                                    td["action_mask"].reshape(env.n, -1)[rows].to(device), temperature)
                 actions[rows] = (lp.argmax(-1) if greedy else sample(lp, gen)).cpu()
             else:
-                actions[rows] = torch.as_tensor(policy([env.states[i] for i in rows.tolist()]), dtype=torch.long)
+                idx = rows.tolist()
+                actions[rows] = torch.as_tensor(_call(policy, [env.states[i] for i in idx], idx, "the policy"),
+                                                dtype=torch.long)
         rows_t = torch.nonzero(theirs).flatten()
         if len(rows_t):
-            actions[rows_t] = torch.as_tensor(opponent([env.states[i] for i in rows_t.tolist()]), dtype=torch.long)
+            idx = rows_t.tolist()
+            actions[rows_t] = torch.as_tensor(_call(opponent, [env.states[i] for i in idx], idx, "the opponent"),
+                                              dtype=torch.long)
         td["action"] = actions.reshape(env.batch_size)
         td = env.step(td)
         moved = (~done).numpy()
@@ -90,14 +143,16 @@ def play_match(game, policy: torch.nn.Module | Callable[[list[Any]], np.ndarray]
         last_mover_is_policy[moved] = mine.numpy()[moved]
         td = td["next"]
     res = MatchResult()
-    values_now = None
+    open_games = [i for i in range(games) if not env.terminated[i]]
+    values_now = np.zeros(env.n, dtype=np.float32)
+    if open_games:  # adjudicate by the engine's view of the final positions (side to move's POV)
+        values_now[open_games] = np.asarray(_call(adjudicator or game.values, [env.states[i] for i in open_games],
+                                                  open_games, "adjudication"), dtype=np.float32)
     for i in range(games):
         reason = env.reasons[i] or "max_plies"
         if env.terminated[i]:
             v = final_value[i] if last_mover_is_policy[i] else -final_value[i]
-        else:  # adjudicate by the engine's view of the final position (side to move's POV)
-            if values_now is None:
-                values_now = np.asarray(game.values(env.states), dtype=np.float32)
+        else:
             side_to_move_is_policy = int(td["to_play"].reshape(-1)[i]) == int(policy_side[i])
             v = values_now[i] if side_to_move_is_policy else -values_now[i]
             v = float(np.sign(v)) if abs(v) >= adjudicate else 0.0

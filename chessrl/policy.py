@@ -50,6 +50,7 @@ class Policy(nn.Module):
         self.head = nn.Linear(d_model, n_actions)
         nn.init.zeros_(self.head.weight)  # a uniform policy over legal moves at init
         nn.init.zeros_(self.head.bias)
+        self.bf16 = True  # autocast to bf16 on CUDA (log-probs stay float32); ignored on CPU
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.embed(tokens)
@@ -75,7 +76,10 @@ def log_probs(policy: nn.Module, tokens: torch.Tensor, mask: torch.Tensor, tempe
     The single source of log-probs for sampling, the old policy, the reference policy and
     the loss. Rows with no legal action are given action 0 so that they stay finite.
     """
-    logits = policy(tokens).float() / temperature
+    module = getattr(policy, "module", policy)  # unwrap DDP for the attribute
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=tokens.is_cuda and getattr(module, "bf16", False)):
+        logits = policy(tokens)
+    logits = logits.float() / temperature
     mask = mask.clone()
     mask[~mask.any(-1), 0] = True
     return torch.log_softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
@@ -99,4 +103,5 @@ def build_policy(cfg, game) -> Policy:
 
         load_policy_weights(p, cfg.init_checkpoint)
     p.freeze(cfg.frozen_layers)
+    p.bf16 = cfg.bf16
     return p

@@ -45,13 +45,15 @@ def collect(env: BoardGameEnv, policy: torch.nn.Module, *, plies: int, temperatu
     forced_traj = (coin < teacher_forcing_prob).to(device) if teacher_forcing_prob > 0 else torch.zeros(B, dtype=torch.bool, device=device)
     opp_plies_done = torch.zeros(B, dtype=torch.long, device=device)
     steps = []
+    pdev = next(policy.parameters()).device  # one batched transfer per ply, never per board
     for _ in range(plies):
         active = ~td["done"].squeeze(-1)
         t0 = time.perf_counter()
         with torch.no_grad():
-            lp = log_probs(policy, td["observation"].reshape(-1, td["observation"].shape[-1]),
-                           td["action_mask"].reshape(-1, td["action_mask"].shape[-1]), temperature)
+            lp = log_probs(policy, td["observation"].reshape(-1, td["observation"].shape[-1]).to(pdev),
+                           td["action_mask"].reshape(-1, td["action_mask"].shape[-1]).to(pdev), temperature)
             action = sample(lp, generator).to(device)
+            lp = lp.to(device)
         times.policy += time.perf_counter() - t0
         action = action.reshape(B)
         mover_is_root = td["to_play"] == root_player
@@ -65,7 +67,7 @@ def collect(env: BoardGameEnv, policy: torch.nn.Module, *, plies: int, temperatu
             action.view(-1)[torch.as_tensor(rows, device=device)] = eng
         opp_plies_done += opp.long()
         td["action"] = action
-        td["sample_log_prob"] = lp.gather(-1, action.reshape(-1, 1).to(lp.device)).reshape(B).to(device)
+        td["sample_log_prob"] = lp.gather(-1, action.reshape(-1, 1)).reshape(B)
         td["valid"] = active
         td["mover_is_root"] = mover_is_root
         td["engine_ply"] = engine_ply

@@ -19,13 +19,14 @@ import torch
 from tensordict import TensorDict
 
 from chessrl import checkpoint, pluginmanager
+from chessrl import distributed as dist_
 from chessrl.advantage import group_advantages, player_returns
 from chessrl.budget import backward_with_budget, value_budget
 from chessrl.config import Config, config_to_dict, dumps_toml
 from chessrl.env import BoardGameEnv
 from chessrl.errors import UserError
 from chessrl.loss import GRPOLoss
-from chessrl.metrics import MetricsLogger
+from chessrl.metrics import MetricsLogger, read_metrics
 from chessrl.policy import build_policy, log_probs
 from chessrl.regularisers import Coefficients, LossTerm, PluginReport
 from chessrl.rollout import RolloutTimes, collect
@@ -54,6 +55,8 @@ class Run:
     skipped_steps: int = 0
     last_sync: int = 0
     stop_reason: str | None = None
+    dist: dist_.Dist = field(default_factory=dist_.Dist)
+    ddp: Any = None                   # the DDP wrapper when running under torchrun
     extra: dict = field(default_factory=dict)
 
     def hook(self, name: str, **kwargs) -> list[tuple[str, Any]]:
@@ -64,6 +67,9 @@ def grpo_step(run: Run, step: int) -> dict[str, float]:
     """One GRPO step; returns its metrics row (docs/metrics.md)."""
     cfg, t_step = run.config, time.perf_counter()
     run.coefs.begin_step()
+    # each step's randomness derives from (seed, rank, step): a resumed run replays exactly
+    run.generator.manual_seed(rank_seed(cfg.seed, run.dist.rank, step))
+    run.env.set_seed(rank_seed(cfg.seed, run.dist.rank, step), static_seed=True)
     engine_t0 = getattr(run.game, "engine_seconds", 0.0)
 
     # --- old-policy sync: rollouts sample from the old policy --------------------------
@@ -111,49 +117,44 @@ def grpo_step(run: Run, step: int) -> dict[str, float]:
     t0, t_budget = time.perf_counter(), 0.0
     params = [p for p in run.policy.parameters() if p.requires_grad]
     epoch_rows, budget, epochs_run, skipped = [], {}, 0, False
+    measure = bool(cfg.trainer.budget_every) and step % cfg.trainer.budget_every == 0
     for epoch in range(cfg.trainer.ppo_steps if len(batch) else 0):
-        out = run.loss(batch)
-        terms = {"objective": out["loss_objective"]}
-        raws, coefs = {"objective": float(out["loss_objective"].detach())}, {"objective": 1.0}
-        for plugin, res in run.hook("chessrl_loss_terms", out=out, batch=batch, coefs=run.coefs):
-            for term in (res if isinstance(res, (list, tuple)) else [res]):
-                assert isinstance(term, LossTerm), f"plugin {plugin} returned {type(term).__name__}, not LossTerm"
-                terms[term.name] = term.coef * term.raw
-                out[f"loss_{term.name}"] = terms[term.name]
-                raws[term.name], coefs[term.name] = float(term.raw.detach()), float(term.coef)
+        run.optimizer.zero_grad(set_to_none=True)
+        if epoch == 0 and measure and run.dist.enabled:
+            # DDP syncs gradients in backward(); per-term gradients are a local measurement
+            tb = time.perf_counter()
+            with run.ddp.no_sync():
+                _, terms, _, _ = loss_terms(run, batch)
+                budget.update(backward_with_budget(terms, params, accumulate=False))
+            t_budget = time.perf_counter() - tb
+        out, terms, raws, coefs = loss_terms(run, batch)
         total = sum(terms.values())
-        if not torch.isfinite(total):
+        if not dist_.all_true(run.dist, bool(torch.isfinite(total))):
             skipped = True
             break
-        run.optimizer.zero_grad(set_to_none=True)
         if epoch == 0:
             budget.update(value_budget({k: float(v.detach()) for k, v in terms.items()}, coefs, raws))
-        if epoch == 0 and cfg.trainer.budget_every and step % cfg.trainer.budget_every == 0:
-            tb = time.perf_counter()
+        if epoch == 0 and measure and not run.dist.enabled:
+            tb = time.perf_counter()  # the per-term gradients sum to the total gradient
             budget.update(backward_with_budget(terms, params))
             t_budget = time.perf_counter() - tb
         else:
             total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.trainer.grad_clip or float("inf"))
-        if not torch.isfinite(grad_norm):
+        if not torch.isfinite(grad_norm):  # gradients are all-reduced: every rank agrees
             skipped = True
             run.optimizer.zero_grad(set_to_none=True)
             break
         run.optimizer.step()
         epochs_run += 1
-        epoch_rows.append({k: float(out[k].detach()) for k in ("loss_objective", "clip_fraction", "ratio_mean", "ratio_max",
-                                                      "ratio_min", "ess", "entropy", "entropy_sample", "kl_old_exact",
-                                                      "kl_old_k1", "kl_old_k3")}
-                          | {k: float(out[k].detach()) for k in ("kl_ref_exact", "kl_ref_k1", "kl_ref_k3") if k in out.keys()}
-                          | {"loss": float(total.detach()), "grad_norm": float(grad_norm),
-                             "maxdev": float((out["log_probs"].detach() - batch["old_log_probs"].gather(
-                                 -1, batch["action"][:, None]).squeeze(-1)).exp().sub(1).abs().max())})
+        epoch_rows.append(_epoch_row(out, batch, total, grad_norm))
     run.skipped_steps += skipped
     t_learner = time.perf_counter() - t0
 
     # --- metrics, then plugin updates (controllers read this step's metrics) -------------
     m = _step_metrics(run, td, returns, zero, epoch_rows, epochs_run, len(batch), drift, age)
     m.update(budget)
+    m = dist_.mean_metrics(run.dist, m)  # every rank's controllers see the same numbers
     run.hook("chessrl_adjust_coefficients", metrics=m, coefs=run.coefs, step=step)
     for name, report in run.hook("chessrl_step_end", metrics=m, step=step):
         m.update(_plugin_metrics(name, report))
@@ -167,6 +168,39 @@ def grpo_step(run: Run, step: int) -> dict[str, float]:
               "time/policy": t_policy, "time/learner": t_learner, "time/budget": t_budget,
               "time/overhead_frac": max(0.0, 1 - (engine + t_policy + t_learner) / t_total)})
     return m
+
+
+def loss_terms(run: Run, batch: TensorDict):
+    """The loss module's output plus every plugin's terms: ``(out, terms, raws, coefs)``.
+
+    ``terms[name]`` is the coefficient-weighted, differentiable term (``objective`` first);
+    each is also written into ``out`` as ``loss_<name>``.
+    """
+    out = run.loss(batch)
+    terms = {"objective": out["loss_objective"]}
+    raws, coefs = {"objective": float(out["loss_objective"].detach())}, {"objective": 1.0}
+    for plugin, res in run.hook("chessrl_loss_terms", out=out, batch=batch, coefs=run.coefs):
+        for term in (res if isinstance(res, (list, tuple)) else [res]):
+            if not isinstance(term, LossTerm):
+                raise TypeError(f"plugin {plugin}: chessrl_loss_terms must return LossTerm, got {type(term).__name__}")
+            if term.name in terms:
+                raise ValueError(f"plugin {plugin}: loss term '{term.name}' already exists")
+            terms[term.name] = term.coef * term.raw
+            out[f"loss_{term.name}"] = terms[term.name]
+            raws[term.name], coefs[term.name] = float(term.raw.detach()), float(term.coef)
+    return out, terms, raws, coefs
+
+
+_EPOCH_KEYS = ("loss_objective", "clip_fraction", "ratio_mean", "ratio_max", "ratio_min", "ess", "entropy",
+               "entropy_sample", "kl_old_exact", "kl_old_k1", "kl_old_k3", "kl_ref_exact", "kl_ref_k1", "kl_ref_k3")
+
+
+def _epoch_row(out: TensorDict, batch: TensorDict, total: torch.Tensor, grad_norm: torch.Tensor) -> dict[str, float]:
+    row = {k: float(out[k].detach()) for k in _EPOCH_KEYS if k in out.keys()}
+    old = batch["old_log_probs"].gather(-1, batch["action"][:, None]).squeeze(-1)
+    row["maxdev"] = float((out["log_probs"].detach() - old).exp().sub(1).abs().max())
+    row["loss"], row["grad_norm"] = float(total.detach()), float(grad_norm)
+    return row
 
 
 def _step_metrics(run: Run, td: TensorDict, returns, zero, rows, epochs_run, n_trained, drift, age) -> dict:
@@ -230,13 +264,21 @@ def make_game(cfg: Config, seed: int):
     return reg.obj(cfg.env.options, seed)
 
 
-def build_run(cfg: Config, run_dir: Path, log: Callable[[str], None] = print) -> Run:
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """A distinct, reproducible seed per (run seed, rank, step)."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, dtype=np.uint64)[0] % (2**63))
+
+
+def build_run(cfg: Config, run_dir: Path, log: Callable[[str], None] = print,
+              ddp: dist_.Dist | None = None) -> Run:
     """Construct game, env, policies, loss, optimiser and the enabled plugins of a config."""
-    device = resolve_device(cfg.device)
-    torch_gen = torch.Generator().manual_seed(cfg.seed)
-    game = make_game(cfg, cfg.seed)
+    ddp = ddp or dist_.Dist()
+    device = dist_.device_for(ddp, resolve_device(cfg.device))
+    torch_gen = torch.Generator().manual_seed(rank_seed(cfg.seed, ddp.rank))
+    game = make_game(cfg, rank_seed(cfg.seed, ddp.rank))
     try:
-        env = BoardGameEnv(game, batch_size=(cfg.rollout.roots, cfg.rollout.group_size), device="cpu", seed=cfg.seed)
+        env = BoardGameEnv(game, batch_size=(cfg.rollout.roots, cfg.rollout.group_size), device="cpu",
+                           seed=rank_seed(cfg.seed, ddp.rank))
         with torch.random.fork_rng(devices=[]):  # the init seed must not touch the global RNG
             torch.manual_seed(cfg.seed)
             policy = build_policy(cfg.policy, game).to(device)
@@ -252,7 +294,12 @@ def build_run(cfg: Config, run_dir: Path, log: Callable[[str], None] = print) ->
         needs_ref = any(getattr(pm.get_plugin(n), "needs_reference", False) for n in names)
         ref = copy.deepcopy(policy).requires_grad_(False) if needs_ref else None
         old = policy if cfg.trainer.sync_every == 1 else copy.deepcopy(policy).requires_grad_(False)
-        loss = GRPOLoss(policy, temperature=cfg.rollout.temperature, clip_low=cfg.loss.clip_low,
+        wrapped = None
+        if ddp.enabled:  # every rank starts from rank 0's weights; backward all-reduces gradients
+            from torch.nn.parallel import DistributedDataParallel
+
+            wrapped = DistributedDataParallel(policy, device_ids=[device.index] if device.type == "cuda" else None)
+        loss = GRPOLoss(wrapped or policy, temperature=cfg.rollout.temperature, clip_low=cfg.loss.clip_low,
                         clip_high=cfg.loss.clip_high, aggregation=cfg.loss.aggregation)
         params = [p for p in policy.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay,
@@ -260,7 +307,8 @@ def build_run(cfg: Config, run_dir: Path, log: Callable[[str], None] = print) ->
     except BaseException:
         game.close()
         raise
-    return Run(cfg, run_dir, game, env, policy, old, ref, loss, opt, coefs, pm, names, torch_gen, device, log)
+    return Run(cfg, run_dir, game, env, policy, old, ref, loss, opt, coefs, pm, names, torch_gen, device, log,
+               dist=ddp, ddp=wrapped)
 
 
 def state_dict(run: Run, step: int) -> dict[str, Any]:
@@ -271,7 +319,6 @@ def state_dict(run: Run, step: int) -> dict[str, Any]:
             "old_policy": None if run.old_policy is run.policy else run.old_policy.state_dict(),
             "ref_policy": None if run.ref_policy is None else run.ref_policy.state_dict(),
             "coefficients": run.coefs.state_dict(), "plugins": plugin_states,
-            "rng": {"sampler": run.generator.get_state(), "env": run.env.rng.bit_generator.state},
             "skipped_steps": run.skipped_steps, "last_sync": run.last_sync,
             "config": config_to_dict(run.config), "game": run.config.env.name,
             "policy_sizes": getattr(run.policy, "sizes", {})}
@@ -286,8 +333,6 @@ def load_state(run: Run, state: dict[str, Any]) -> int:
         run.ref_policy.load_state_dict(state["ref_policy"])
     run.coefs.load_state_dict(state["coefficients"])
     run.hook("chessrl_load_state_dict", states=state["plugins"])
-    run.generator.set_state(state["rng"]["sampler"])
-    run.env.rng.bit_generator.state = state["rng"]["env"]
     run.skipped_steps, run.last_sync = state["skipped_steps"], state["last_sync"]
     return int(state["step"])
 
@@ -299,73 +344,78 @@ def new_run_dir(cfg: Config, root: Path = Path("runs")) -> Path:
 
 def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: bool = False,
           progress: bool | None = None, echo: Callable[[str], None] | None = None) -> Path:
-    """Train ``cfg`` in ``run_dir`` (resuming from its latest checkpoint if asked); return run_dir."""
-    run_dir = Path(run_dir)
+    """Train ``cfg`` in ``run_dir`` (resuming from its latest checkpoint if asked); return run_dir.
+
+    Under torchrun every rank calls this; rank 0's ``run_dir`` wins and rank 0 alone writes.
+    """
+    from chessrl.health import HealthMonitor
+
+    ddp = dist_.init(resolve_device(cfg.device))
+    run_dir = Path(dist_.broadcast(ddp, str(run_dir)))
     ckpt_dir = run_dir / "checkpoints"
     if resume:
         if checkpoint.latest(ckpt_dir) is None:
             raise UserError(f"--resume: no checkpoint in {ckpt_dir}; start without --resume")
     elif (run_dir / "metrics.jsonl").exists():
         raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.toml").write_text(dumps_toml(config_to_dict(cfg)))
-    logfile = open(run_dir / "train.log", "a")
     say = echo or (lambda line: print(line, file=sys.stderr))
 
     def log(line: str) -> None:
-        logfile.write(line + "\n")
-        logfile.flush()
-        say(line)
+        if ddp.main:
+            say(line)
 
-    from chessrl.health import HealthMonitor
-
-    run = build_run(cfg, run_dir, log)
-    logger = None
-    bar = None
+    run = build_run(cfg, run_dir, log, ddp)  # fails before anything is written (e.g. no engine)
+    logger = bar = logfile = None
     step = 0
     try:
+        if ddp.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.toml").write_text(dumps_toml(config_to_dict(cfg)))
+            logfile = open(run_dir / "train.log", "a")
+            run.log = log = _tee(logfile, say)
         start = 0
         if resume:
             start = load_state(run, checkpoint.load(checkpoint.latest(ckpt_dir)))
             log(f"resumed from step {start}")
         step = start
-        logger = MetricsLogger(run_dir, wandb=cfg.logging.wandb, project=cfg.logging.project, name=run_dir.name,
-                               config=config_to_dict(cfg), resume_step=start)
-        health = HealthMonitor(window=cfg.trainer.health_window, plugin_config={k: to_dict(v) for k, v in cfg.plugins.items()})
-        if resume:
-            from chessrl.metrics import read_metrics
-            for row in read_metrics(run_dir / "metrics.jsonl"):
+        health = HealthMonitor(window=cfg.trainer.health_window,
+                               plugin_config={k: to_dict(v) for k, v in cfg.plugins.items()})
+        if ddp.main:
+            logger = MetricsLogger(run_dir, wandb=cfg.logging.wandb, project=cfg.logging.project, name=run_dir.name,
+                                   config=config_to_dict(cfg), resume_step=start)
+            for row in read_metrics(run_dir / "metrics.jsonl"):  # findings already reported stay quiet
                 health.update(row)
-        if not resume:  # the starting point every later checkpoint is measured against
-            checkpoint.save_initial(ckpt_dir, state_dict(run, 0))
+            if not resume:  # the starting point every later checkpoint is measured against
+                checkpoint.save_initial(ckpt_dir, state_dict(run, 0))
         run.hook("chessrl_train_start", run=run)
         end = cfg.trainer.steps if max_steps is None else min(cfg.trainer.steps, start + max_steps)
-        show = cfg.logging.progress if progress is None else progress
-        if show:
+        if ddp.main and (cfg.logging.progress if progress is None else progress):
             from tqdm import tqdm
             bar = tqdm(total=end, initial=start, desc=cfg.name, unit="step", dynamic_ncols=True, file=sys.stderr)
         stop = _GracefulStop(log)
         for step in range(start + 1, end + 1):
             row = {"step": step, **grpo_step(run, step)}
-            if cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
+            if ddp.main and cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
                 row.update(run_eval(run, step))
-            logger.log(row)
-            for finding in health.update(row):
-                log(finding.line())
-            if bar is not None:
-                bar.set_postfix(ret=f"{row['rollout/return_mean']:+.3f}", H=f"{row.get('train/entropy', 0):.2f}",
-                                clip=f"{row.get('train/clip_fraction', 0):.2f}", refresh=False)
-                bar.update(1)
-            if step % cfg.trainer.checkpoint_every == 0 or step == end or run.stop_reason:
-                checkpoint.save(ckpt_dir, step, state_dict(run, step), cfg.trainer.keep_checkpoints)
-            if stop.requested and not run.stop_reason:
-                checkpoint.save(ckpt_dir, step, state_dict(run, step), cfg.trainer.keep_checkpoints)
+            interrupted = dist_.any_true(ddp, stop.requested)
+            if ddp.main:
+                logger.log(row)
+                for finding in health.update(row):
+                    log(finding.line())
+                if bar is not None:
+                    bar.set_postfix(ret=f"{row['rollout/return_mean']:+.3f}", H=f"{row.get('train/entropy', 0):.2f}",
+                                    clip=f"{row.get('train/clip_fraction', 0):.2f}", refresh=False)
+                    bar.update(1)
+                if step % cfg.trainer.checkpoint_every == 0 or step == end or run.stop_reason or interrupted:
+                    checkpoint.save(ckpt_dir, step, state_dict(run, step), cfg.trainer.keep_checkpoints)
+            if interrupted and not run.stop_reason:
                 run.stop_reason = (f"interrupted: checkpoint at step {step} in {ckpt_dir}; "
                                    f"continue with --resume --run-dir {run_dir}")
             if run.stop_reason:
                 log(run.stop_reason)
                 break
-        if stop.requested:
+        dist_.barrier(ddp)
+        if stop.requested or (run.stop_reason or "").startswith("interrupted"):
             raise KeyboardInterrupt  # after the checkpoint: the CLI exits with 130
     finally:
         if "stop" in locals():
@@ -378,8 +428,18 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
             run.game.close()
             if logger is not None:
                 logger.close()
-            logfile.close()
+            if logfile is not None:
+                logfile.close()
+            dist_.close(ddp)
     return run_dir
+
+
+def _tee(logfile, say: Callable[[str], None]) -> Callable[[str], None]:
+    def log(line: str) -> None:
+        logfile.write(line + "\n")
+        logfile.flush()
+        say(line)
+    return log
 
 
 class _GracefulStop:
