@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -70,6 +71,8 @@ def main() -> None:
         finally:
             run.game.close()
 
+    with open("/proc/loadavg") as fh:  # the machine may be shared: say how busy it was
+        load = float(fh.read().split()[0])
     mean = {k: statistics.fmean(r[f"time/{k}"] for r in rows) for k in ("step",) + PARTS}
     # The trainer's per-step overhead share, averaged over steps (equal-weight), and the share of
     # the summed times (time-weighted); they differ only when step times differ a lot.
@@ -89,6 +92,9 @@ def main() -> None:
         print(f"  {labels[k]:<15}{mean[k]:8.3f} s  {100 * mean[k] / step:5.1f} %")
     print(f"  {'overhead':<15}{overhead * step:8.3f} s  {100 * overhead:5.1f} %  (target <= {100 * OVERHEAD_TARGET:.0f} %: "
           f"{'met' if overhead <= OVERHEAD_TARGET else 'NOT met'})")
+    times = [r["time/step"] for r in rows]
+    print(f"  step times {', '.join(f'{t:.2f}' for t in times)} s (min {min(times):.2f}, max {max(times):.2f}); "
+          f"load average {load:.2f} on {os.cpu_count()} cores")
     print(f"  trained plies / step {plies:.0f}; {plies / step:.1f} trained plies/s")
     print("  (rollout includes reward engine and the rollout's policy forwards; policy also counts the "
           "old/reference recompute; learner includes budget)")
@@ -101,7 +107,7 @@ def main() -> None:
         "shares": {k: round(mean[k] / step, 4) for k in PARTS},
         "overhead_frac": round(overhead, 4), "overhead_frac_pooled": round(overhead_pooled, 4),
         "overhead_target_met": overhead <= OVERHEAD_TARGET,
-        "step_times_s": [round(r["time/step"], 4) for r in rows],
+        "step_times_s": [round(t, 4) for t in times], "load_average": load, "cores": os.cpu_count(),
         "trained_plies_per_step": plies, "trained_plies_per_s": round(plies / step, 2),
     }))
 

@@ -1,6 +1,6 @@
 """Group-relative advantages.
 
-Definition (docs/advantages.md): for each root ``r`` and player ``p`` (the root player and,
+Definition (docs/loss.md#advantages): for each root ``r`` and player ``p`` (the root player and,
 with ``train_plies = "both"``, the other side), the return of trajectory ``g`` is the sum of
 that player's per-ply rewards (``returns = "sum"``) or the final position's value from that
 player's point of view (``"terminal"``). The advantage is the return minus the mean over the

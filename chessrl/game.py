@@ -43,6 +43,10 @@ class Game:
         """``n`` start positions drawn from the configured start distribution (seeded by ``rng``)."""
         raise NotImplementedError
 
+    def eval_states(self, n: int, rng: np.random.Generator) -> list[Any]:
+        """``n`` start positions for evaluation matches (default: :meth:`initial_states`)."""
+        return self.initial_states(n, rng)
+
     def copy_state(self, state: Any) -> Any:
         """An independent copy of ``state`` (group members start from copies of one root)."""
         raise NotImplementedError

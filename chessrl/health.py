@@ -291,6 +291,9 @@ class HealthMonitor:
     # --- row bookkeeping -----------------------------------------------------------------
 
     def _check_ratio(self, row: dict[str, Any], step: int) -> None:
+        age = row.get("train/old_policy_age")
+        if _number(age) and float(age) > 0:
+            return  # between syncs the old policy is stale by design: the ratio may differ from 1
         ratio, maxdev = row.get("train/ratio_first_epoch"), row.get("train/ratio_first_epoch_maxdev")
         bad_mean = _number(ratio) and not abs(float(ratio) - 1.0) <= RATIO_MEAN_TOL
         bad_dev = _number(maxdev) and not float(maxdev) <= RATIO_MAXDEV_TOL

@@ -1,7 +1,7 @@
 """The trainer. :func:`grpo_step` is the algorithm, top to bottom; :func:`train` is the plumbing.
 
-One step: rollout -> advantages -> ppo_steps x (loss with plugin terms -> backward -> grad
-clip -> optimiser step) -> old-policy sync -> plugin updates -> log.
+One step: old-policy sync (every N steps) -> rollout -> advantages -> ppo_steps x (loss with
+plugin terms -> backward -> grad clip -> optimiser step) -> plugin updates -> log.
 """
 
 from __future__ import annotations
@@ -474,8 +474,10 @@ def run_eval(run: Run, step: int) -> dict[str, float]:
     t0 = time.perf_counter()
     out: dict[str, float] = {}
     for name, opponent in run.game.eval_opponents().items():
-        res = play_match(run.game, run.policy, opponent, games=run.config.trainer.eval_games,
-                         temperature=run.config.rollout.temperature, greedy=True, seed=run.config.seed + step)
+        n = run.config.trainer.eval_games
+        starts = run.game.eval_states((n + 1) // 2, np.random.default_rng([run.config.seed, step]))
+        res = play_match(run.game, run.policy, opponent, games=n, temperature=run.config.rollout.temperature,
+                         greedy=True, seed=run.config.seed + step, starts=starts)
         out.update(res.metrics(f"eval/{name}"))
     reports = run.hook("chessrl_eval_end", metrics=out, step=step)
     del reports

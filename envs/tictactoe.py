@@ -41,9 +41,12 @@ SYMBOLS = ".XO"
 class TicTacToeOptions:
     """``[env]`` options of ``name = "tictactoe"``."""
 
-    start: str = opt("empty", "Start position: 'empty' board, or 'random' = random_plies uniformly random "
-                              "moves from the empty board (never a finished game).", choices=("empty", "random"))
-    random_plies: int = opt(2, "Random moves played before the start when start = 'random'.", ge=0, le=8)
+    start: str = opt("empty", "Start position: 'empty' board; 'random' = random_plies uniformly random "
+                              "moves from the empty board (never a finished game); 'mixed' = a uniformly "
+                              "drawn number of such moves in [0, random_plies], so every stage of the game "
+                              "is a root.", choices=("empty", "random", "mixed"))
+    random_plies: int = opt(2, "Random moves played before the start when start = 'random' (at most this "
+                            "many for 'mixed').", ge=0, le=8)
     max_plies: int = opt(9, "Truncate a trajectory after this many plies (a game never lasts more than 9).",
                          ge=1, le=9)
 
@@ -154,13 +157,19 @@ class TicTacToe(Game):
         """``n`` codes: the empty board, or ``random_plies`` random moves that do not end the game."""
         if self.options.start == "empty" or self.options.random_plies == 0:
             return [0] * n
-        return [self._random_start(rng) for _ in range(n)]
+        if self.options.start == "mixed":
+            return [self._random_start(rng, int(rng.integers(0, self.options.random_plies + 1))) for _ in range(n)]
+        return [self._random_start(rng, self.options.random_plies) for _ in range(n)]
 
-    def _random_start(self, rng: np.random.Generator) -> int:
+    def eval_states(self, n: int, rng: np.random.Generator) -> list[int]:
+        """Evaluation always starts from the empty board: that is where perfect play draws."""
+        return [0] * n
+
+    def _random_start(self, rng: np.random.Generator, plies: int) -> int:
         t = self.t
         while True:  # restart on a dead end (every move would finish the game); rare
             code = 0
-            for _ in range(self.options.random_plies):
+            for _ in range(plies):
                 moves = np.flatnonzero(t.legal[code])
                 children = code + (t.to_play[code] + 1) * POW3[moves]
                 ok = children[t.reason[children] == 0]

@@ -101,9 +101,11 @@ class EntropyFloor(Regulariser):
         at_bound = None
         if COEFFICIENT in self.coefs:
             m["coef"] = self.coefs.get(COEFFICIENT)
-        if cfg.action == "boost" and COEFFICIENT in self.coefs:
-            at_bound = self.coefs.get(COEFFICIENT) >= cfg.max_coef * (1 - 1e-9)
         fired, self._fired = self._fired, False
+        if cfg.action == "boost" and COEFFICIENT in self.coefs:
+            # a boost capped at max_coef is saturation; a monitor that never fired is not
+            # saturated, merely dead, whatever the coefficient someone else set
+            at_bound = fired and self.coefs.get(COEFFICIENT) >= cfg.max_coef * (1 - 1e-9)
         return PluginReport(metrics=m, acted=fired, at_bound=at_bound,
                             stop=self._message if fired and cfg.action == "stop" else None,
                             message=self._message if fired else None)

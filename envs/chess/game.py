@@ -261,6 +261,15 @@ class ChessGame(Game):
             "stockfish": lambda states: self._engine_moves(states, o.opponent_depth, o.opponent_skill),
         }
 
+    def eval_starts(self, n: int, seed: int, plies: int = 8, balance: float = 0.15) -> list[ChessState]:
+        """``n`` random balanced openings for evaluation: ``plies`` random plies from the
+        standard position whose engine value is within ``balance`` of 0 (the protocol of
+        ``chessrl eval``, docs/evaluation.md); drawn from ``seed`` only."""
+        from chessrl.envs.chess.evaluate import balanced_openings
+
+        pool = self.pool if self.options.reward == "stockfish" else None
+        return [ChessState(b) for b in balanced_openings(n, plies, seed, pool, balance)]
+
     def action_to_str(self, action: int) -> str:
         """The UCI move of ``action`` as white plays it (black plays its vertical mirror)."""
         return enc.UCI[action]

@@ -22,6 +22,27 @@ def chessrl_register_games(register) -> None:
     register("chess", factory, ChessOptions)
 
 
+@chessrl.hookimpl
+def chessrl_register_commands(subparsers) -> None:
+    """``chessrl eval`` (matches against Stockfish) and ``chessrl pretrain`` (distillation)."""
+    from chessrl.envs.chess.evaluate import add_eval_command
+
+    add_eval_command(subparsers)
+    p = subparsers.add_parser("pretrain", help="pretrain the chess policy by Stockfish distillation "
+                              "(docs/pretraining.md)")
+    p.add_argument("config", help="pretraining TOML, e.g. examples/pretrain.toml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value (repeatable), e.g. --set train.epochs=2")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def run(args) -> int:
+        from chessrl.envs.chess.pretrain import cmd_pretrain
+
+        return cmd_pretrain(args)
+
+    p.set_defaults(func=run)
+
+
 def _legal_action_space(env: Any):
     """A ``Discrete(1968)`` whose unmasked ``sample()`` draws a legal move of ``env``'s position.
 
@@ -53,4 +74,4 @@ def make_gym_env(render_mode: str | None = None, seed: int = 0, **kwargs: Any):
     return env
 
 
-__all__ = ["ChessOptions", "ChessGame", "chessrl_register_games", "factory", "make_gym_env"]
+__all__ = ["ChessOptions", "ChessGame", "chessrl_register_games", "chessrl_register_commands", "factory", "make_gym_env"]

@@ -161,6 +161,7 @@ class StockfishPool:
         self.misses = 0
         self.evaluations = 0
         self.restarts = 0
+        self.searches = 0               # play_moves / analyse_multipv searches requested
         self.engine_seconds = 0.0       # wall time callers spent waiting on the pool
         self.engine_busy_seconds = 0.0  # summed time of individual engine searches
         self._stats_lock = threading.Lock()
@@ -329,6 +330,66 @@ class StockfishPool:
         moves = self._map(one, [b.copy(stack=False) for b in boards])
         self.engine_seconds += time.perf_counter() - t0
         return moves
+
+    def play_moves(self, boards: Sequence[chess.Board], limit: chess.engine.Limit,
+                   options: dict | None = None) -> list[chess.Move]:
+        """The engine's move in each non-terminal board under ``limit`` with UCI ``options``
+        (e.g. ``{"Skill Level": 0}`` or ``{"UCI_LimitStrength": True, "UCI_Elo": 1500}``;
+        python-chess restores the previous options after each search). A board that fails
+        after every retry raises :class:`EngineFailure` whose ``index`` is its position in
+        ``boards``."""
+        t0 = time.perf_counter()
+        opts = dict(options or {})
+
+        def one(item: tuple[int, chess.Board]) -> chess.Move:
+            k, board = item
+
+            def call(eng: chess.engine.SimpleEngine) -> chess.Move:
+                move = eng.play(board, limit, game=object(), options=opts).move
+                if move is None or not board.is_legal(move):
+                    raise chess.engine.EngineError(f"engine returned no legal move ({move})")
+                return move
+
+            try:
+                return self._with_engine(f"choosing a move in '{board.fen()}'", call)
+            except EngineFailure as exc:
+                exc.index = k  # type: ignore[attr-defined]
+                raise
+
+        moves = self._map(one, [(k, b.copy(stack=False)) for k, b in enumerate(boards)])
+        with self._stats_lock:
+            self.searches += len(boards)
+        self.engine_seconds += time.perf_counter() - t0
+        return moves
+
+    def analyse_multipv(self, boards: Sequence[chess.Board], limit: chess.engine.Limit,
+                        multipv: int) -> list[list[tuple[chess.Move, int]]]:
+        """The engine's ``multipv`` best moves in each non-terminal board, best first, each
+        with its side-to-move score in centipawns (mates as +-(100000 - plies to mate)).
+        Searches start from a cleared hash; a failure raises :class:`EngineFailure`."""
+        t0 = time.perf_counter()
+
+        def one(board: chess.Board) -> list[tuple[chess.Move, int]]:
+            def call(eng: chess.engine.SimpleEngine) -> list[tuple[chess.Move, int]]:
+                infos = eng.analyse(board, limit, multipv=multipv, game=object(),
+                                    info=chess.engine.INFO_SCORE | chess.engine.INFO_PV)
+                out = []
+                for info in infos:
+                    pv, score = info.get("pv"), info.get("score")
+                    if not pv or score is None:
+                        continue
+                    out.append((pv[0], int(score.relative.score(mate_score=100_000))))
+                if not out:
+                    raise chess.engine.EngineError(f"no principal variation in engine output {infos!r}")
+                return out
+
+            return self._with_engine(f"analysing '{board.fen()}'", call)
+
+        result = self._map(one, [b.copy(stack=False) for b in boards])
+        with self._stats_lock:
+            self.searches += len(boards)
+        self.engine_seconds += time.perf_counter() - t0
+        return result
 
     def stats(self) -> dict[str, float]:
         """Cache and engine counters since construction."""

@@ -1,0 +1,346 @@
+"""``chessrl eval CHECKPOINT``: matches against Stockfish with confidence intervals.
+
+The protocol (docs/evaluation.md): ``games // 2`` random balanced openings of
+``opening_plies`` plies are drawn from ``seed``; each is played once with each colour (the
+policy is White in odd-numbered games). Games run together, each ply's engine moves spread
+over the Stockfish pool. A game still running after ``max_plies`` plies is adjudicated from
+Stockfish's value of the final position (``adjudicate``). Rows: the checkpoint and, with
+``--baselines``, a uniformly random mover and the run's ``initial.pt``, all on the same
+openings with the same seeds. An engine failure stops the evaluation with an error: it is
+never scored as a draw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import chess
+import chess.engine
+import numpy as np
+import torch
+
+from chessrl import checkpoint as ckpt_io
+from chessrl.envs.chess import encoding as enc
+from chessrl.envs.chess.game import ChessGame, ChessState
+from chessrl.envs.chess.options import ChessOptions
+from chessrl.envs.chess.pgn import game_record, result_string, write_game
+from chessrl.envs.chess.starts import random_play
+from chessrl.envs.chess.stockfish import StockfishPool
+from chessrl.errors import UserError
+from chessrl.match import MatchError, MatchResult, play_match
+from chessrl.policy import Policy
+from chessrl.schema import build
+
+ELO_RANGE = (1350, 2850)   # Stockfish 15.1's UCI_Elo option (min, max)
+SKILL_MAX_DEPTH = 12       # depth cap of Skill Level / UCI_Elo opponents (see Opponent)
+
+
+@dataclass(frozen=True)
+class Opponent:
+    """A Stockfish opponent: ``kind`` in skill | elo | depth | nodes | env, and its value.
+
+    * ``skill S``: ``Skill Level`` S. Stockfish picks its (randomly weakened) move when it
+      completes depth 1 + S and ignores deeper iterations, so the search is limited to depth
+      ``min(S + 1, 12)``: the same moves as an unlimited search for S < 12, without the waste.
+    * ``elo E``: ``UCI_LimitStrength`` with ``UCI_Elo`` E (1350..2850 in Stockfish 15.1),
+      which Stockfish maps to a fractional skill level ``((E - 1346.6) / 143.4) ^ (1 / 0.806)``
+      (0..19); the depth limit follows that level as for ``skill``.
+    * ``depth D`` / ``nodes N``: full strength, limited by depth or nodes (deterministic).
+    * ``env``: the checkpoint's ``[env] opponent_skill`` at ``opponent_depth`` (the trainer's
+      ``eval/stockfish`` opponent).
+    Skill and Elo opponents draw their weakening from Stockfish's own time-seeded generator,
+    so their games are not exactly repeatable; depth and nodes opponents are.
+    """
+
+    kind: str
+    value: int
+    depth: int = 0  # for kind "env"
+
+    def limit_and_options(self) -> tuple[chess.engine.Limit, dict[str, Any]]:
+        if self.kind == "skill":
+            opts = {} if self.value >= 20 else {"Skill Level": self.value}
+            return chess.engine.Limit(depth=min(self.value + 1, SKILL_MAX_DEPTH)), opts
+        if self.kind == "elo":
+            level = min(max(((self.value - 1346.6) / 143.4) ** (1 / 0.806), 0.0), 19.0)
+            return (chess.engine.Limit(depth=min(int(level) + 1, SKILL_MAX_DEPTH)),
+                    {"UCI_LimitStrength": True, "UCI_Elo": self.value})
+        if self.kind == "depth":
+            return chess.engine.Limit(depth=self.value), {}
+        if self.kind == "nodes":
+            return chess.engine.Limit(nodes=self.value), {}
+        if self.kind == "env":
+            return chess.engine.Limit(depth=self.depth), ({} if self.value >= 20 else {"Skill Level": self.value})
+        raise ValueError(f"unknown opponent kind {self.kind!r}")
+
+    def describe(self) -> str:
+        if self.kind == "env":
+            return f"stockfish skill {self.value} depth {self.depth}"
+        return f"stockfish {self.kind} {self.value}"
+
+
+def stockfish_opponent(pool: StockfishPool, spec: Opponent) -> Callable[[Sequence[ChessState]], np.ndarray]:
+    """A match opponent: the pool's move for each state under ``spec``, spread over the engines.
+
+    A failure raises the pool's ``EngineFailure`` with ``index`` set to the failed state.
+    """
+    limit, options = spec.limit_and_options()
+
+    def play(states: Sequence[ChessState]) -> np.ndarray:
+        moves = pool.play_moves([s.board for s in states], limit, options)
+        return np.array([enc.move_to_action(m, s.board.turn) for m, s in zip(moves, states)], dtype=np.int64)
+
+    return play
+
+
+def random_mover(game: ChessGame, seed: int) -> Callable[[Sequence[ChessState]], np.ndarray]:
+    """A uniformly random legal mover drawing from its own generator."""
+    rng = np.random.default_rng([seed, 0x5EED])
+    return lambda states: game.random_actions(states, rng)
+
+
+def balanced_openings(n: int, plies: int, seed: int, pool: StockfishPool | None, max_value: float,
+                      tries_per_opening: int = 200) -> list[chess.Board]:
+    """``n`` distinct openings of ``plies`` uniformly random plies from the standard position
+    whose Stockfish value (side to move, in [-1, 1]) is within ``max_value`` of 0. The draw
+    uses only ``np.random.default_rng([seed, 0x09E4])``; ``plies = 0`` gives the start position."""
+    if plies == 0:
+        return [chess.Board() for _ in range(n)]
+    rng = np.random.default_rng([seed, 0x09E4])
+    found: list[chess.Board] = []
+    seen: set[str] = set()
+    tries = 0
+    while len(found) < n:
+        batch = []
+        while len(batch) < max(2 * (n - len(found)), 4):
+            board = chess.Board()
+            tries += 1
+            if tries > tries_per_opening * n:
+                raise UserError(f"found only {len(found)} of {n} balanced openings of {plies} plies in {tries} "
+                                f"tries; raise --balance (now {max_value}) or lower --opening-plies")
+            if random_play(board, plies, rng) and board.epd() not in seen:
+                seen.add(board.epd())
+                batch.append(board)
+        values = pool.values(batch) if pool is not None and max_value < 1.0 else np.zeros(len(batch))
+        found.extend(b for b, v in zip(batch, values) if abs(float(v)) <= max_value)
+    return found[:n]
+
+
+def load_policy(path: str | Path) -> tuple[Policy, dict[str, Any], Path]:
+    """The policy of a chessrl checkpoint (a file or a run directory), its dict and path."""
+    p = Path(path)
+    resolved = p
+    if p.is_dir():
+        resolved = ckpt_io.latest(p / "checkpoints") or ckpt_io.latest(p) or p
+    state = ckpt_io.load(path)
+    if state.get("game", "chess") != "chess":
+        raise UserError(f"{path}: a checkpoint of game {state.get('game')!r}; chessrl eval plays chess")
+    sizes = dict(state.get("policy_sizes") or {})
+    pol = (state.get("config") or {}).get("policy") or {}
+    d = {k: sizes.get(k, pol.get(k)) for k in ("d_model", "n_layers", "n_heads", "d_ff")}
+    if any(v is None for v in d.values()) or "policy" not in state:
+        raise UserError(f"{path}: no policy weights or sizes in the checkpoint")
+    with torch.random.fork_rng(devices=[]):  # the init is overwritten; never advance the global RNG
+        policy = Policy(enc.OBS_VOCAB, enc.OBS_LEN, enc.N_ACTIONS, d["d_model"], d["n_layers"], d["n_heads"], d["d_ff"])
+    try:
+        policy.load_state_dict(state["policy"])
+    except RuntimeError as exc:
+        raise UserError(f"{path}: weights do not fit the policy sizes {d} ({str(exc).splitlines()[0]})") from None
+    policy.eval()
+    return policy, state, resolved
+
+
+def initial_checkpoint(path: str | Path) -> Path | None:
+    """The run's ``initial.pt`` next to a checkpoint (or in a run directory's checkpoints/), or
+    ``<stem>.initial.pt`` beside a pretrained checkpoint ``<stem>.pt``."""
+    p = Path(path)
+    cands = ([p / "checkpoints" / "initial.pt", p / "initial.pt"] if p.is_dir()
+             else [p.with_name(f"{p.stem}.initial.pt"), p.parent / "initial.pt"])
+    for cand in cands:
+        if cand.exists() and cand.resolve() != p.resolve():
+            return cand
+    return None
+
+
+@dataclass
+class EvalResult:
+    opponent: str
+    protocol: dict[str, Any]
+    rows: dict[str, MatchResult] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"opponent": self.opponent, "protocol": self.protocol,
+                "rows": {name: r.summary() for name, r in self.rows.items()}}
+
+
+def evaluate(players: dict[str, Any], env_options: ChessOptions, opponent: Opponent, *, games: int = 16,
+             seed: int = 0, opening_plies: int = 8, balance: float = 0.15, max_plies: int = 200,
+             adjudicate: float = 0.5, greedy: bool = True, temperature: float = 1.0,
+             pgn: str | Path | None = None, log: Callable[[str], None] | None = None) -> EvalResult:
+    """Play every player (a Policy or a states->actions callable; the string "random" is a
+    random mover) against ``opponent`` under the same protocol: the same openings, seeds and
+    adjudication. ``pgn``: a file every game is appended to."""
+    if games < 1:
+        raise UserError(f"--games {games}: play at least one game")
+    opts = build(ChessOptions, {"reward": "none", "max_plies": max_plies, "stockfish_path": env_options.stockfish_path,
+                                "engines": env_options.engines, "hash_mb": env_options.hash_mb,
+                                "depth": env_options.depth or 0, "nodes": env_options.nodes,
+                                "value_scale": env_options.value_scale, "engine_retries": env_options.engine_retries,
+                                "engine_timeout": env_options.engine_timeout}, prefix="env")
+    game = ChessGame(opts, seed)
+    pool = StockfishPool(opts.stockfish_path, opts.engines, opts.hash_mb,
+                         depth=opts.depth if opts.depth > 0 else None, nodes=opts.nodes if opts.nodes > 0 else None,
+                         cache_size=10_000, value_scale=opts.value_scale, retries=opts.engine_retries,
+                         timeout=opts.engine_timeout)
+    fh = open(pgn, "w") if pgn else None
+    try:
+        openings = balanced_openings((games + 1) // 2, opening_plies, seed, pool, balance)
+        starts = [ChessState(b) for b in openings]
+        protocol = {"games": games, "seed": seed, "opening_plies": opening_plies, "balance": balance,
+                    "max_plies": max_plies, "adjudicate": adjudicate, "greedy": greedy, "temperature": temperature,
+                    "adjudication_engine": {"depth": opts.depth, "nodes": opts.nodes},
+                    "openings": [" ".join(m.uci() for m in b.move_stack) for b in openings]}
+        out = EvalResult(opponent.describe(), protocol)
+        opp = stockfish_opponent(pool, opponent)
+
+        def adjudicator(states: Sequence[ChessState]) -> np.ndarray:
+            return pool.values([s.board for s in states])
+
+        for name, player in players.items():
+            if isinstance(player, str) and player == "random":
+                player = random_mover(game, seed)
+
+            def on_game(i: int, state: ChessState, score: float, reason: str, name: str = name) -> None:
+                if fh is None:
+                    return
+                white = i % 2 == 0
+                write_game(fh, game_record(state.board, white=name if white else opponent.describe(),
+                                           black=opponent.describe() if white else name,
+                                           result=result_string(white, score), termination=reason,
+                                           opening_plies=opening_plies, round_=i + 1,
+                                           event=f"chessrl eval: {name} vs {opponent.describe()}"))
+
+            res = play_match(game, player, opp, games=games, temperature=temperature, greedy=greedy, seed=seed,
+                             adjudicate=adjudicate, starts=starts, on_game=on_game, adjudicator=adjudicator)
+            out.rows[name] = res
+            if log is not None:
+                log(format_row(name, res))
+        return out
+    finally:
+        if fh is not None:
+            fh.close()
+        pool.close()
+        game.close()
+
+
+def _elo(x: float) -> str:
+    return "-inf" if x == -math.inf else "+inf" if x == math.inf else f"{x:+.0f}"
+
+
+def format_row(name: str, r: MatchResult) -> str:
+    lo, hi = r.interval()
+    e, elo_lo, elo_hi = r.elo()
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(r.reasons.items()))
+    return (f"{name:<12} {r.games:>5} {r.wins:>4} {r.draws:>4} {r.losses:>4}  {r.score:5.3f} [{lo:5.3f}, {hi:5.3f}]"
+            f"  {_elo(e):>5} [{_elo(elo_lo)}, {_elo(elo_hi)}]  {reasons}")
+
+
+HEADER = f"{'player':<12} {'games':>5} {'W':>4} {'D':>4} {'L':>4}  score [95% CI]        Elo [95% CI]  terminations"
+
+
+def opponent_from_args(args: argparse.Namespace, env: ChessOptions) -> Opponent:
+    if args.elo is not None:
+        lo, hi = ELO_RANGE
+        if not lo <= args.elo <= hi:
+            raise UserError(f"--elo {args.elo} is outside Stockfish 15.1's UCI_Elo range {lo}..{hi}; "
+                            "use --skill 0..20 for weaker play")
+        return Opponent("elo", args.elo)
+    if args.skill is not None:
+        if not 0 <= args.skill <= 20:
+            raise UserError(f"--skill {args.skill} is outside Stockfish's Skill Level range 0..20")
+        return Opponent("skill", args.skill)
+    if args.depth is not None:
+        if not 1 <= args.depth <= 40:
+            raise UserError(f"--depth {args.depth}: expected 1..40")
+        return Opponent("depth", args.depth)
+    if args.nodes is not None:
+        if args.nodes < 1:
+            raise UserError(f"--nodes {args.nodes}: expected a positive node budget")
+        return Opponent("nodes", args.nodes)
+    return Opponent("env", env.opponent_skill, env.opponent_depth)
+
+
+def env_options_of(state: dict[str, Any], engines: int | None) -> ChessOptions:
+    env = dict((state.get("config") or {}).get("env") or {})
+    env.pop("name", None)
+    known = {f for f in ChessOptions.__dataclass_fields__}
+    env = {k: v for k, v in env.items() if k in known}
+    if engines is not None:
+        env["engines"] = engines
+    return build(ChessOptions, env, prefix="env")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    policy, state, resolved = load_policy(args.checkpoint)
+    env = env_options_of(state, args.engines)
+    opponent = opponent_from_args(args, env)
+    players: dict[str, Any] = {"checkpoint": policy}
+    if args.baselines:
+        players["random"] = "random"
+        init = initial_checkpoint(args.checkpoint)
+        if init is not None:
+            players["initial"] = load_policy(init)[0]
+        elif not args.json:
+            print("(no initial.pt next to the checkpoint: the initial baseline is skipped)", file=sys.stderr)
+    print_rows = not args.json
+    if print_rows:
+        mode = "greedy" if not args.sample else f"sampled at temperature {args.temperature}"
+        print(f"{resolved} vs {opponent.describe()}: {args.games} games, openings of {args.opening_plies} random "
+              f"plies (|value| <= {args.balance}, seed {args.seed}) with both colours, adjudicated after "
+              f"{args.max_plies} plies, {mode}")
+        print(HEADER)
+    try:
+        result = evaluate(players, env, opponent, games=args.games, seed=args.seed, opening_plies=args.opening_plies,
+                          balance=args.balance, max_plies=args.max_plies, adjudicate=args.adjudicate,
+                          greedy=not args.sample, temperature=args.temperature, pgn=args.pgn,
+                          log=print if print_rows else None)
+    except MatchError as exc:
+        print(f"chessrl: error: evaluation stopped, {exc} (an engine failure is never scored)", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"checkpoint": str(resolved), **result.to_json()}, indent=2))
+    elif args.pgn:
+        print(f"PGN: {args.pgn}")
+    return 0
+
+
+def add_eval_command(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="play a checkpoint against Stockfish; score with a 95%% CI "
+                              "(docs/evaluation.md)")
+    p.add_argument("checkpoint", help="a checkpoint file (step_*.pt, initial.pt, a pretrained .pt) or a run directory")
+    p.add_argument("--games", type=int, default=16, help="games (even: each opening with both colours; default 16)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--skill", type=int, help="Stockfish Skill Level 0..20")
+    g.add_argument("--depth", type=int, help="full-strength Stockfish limited to this depth")
+    g.add_argument("--nodes", type=int, help="full-strength Stockfish limited to this many nodes")
+    g.add_argument("--elo", type=int, help=f"UCI_LimitStrength at this UCI_Elo ({ELO_RANGE[0]}..{ELO_RANGE[1]})")
+    p.add_argument("--pgn", help="write every game to this PGN file")
+    p.add_argument("--json", action="store_true", help="print machine-readable results")
+    p.add_argument("--baselines", action="store_true",
+                   help="also play a random mover and the run's initial.pt under the same protocol")
+    p.add_argument("--seed", type=int, default=0, help="seed of the openings and of sampling (default 0)")
+    p.add_argument("--opening-plies", type=int, default=8, help="random plies of each opening (default 8; 0 = start position)")
+    p.add_argument("--balance", type=float, default=0.15,
+                   help="keep openings whose Stockfish value is within this of 0 (value scale [-1, 1]; default 0.15 ~ 80 cp)")
+    p.add_argument("--max-plies", type=int, default=200, help="adjudicate games still running after this many plies (default 200)")
+    p.add_argument("--adjudicate", type=float, default=0.5,
+                   help="value (side to move, [-1, 1]) an adjudicated game's winner needs (default 0.5 ~ 300 cp)")
+    p.add_argument("--sample", action="store_true", help="sample the policy's moves instead of playing greedily")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature with --sample (default 1)")
+    p.add_argument("--engines", type=int, help="Stockfish processes (default: the checkpoint's [env] engines)")
+    p.set_defaults(func=cmd_eval)

@@ -1,0 +1,125 @@
+"""chessrl eval: real Stockfish and python-chess; PGN read back; CIs; failures are errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import stat
+
+import chess
+import chess.pgn
+import numpy as np
+import pytest
+import torch
+
+from chessrl.envs.chess.evaluate import Opponent, evaluate, load_policy
+from chessrl.envs.chess.options import ChessOptions
+from chessrl.errors import UserError
+from chessrl.match import MatchError
+from chessrl.policy import Policy
+
+STOCKFISH = "/usr/games/stockfish"
+pytestmark = pytest.mark.skipif(not __import__("shutil").which(STOCKFISH), reason="needs Stockfish")
+
+
+def tiny_checkpoint(path, stockfish_path=STOCKFISH):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        policy = Policy(44, 71, 1968, 16, 1, 2, 32)
+    sizes = {"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32}
+    torch.save({"policy": policy.state_dict(), "game": "chess", "step": 0, "policy_sizes": dict(policy.sizes),
+                "config": {"env": {"name": "chess", "engines": 2, "depth": 2, "stockfish_path": stockfish_path,
+                                   "engine_retries": 0, "engine_timeout": 5.0},
+                           "policy": sizes}}, path)
+    return path
+
+
+def rng_states():
+    return (torch.random.get_rng_state().clone(), np.random.get_state()[1].copy(), random.getstate())
+
+
+def test_random_and_policy_vs_skill0_pgn_reads_back(tmp_path):
+    policy, _, _ = load_policy(tiny_checkpoint(tmp_path / "step_0000001.pt"))
+    before = rng_states()
+    pgn = tmp_path / "games.pgn"
+    res = evaluate({"checkpoint": policy, "random": "random"}, ChessOptions(depth=2, engines=2), Opponent("skill", 0),
+                   games=4, seed=3, opening_plies=4, max_plies=16, pgn=pgn)
+    after = rng_states()
+    assert torch.equal(before[0], after[0]) and np.array_equal(before[1], after[1]) and before[2] == after[2]
+    assert len(res.protocol["openings"]) == 2
+    fh = io.StringIO(pgn.read_text())
+    games = []
+    while (g := chess.pgn.read_game(fh)) is not None:
+        games.append(g)
+    assert len(games) == 8 and not any(g.errors for g in games)
+    for k, (name, r) in enumerate(res.rows.items()):
+        assert r.games == 4 and r.wins + r.draws + r.losses == 4
+        lo, hi = r.interval()
+        assert 0.0 <= lo <= r.score <= hi <= 1.0
+        for i, g in enumerate(games[4 * k: 4 * k + 4]):
+            h = g.headers
+            policy_white = i % 2 == 0
+            assert (h["White"] if policy_white else h["Black"]) == name
+            assert "skill 0" in (h["Black"] if policy_white else h["White"])
+            assert h["Termination"] in r.reasons and h["OpeningPlies"] == "4" and h["Round"] == str(i + 1)
+            assert h["Result"] == {1.0: "1-0" if policy_white else "0-1", 0.0: "0-1" if policy_white else "1-0",
+                                   0.5: "1/2-1/2"}[r.results[i]]
+            board = g.end().board()
+            if h["Termination"] == "checkmate":
+                assert board.is_checkmate() and h["Result"] == ("0-1" if board.turn == chess.WHITE else "1-0")
+            assert len(list(g.mainline_moves())) <= 4 + 16
+        # both colours of an opening start from the same position
+        assert games[4 * k].headers["Opening"] == games[4 * k + 1].headers["Opening"]
+
+
+def cli(*args):
+    """The CLI in-process (a subprocess would pay the torch import again): (rc, stdout, stderr)."""
+    import contextlib
+
+    from chessrl.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(list(args))
+        except SystemExit as exc:  # argparse errors
+            rc = exc.code
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_cli_json_and_elo_range(tmp_path):
+    ckpt = tiny_checkpoint(tmp_path / "step_0000002.pt")
+    tiny_checkpoint(tmp_path / "initial.pt")
+    rc, stdout, stderr = cli("eval", str(ckpt), "--games", "2", "--depth", "1", "--max-plies", "6",
+                             "--opening-plies", "2", "--json", "--baselines", "--pgn", str(tmp_path / "b.pgn"))
+    assert rc == 0, stderr
+    out = json.loads(stdout)
+    assert set(out["rows"]) == {"checkpoint", "random", "initial"} and out["opponent"] == "stockfish depth 1"
+    assert all(row["games"] == 2 and 0 <= row["score_lo"] <= row["score_hi"] <= 1 for row in out["rows"].values())
+    rc, _, stderr = cli("eval", str(ckpt), "--elo", "1000")
+    assert rc == 2 and "1350..2850" in stderr and "Traceback" not in stderr
+    rc, _, stderr = cli("eval", str(ckpt), "--skill", "0", "--depth", "3")
+    assert rc == 2 and "not allowed with" in stderr
+
+
+def test_engine_failure_is_an_error_not_a_draw(tmp_path):
+    fake = tmp_path / "fakefish"
+    fake.write_text("#!/bin/sh\nwhile read line; do case \"$line\" in\n uci) echo 'id name fake'; echo uciok;;\n"
+                    " isready) echo readyok;;\n go*) exit 1;;\n quit) exit 0;;\n esac; done\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    with pytest.raises(MatchError) as info:
+        evaluate({"random": "random"}, ChessOptions(depth=2, engines=1, stockfish_path=str(fake), engine_retries=0),
+                 Opponent("depth", 1), games=2, opening_plies=0, max_plies=4)
+    assert info.value.games and "opponent" in str(info.value)
+    ckpt = tiny_checkpoint(tmp_path / "step_0000003.pt", stockfish_path=str(fake))
+    rc, stdout, stderr = cli("eval", str(ckpt), "--games", "2", "--depth", "1", "--opening-plies", "0",
+                             "--max-plies", "4")
+    assert rc == 1 and "game" in stderr and "never scored" in stderr
+    assert "Traceback" not in stderr and "draw" not in stdout.lower()
+
+
+def test_bad_checkpoint_is_a_user_error(tmp_path):
+    (tmp_path / "x.pt").write_text("not a checkpoint")
+    with pytest.raises(UserError):
+        load_policy(tmp_path / "x.pt")
