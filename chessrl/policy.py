@@ -35,20 +35,32 @@ class Block(nn.Module):
 
 
 class Policy(nn.Module):
-    """Maps int64 tokens [N, L] to action logits [N, A] through a CLS-pooled transformer."""
+    """Maps int64 tokens [N, L] to action logits [N, A] with a transformer.
+
+    ``head_dim = 0`` reads the actions off the CLS token alone. ``head_dim = k > 0`` also
+    projects every token to k features and lets the action layer see all of them, so an
+    action's logit can depend directly on particular squares. A CLS-only head tends to learn
+    a state-independent move preference first (the features of all boards collapse onto one
+    direction) and escapes that plateau slowly; the token head does not have it.
+    """
 
     def __init__(self, obs_vocab: int, obs_len: int, n_actions: int, d_model: int = 256,
-                 n_layers: int = 4, n_heads: int = 8, d_ff: int = 1024):
+                 n_layers: int = 4, n_heads: int = 8, d_ff: int = 1024, head_dim: int = 0):
         super().__init__()
         self.sizes = dict(obs_vocab=obs_vocab, obs_len=obs_len, n_actions=n_actions, d_model=d_model,
-                          n_layers=n_layers, n_heads=n_heads, d_ff=d_ff)
+                          n_layers=n_layers, n_heads=n_heads, d_ff=d_ff, head_dim=head_dim)
         self.embed = nn.Embedding(obs_vocab, d_model)
         self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
-        self.pos = nn.Parameter(torch.randn(1, obs_len + 1, d_model) * 0.02)
+        self.pos = nn.Parameter(torch.zeros(1, obs_len + 1, d_model))
+        # token and position embeddings on the same scale: attention is blind to order except
+        # through the positions, and a board is nothing but which piece stands on which square
+        nn.init.normal_(self.embed.weight, std=0.02)
+        nn.init.normal_(self.pos, std=0.02)
         self.layers = nn.ModuleList(Block(d_model, n_heads, d_ff) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, n_actions)
-        nn.init.zeros_(self.head.weight)  # a uniform policy over legal moves at init
+        self.token_proj = nn.Linear(d_model, head_dim) if head_dim else None
+        self.head = nn.Linear(d_model + obs_len * head_dim, n_actions)
+        nn.init.normal_(self.head.weight, std=0.02)  # near-uniform at init, but state-dependent
         nn.init.zeros_(self.head.bias)
         self.bf16 = True  # autocast to bf16 on CUDA (log-probs stay float32); ignored on CPU
 
@@ -57,7 +69,10 @@ class Policy(nn.Module):
         x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
         for layer in self.layers:
             x = layer(x)
-        return self.head(self.norm(x[:, 0]))
+        x = self.norm(x)
+        if self.token_proj is None:
+            return self.head(x[:, 0])
+        return self.head(torch.cat([x[:, 0], self.token_proj(x[:, 1:]).flatten(1)], dim=-1))
 
     def freeze(self, k: int) -> None:
         """Freeze the embeddings and the first ``k`` layers (k = 0 freezes nothing)."""
@@ -97,7 +112,8 @@ def sample(logp: torch.Tensor, generator: torch.Generator | None) -> torch.Tenso
 
 def build_policy(cfg, game) -> Policy:
     """The policy a config asks for, sized for ``game``, optionally loaded and frozen."""
-    p = Policy(game.obs_vocab, game.obs_len, game.n_actions, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff)
+    p = Policy(game.obs_vocab, game.obs_len, game.n_actions, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff,
+               cfg.head_dim)
     if cfg.init_checkpoint:
         from chessrl.checkpoint import load_policy_weights
 

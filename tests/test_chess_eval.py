@@ -117,6 +117,8 @@ def test_engine_failure_is_an_error_not_a_draw(tmp_path):
                              "--max-plies", "4")
     assert rc == 1 and "game" in stderr and "never scored" in stderr
     assert "Traceback" not in stderr and "draw" not in stdout.lower()
+    rc, _, stderr = cli("eval", str(ckpt), "--games", "2", "--depth", "1", "--opening-plies", "2")
+    assert rc == 1 and "choosing the openings" in stderr and "Traceback" not in stderr
 
 
 def test_bad_checkpoint_is_a_user_error(tmp_path):

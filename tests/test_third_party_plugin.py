@@ -112,3 +112,17 @@ def test_anchor_survives_a_checkpoint(l2_init) -> None:
     resumed.chessrl_load_state_dict(state)  # the trainer restores state before train_start
     resumed.chessrl_train_start(SimpleNamespace(policy=policy))
     assert torch.equal(resumed.anchor["head.bias"], anchor)
+
+
+def test_two_training_steps_through_the_cli(l2_init, tiny_config, tmp_path, cli) -> None:
+    """The installed package, enabled from TOML, trains: its term is in the metrics and in the gradient."""
+    run_dir = tmp_path / "run"
+    res = cli("run", str(tiny_config), "--run-dir", str(run_dir), "--max-steps", "2", "--no-progress",
+              "--set", "plugins.l2_init.coef=10.0")
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert rows[0]["budget/l2_init/value"] == 0.0          # the weights have not moved yet
+    assert rows[1]["budget/l2_init/value"] > 0.0           # after one update they have
+    assert rows[1]["budget/l2_init/grad_norm"] > 0.0       # and the term pulls on the gradient
+    assert rows[1]["budget/l2_init/cos_objective"] == rows[1]["budget/l2_init/cos_objective"]  # not NaN

@@ -140,3 +140,15 @@ def test_metric_keys_are_documented(tiny_config, tmp_path):
     undocumented = sorted(k for k in keys if not any(p.match(k) for p in patterns))
     assert not undocumented, f"document these in docs/metrics.md: {undocumented}"
     assert any(k.startswith("eval/") for k in keys)
+
+
+def test_wandb_offline_mirrors_metrics_without_network(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: 'auto' must mean offline
+    cfg = load_config(tiny_config, ["logging.wandb=auto", "trainer.steps=2"])
+    run_dir = train(cfg, tmp_path / "run", progress=False, echo=lambda s: None)
+    offline = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1
+    assert list(offline[0].glob("*.wandb"))  # wandb's own record of the logged rows
+    assert _steps(run_dir) == [1, 2]

@@ -31,7 +31,7 @@ from chessrl.envs.chess.game import ChessGame, ChessState
 from chessrl.envs.chess.options import ChessOptions
 from chessrl.envs.chess.pgn import game_record, result_string, write_game
 from chessrl.envs.chess.starts import random_play
-from chessrl.envs.chess.stockfish import StockfishPool
+from chessrl.envs.chess.stockfish import EngineFailure, StockfishPool
 from chessrl.errors import UserError
 from chessrl.match import MatchError, MatchResult, play_match
 from chessrl.policy import Policy
@@ -187,6 +187,10 @@ def evaluate(players: dict[str, Any], env_options: ChessOptions, opponent: Oppon
     adjudication. ``pgn``: a file every game is appended to."""
     if games < 1:
         raise UserError(f"--games {games}: play at least one game")
+    if not 0 <= opening_plies <= 200:
+        raise UserError(f"--opening-plies {opening_plies}: expected 0..200")
+    if not 0.0 < balance <= 1.0 or not 0.0 < adjudicate <= 1.0:
+        raise UserError(f"--balance {balance} and --adjudicate {adjudicate} are values in (0, 1]")
     opts = build(ChessOptions, {"reward": "none", "max_plies": max_plies, "stockfish_path": env_options.stockfish_path,
                                 "engines": env_options.engines, "hash_mb": env_options.hash_mb,
                                 "depth": env_options.depth or 0, "nodes": env_options.nodes,
@@ -311,6 +315,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           log=print if print_rows else None)
     except MatchError as exc:
         print(f"chessrl: error: evaluation stopped, {exc} (an engine failure is never scored)", file=sys.stderr)
+        return 1
+    except EngineFailure as exc:  # outside a game: while choosing the openings
+        print(f"chessrl: error: evaluation stopped before any game, choosing the openings: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps({"checkpoint": str(resolved), **result.to_json()}, indent=2))

@@ -39,6 +39,7 @@ import chess.engine
 import numpy as np
 import torch
 
+from chessrl.trainer import resolve_device
 from chessrl.config import PolicyConfig, apply_overrides, read_toml
 from chessrl.envs.chess import encoding as enc
 from chessrl.envs.chess.game import ChessGame, ChessState
@@ -159,8 +160,13 @@ def _hash01(key: str) -> float:
 
 
 def cache_key(cfg: PretrainConfig) -> str:
-    """What the labels depend on: generation, the label search, the seed and the engine."""
-    blob = json.dumps({"format": CACHE_FORMAT, "seed": cfg.seed, "data": to_dict(cfg.data),
+    """What the labels depend on: generation, the label search, the seed and the engine.
+
+    ``data.positions`` is left out: shard ``s`` depends only on the seed, ``s`` and the other
+    generation settings, so raising ``positions`` reuses every full shard already labelled."""
+    data = to_dict(cfg.data)
+    data.pop("positions")
+    blob = json.dumps({"format": CACHE_FORMAT, "seed": cfg.seed, "data": data,
                        "depth": cfg.labels.depth, "nodes": cfg.labels.nodes, "multipv": cfg.labels.multipv,
                        "stockfish": cfg.env.stockfish_path}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -373,14 +379,6 @@ def check_labels(cfg: PretrainConfig, data: dict[str, np.ndarray]) -> dict[str, 
 
 # --- training ---------------------------------------------------------------------------
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device = 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
-    return torch.device(name)
-
-
 def new_policy(cfg: PretrainConfig) -> Policy:
     """The configured policy, initialised from ``seed`` without touching the global RNG."""
     p = cfg.policy
@@ -434,7 +432,12 @@ def evaluate(policy: torch.nn.Module, split: Tensors, device: torch.device, batc
         top1 += float((lp.argmax(-1) == best).sum())
         top5 += float((lp.topk(5, dim=-1).indices == best[:, None]).any(-1).sum())
     n = max(len(split), 1)
-    return {"loss": total / n, "top1": top1 / n, "top5": top5 / n}
+    from chessrl.stats import wilson
+
+    lo1, hi1 = wilson(top1, len(split))
+    lo5, hi5 = wilson(top5, len(split))
+    return {"loss": total / n, "top1": top1 / n, "top5": top5 / n, "top1_lo": lo1, "top1_hi": hi1,
+            "top5_lo": lo5, "top5_hi": hi5, "positions": len(split)}
 
 
 def random_baseline(split: Tensors) -> dict[str, float]:
@@ -565,7 +568,8 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print, labeller: 
     summary.update(cache=cache, checks=checks, label_seconds=t1 - t0, train_seconds=time.perf_counter() - t1)
     out = save_checkpoint(cfg, policy, summary)
     h, r = summary["heldout"], summary["random"]
-    log(f"saved {out}: hold-out top-1 {h['top1']:.3f} (random {r['top1']:.3f}), top-5 {h['top5']:.3f} "
+    log(f"saved {out}: hold-out top-1 {h['top1']:.3f} [95% CI {h['top1_lo']:.3f}, {h['top1_hi']:.3f}] "
+        f"(random {r['top1']:.3f}), top-5 {h['top5']:.3f} [{h['top5_lo']:.3f}, {h['top5_hi']:.3f}] "
         f"(random {r['top5']:.3f}), loss {h['loss']:.3f} (random {r['loss']:.3f})")
     summary["output"] = str(out)
     return summary
