@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 CLEAN = REPO / "examples" / "clean.toml"
 # chess observation geometry (chessrl.envs.chess.encoding), used only if chessrl cannot be imported
 CHESS_OBS_LEN, CHESS_OBS_VOCAB, CHESS_ACTIONS = 71, 44, 1968
-DEFAULT_POLICY = dict(d_model=256, n_layers=4, n_heads=8, d_ff=1024)
+DEFAULT_POLICY = dict(d_model=256, n_layers=4, n_heads=8, d_ff=1024, head_dim=16)
 
 
 def say(line: str = "") -> None:
@@ -182,22 +182,24 @@ def training_steps(args: argparse.Namespace, env: dict) -> dict:
 # ------------------------------------------------------------------------------------------
 
 def policy_flops_per_position(obs_len: int, n_actions: int, d_model: int, n_layers: int, n_heads: int,
-                              d_ff: int) -> dict:
+                              d_ff: int, head_dim: int = 0) -> dict:
     """Matmul FLOPs (2 per multiply-add) of one position through the policy, forward.
 
     The sequence is the observation tokens plus a CLS token; heads split d_model, so the
-    attention FLOPs do not depend on n_heads. The head reads the CLS token only. Embedding,
+    attention FLOPs do not depend on n_heads. The head reads the CLS token and, with head_dim > 0,
+    head_dim projected features of every observation token. Embedding,
     layer norms, GELU and softmax are not matmuls and are left out (a few % at most).
     """
     L, d, f = obs_len + 1, d_model, d_ff
     per_layer = {"qkv": 2 * L * d * 3 * d, "attn_scores": 2 * L * L * d, "attn_values": 2 * L * L * d,
                  "proj": 2 * L * d * d, "mlp": 2 * L * d * f * 2}
-    forward = n_layers * sum(per_layer.values()) + 2 * d * n_actions
-    return {"per_layer": per_layer, "head": 2 * d * n_actions, "forward": forward, "train": 3 * forward}
+    head = 2 * (d + obs_len * head_dim) * n_actions + 2 * obs_len * d * head_dim
+    forward = n_layers * sum(per_layer.values()) + head
+    return {"per_layer": per_layer, "head": head, "forward": forward, "train": 3 * forward}
 
 
 def _builtin_policy(obs_vocab: int, obs_len: int, n_actions: int, d_model: int, n_layers: int, n_heads: int,
-                    d_ff: int):
+                    d_ff: int, head_dim: int = 0):
     """A copy of chessrl.policy.Policy's architecture, used only when chessrl cannot be imported."""
     import torch
     import torch.nn.functional as F
@@ -223,14 +225,19 @@ def _builtin_policy(obs_vocab: int, obs_len: int, n_actions: int, d_model: int, 
             self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
             self.pos = nn.Parameter(torch.randn(1, obs_len + 1, d_model) * 0.02)
             self.layers = nn.ModuleList(Block() for _ in range(n_layers))
-            self.norm, self.head = nn.LayerNorm(d_model), nn.Linear(d_model, n_actions)
+            self.norm = nn.LayerNorm(d_model)
+            self.token_proj = nn.Linear(d_model, head_dim) if head_dim else None
+            self.head = nn.Linear(d_model + obs_len * head_dim, n_actions)
 
         def forward(self, tokens):
             x = self.embed(tokens)
             x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
             for layer in self.layers:
                 x = layer(x)
-            return self.head(self.norm(x[:, 0]))
+            x = self.norm(x)
+            if self.token_proj is None:
+                return self.head(x[:, 0])
+            return self.head(torch.cat([x[:, 0], self.token_proj(x[:, 1:]).flatten(1)], dim=-1))
 
     return Policy()
 

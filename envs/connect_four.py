@@ -66,9 +66,12 @@ class C4State(NamedTuple):
 class ConnectFourOptions:
     """``[env]`` options of ``name = "connect_four"``."""
 
-    start: str = opt("empty", "Start position: 'empty' board, or 'random' = random_plies uniformly random "
-                              "moves from the empty board (never a finished game).", choices=("empty", "random"))
-    random_plies: int = opt(4, "Random moves played before the start when start = 'random'.", ge=0, le=30)
+    start: str = opt("empty", "Start position: 'empty' board; 'random' = random_plies uniformly random "
+                              "moves from the empty board (never a finished game); 'mixed' = a uniformly "
+                              "drawn number of such moves in [0, random_plies].",
+                     choices=("empty", "random", "mixed"))
+    random_plies: int = opt(4, "Random moves played before the start when start = 'random' (at most this "
+                            "many for 'mixed').", ge=0, le=30)
     max_plies: int = opt(42, "Truncate a trajectory after this many plies (a full board is 42).", ge=1, le=42)
     solver_depth: int = opt(4, "Plies the alpha-beta reward engine searches before the heuristic "
                                "(values); cost grows about 3-4x per ply.", ge=0, le=14)
@@ -284,12 +287,18 @@ class ConnectFour(Game):
         """``n`` start positions: empty, or ``random_plies`` random moves that do not end the game."""
         if self.options.start == "empty" or self.options.random_plies == 0:
             return [C4State(0, 0)] * n
-        return [self._random_start(rng) for _ in range(n)]
+        if self.options.start == "mixed":
+            return [self._random_start(rng, int(rng.integers(0, self.options.random_plies + 1))) for _ in range(n)]
+        return [self._random_start(rng, self.options.random_plies) for _ in range(n)]
 
-    def _random_start(self, rng: np.random.Generator) -> C4State:
+    def eval_states(self, n: int, rng: np.random.Generator) -> list[C4State]:
+        """Evaluation openings: 2 random moves (each played with both colours), so games vary."""
+        return [self._random_start(rng, 2) for _ in range(n)]
+
+    def _random_start(self, rng: np.random.Generator, plies: int) -> C4State:
         while True:  # restart on a dead end (every move would end the game); rare
             cur = mask = 0
-            for _ in range(self.options.random_plies):
+            for _ in range(plies):
                 ok = []
                 for c in range(WIDTH):
                     if mask & TOP[c]:

@@ -88,6 +88,7 @@ def tiny_policy() -> Policy:
     torch.manual_seed(0)
     policy = Policy(obs_vocab=5, obs_len=3, n_actions=4, d_model=8, n_layers=1, n_heads=2, d_ff=16)
     with torch.no_grad():
+        policy.head.weight.zero_()  # logits = bias for every observation
         policy.head.bias.copy_(torch.tensor([math.log(w) for w in WEIGHTS]))
     return policy
 

@@ -145,8 +145,9 @@ def load_policy(path: str | Path) -> tuple[Policy, dict[str, Any], Path]:
     d = {k: sizes.get(k, pol.get(k)) for k in ("d_model", "n_layers", "n_heads", "d_ff")}
     if any(v is None for v in d.values()) or "policy" not in state:
         raise UserError(f"{path}: no policy weights or sizes in the checkpoint")
+    d["head_dim"] = sizes.get("head_dim", pol.get("head_dim", 0))
     with torch.random.fork_rng(devices=[]):  # the init is overwritten; never advance the global RNG
-        policy = Policy(enc.OBS_VOCAB, enc.OBS_LEN, enc.N_ACTIONS, d["d_model"], d["n_layers"], d["n_heads"], d["d_ff"])
+        policy = Policy(enc.OBS_VOCAB, enc.OBS_LEN, enc.N_ACTIONS, **d)
     try:
         policy.load_state_dict(state["policy"])
     except RuntimeError as exc:

@@ -384,7 +384,8 @@ def new_policy(cfg: PretrainConfig) -> Policy:
     p = cfg.policy
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        policy = Policy(enc.OBS_VOCAB, enc.OBS_LEN, enc.N_ACTIONS, p.d_model, p.n_layers, p.n_heads, p.d_ff)
+        policy = Policy(enc.OBS_VOCAB, enc.OBS_LEN, enc.N_ACTIONS, p.d_model, p.n_layers, p.n_heads, p.d_ff,
+                        p.head_dim)
     if p.init_checkpoint:
         from chessrl.checkpoint import load_policy_weights
 
