@@ -84,8 +84,14 @@ class MatchResult:
                 "elo_hi": elo[2], "reasons": dict(sorted(self.reasons.items())), "results": list(self.results)}
 
     def metrics(self, prefix: str) -> dict[str, float]:
+        from chessrl.stats import wilson
+
         lo, hi = self.interval()
+        n = max(self.games, 1)
+        nl_lo, nl_hi = wilson(self.wins + self.draws, self.games)
         return {f"{prefix}/score": self.score, f"{prefix}/score_lo": lo, f"{prefix}/score_hi": hi,
+                f"{prefix}/non_losing": (self.wins + self.draws) / n, f"{prefix}/non_losing_lo": nl_lo,
+                f"{prefix}/non_losing_hi": nl_hi,
                 f"{prefix}/games": self.games, f"{prefix}/wins": self.wins, f"{prefix}/draws": self.draws,
                 f"{prefix}/losses": self.losses}
 
