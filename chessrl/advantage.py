@@ -62,3 +62,20 @@ def player_returns(reward: torch.Tensor, value: torch.Tensor, mover_is_root: tor
     sign = torch.where(mover_is_root.gather(-1, last_c).squeeze(-1), 1.0, -1.0)
     final_root = torch.where(has, v_last * sign, root_value)
     return torch.stack([final_root, -final_root], -1)
+
+
+def rollout_advantages(td, returns: str, scale: str, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write ``advantage`` [R, G, T] and ``traj_index`` into a rollout; return (returns, zero_spread).
+
+    ``returns`` is [R, G, 2] (root player, other player); ``zero_spread`` is [R, 2].
+    """
+    mover_root, trained = td["mover_is_root"], td["loss_mask"]
+    ret = player_returns(td["next", "reward"].squeeze(-1), td["next", "value"].squeeze(-1), mover_root,
+                         td["valid"], td["root_value"][..., 0], returns)
+    counts = torch.stack([(trained & mover_root).any(-1), (trained & ~mover_root).any(-1)], -2)  # [R, 2, G]
+    adv, zero = group_advantages(ret.transpose(-1, -2), counts, scale=scale, eps=eps)
+    adv = adv.transpose(-1, -2)                                                                 # [R, G, 2]
+    td["advantage"] = torch.where(mover_root, adv[..., 0:1], adv[..., 1:2])
+    R, G, T = td.batch_size
+    td["traj_index"] = torch.arange(R * G).reshape(R, G, 1).expand(R, G, T)
+    return ret, zero

@@ -20,7 +20,7 @@ from tensordict import TensorDict
 
 from chessrl import checkpoint, pluginmanager
 from chessrl import distributed as dist_
-from chessrl.advantage import group_advantages, player_returns
+from chessrl.advantage import rollout_advantages
 from chessrl.budget import backward_with_budget, value_budget
 from chessrl.config import Config, config_to_dict, dumps_toml
 from chessrl.env import BoardGameEnv
@@ -87,19 +87,8 @@ def grpo_step(run: Run, step: int) -> dict[str, float]:
     t_rollout = time.perf_counter() - t0
 
     # --- advantages: group-relative, per player, broadcast to that player's plies -----
-    played = td["valid"]
-    rewards, values = td["next", "reward"].squeeze(-1), td["next", "value"].squeeze(-1)
-    returns = player_returns(rewards, values, td["mover_is_root"], played, td["root_value"][..., 0],
-                             cfg.advantage.returns)                           # [R, G, 2]
+    returns, zero = rollout_advantages(td, cfg.advantage.returns, cfg.advantage.scale, cfg.advantage.eps)
     trained = td["loss_mask"]
-    has_root = (trained & td["mover_is_root"]).any(-1)
-    has_other = (trained & ~td["mover_is_root"]).any(-1)
-    adv, zero = group_advantages(returns.transpose(-1, -2), torch.stack([has_root, has_other], -2),
-                                 scale=cfg.advantage.scale, eps=cfg.advantage.eps)  # [R, 2, G]
-    adv = adv.transpose(-1, -2)
-    td["advantage"] = torch.where(td["mover_is_root"], adv[..., 0:1], adv[..., 1:2])
-    R, G, T = td.batch_size
-    td["traj_index"] = torch.arange(R * G).reshape(R, G, 1).expand(R, G, T)
 
     # --- the training batch: trained plies only, with old (and reference) log-probs ----
     batch = td.select("observation", "action_mask", "action", "advantage", "traj_index",
