@@ -198,48 +198,16 @@ def policy_flops_per_position(obs_len: int, n_actions: int, d_model: int, n_laye
     return {"per_layer": per_layer, "head": head, "forward": forward, "train": 3 * forward}
 
 
-def _builtin_policy(obs_vocab: int, obs_len: int, n_actions: int, d_model: int, n_layers: int, n_heads: int,
-                    d_ff: int, head_dim: int = 0):
-    """A copy of chessrl.policy.Policy's architecture, used only when chessrl cannot be imported."""
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
+def _builtin_policy(obs_vocab: int, obs_len: int, n_actions: int, **sizes):
+    """chessrl's own Policy, loaded from chessrl/policy.py by path when the package cannot be
+    imported (its dependencies are missing here): that file needs nothing but torch."""
+    import importlib.util
 
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-            self.qkv, self.proj = nn.Linear(d_model, 3 * d_model), nn.Linear(d_model, d_model)
-            self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
-
-        def forward(self, x):
-            n, length, d = x.shape
-            q, k, v = self.qkv(self.norm1(x)).view(n, length, 3, n_heads, d // n_heads).permute(2, 0, 3, 1, 4)
-            x = x + self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, length, d))
-            return x + self.ff(self.norm2(x))
-
-    class Policy(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Embedding(obs_vocab, d_model)
-            self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
-            self.pos = nn.Parameter(torch.randn(1, obs_len + 1, d_model) * 0.02)
-            self.layers = nn.ModuleList(Block() for _ in range(n_layers))
-            self.norm = nn.LayerNorm(d_model)
-            self.token_proj = nn.Linear(d_model, head_dim) if head_dim else None
-            self.head = nn.Linear(d_model + obs_len * head_dim, n_actions)
-
-        def forward(self, tokens):
-            x = self.embed(tokens)
-            x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
-            for layer in self.layers:
-                x = layer(x)
-            x = self.norm(x)
-            if self.token_proj is None:
-                return self.head(x[:, 0])
-            return self.head(torch.cat([x[:, 0], self.token_proj(x[:, 1:]).flatten(1)], dim=-1))
-
-    return Policy()
+    path = Path(__file__).resolve().parents[1] / "chessrl" / "policy.py"
+    spec = importlib.util.spec_from_file_location("chessrl_policy_standalone", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Policy(obs_vocab, obs_len, n_actions, **sizes)
 
 
 def _timed(fn, device, seconds: float, min_iters: int = 3) -> float:
@@ -286,9 +254,8 @@ def learner_throughput(args: argparse.Namespace, env: dict) -> dict:
     else:
         obs_len, obs_vocab, n_actions = CHESS_OBS_LEN, CHESS_OBS_VOCAB, CHESS_ACTIONS
         policy = _builtin_policy(obs_vocab, obs_len, n_actions, **sizes)
-        source = "built-in copy (chessrl not importable)"
+        source = "chessrl/policy.py loaded by path (the chessrl package is not importable)"
     policy = policy.to(device)
-    torch.nn.init.normal_(policy.head.weight, std=0.02)  # chessrl zeroes it at init; irrelevant for speed
     flops = policy_flops_per_position(obs_len, n_actions, **sizes)
     n_params = sum(p.numel() for p in policy.parameters())
     say(f"\n== 3. learner throughput: {source}, {n_params / 1e6:.2f} M parameters, obs_len {obs_len} (+1 CLS), "
