@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
@@ -183,5 +183,3 @@ def register_gymnasium_envs() -> None:
         if env_id not in gymnasium.registry:
             gymnasium.register(id=env_id, entry_point=ep.value)
 
-
-Factory = Callable[..., Any]

@@ -57,7 +57,6 @@ class Run:
     stop_reason: str | None = None
     dist: dist_.Dist = field(default_factory=dist_.Dist)
     ddp: Any = None                   # the DDP wrapper when running under torchrun
-    extra: dict = field(default_factory=dict)
 
     def hook(self, name: str, **kwargs) -> list[tuple[str, Any]]:
         return pluginmanager.call_hook(self.plugins, name, **kwargs)
