@@ -96,17 +96,34 @@ def _init_wandb(mode: str, project: str, name: str, config: dict, run_dir: Path)
         return None
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Rows of a metrics.jsonl; a partial last line (a crashed or running run) is ignored."""
-    rows = []
-    if not Path(path).exists():
-        return rows
-    for line in Path(path).read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+def parse_rows(text: str) -> tuple[list[dict[str, Any]], int]:
+    """The metric rows in a metrics.jsonl text, and how many lines were not rows.
+
+    A line that is not a JSON object with a numeric ``step`` (a partial last line of a crashed
+    or running run, say) is skipped and counted; blank lines are ignored.
+    """
+    rows, bad = [], 0
+    for line in text.splitlines():
+        if not line.strip():
             continue
-    return rows
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        step = row.get("step") if isinstance(row, dict) else None
+        if not isinstance(step, (int, float)) or isinstance(step, bool):
+            bad += 1
+            continue
+        rows.append(row)
+    return rows, bad
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Rows of a metrics.jsonl as written (none if the file does not exist yet)."""
+    if not Path(path).exists():
+        return []
+    return parse_rows(Path(path).read_text(errors="replace"))[0]
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from chessrl.errors import UserError
 from chessrl.health import CLIP_HIGH, OBJECTIVE, RETURN_KEY, HealthMonitor
+from chessrl.metrics import parse_rows
 from chessrl.stats import block_means, elo_ci, trend, wilson
 
 __all__ = ["load_metrics", "read_metrics", "build_report", "write_report", "main"]
@@ -59,19 +60,9 @@ def read_metrics(run_dir: str | Path) -> tuple[list[dict[str, Any]], int]:
         raise UserError(f"{path}: no such file; the run has not logged a step yet (or {run_dir} is not a run directory)") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read the file ({exc.__class__.__name__}: {exc})") from None
+    parsed, bad = parse_rows(text)
     rows: list[dict[str, Any]] = []
-    bad = 0
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if not isinstance(row, dict) or not isinstance(row.get("step"), (int, float)) or isinstance(row.get("step"), bool):
-            bad += 1
-            continue
+    for row in parsed:
         step = row["step"]
         if rows and step == rows[-1]["step"]:
             rows[-1].update(row)
