@@ -143,7 +143,7 @@ def training_steps(args: argparse.Namespace, env: dict) -> dict:
     say(f"config {CLEAN.name} with {' '.join(overrides)}")
     say(f"R={cfg.rollout.roots} G={cfg.rollout.group_size} T={cfg.rollout.plies}; reward {cfg.env.options.reward}; "
         f"policy.bf16 = {bf16 if bf16 is not None else 'not a config key in this version'}")
-    rows = []
+    rows, every = [], []
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
         t0 = time.perf_counter()
         run = build_run(cfg, Path(tmp), log=lambda line: None)
@@ -153,6 +153,7 @@ def training_steps(args: argparse.Namespace, env: dict) -> dict:
                 m = grpo_step(run, step)
                 say(f"step {step} ({'warm-up' if step <= args.warmup else 'timed'}): {m['time/step']:.2f} s, "
                     f"{int(m['train/trained_plies'])} trained plies")
+                every.append(m)
                 if step > args.warmup:
                     rows.append(m)
         finally:
@@ -165,12 +166,21 @@ def training_steps(args: argparse.Namespace, env: dict) -> dict:
         say(f"  {k:<14}{mean[k]:8.3f} s  {100 * mean[k] / mean['step']:5.1f} %")
     say(f"  {'overhead':<14}{overhead * mean['step']:8.3f} s  {100 * overhead:5.1f} %  (outside engine and model math)")
     say(f"  {plies:.0f} trained plies/step, {plies / mean['step']:.1f} trained plies/s; build {build_s:.1f} s")
+    # the RL invariants under this device's numerics (bf16 autocast on CUDA): the first PPO
+    # epoch's ratio must be exactly 1 (old and new log-probs come from one function on one
+    # layout); the drift compares the sampling forward with that recompute (batch layouts differ)
+    checks = {"ratio_first_epoch": [r["train/ratio_first_epoch"] for r in every],
+              "ratio_first_epoch_maxdev": [r["train/ratio_first_epoch_maxdev"] for r in every],
+              "logprob_drift": [r["rollout/logprob_drift"] for r in every]}
+    say("  invariants over all steps: ratio_first_epoch " + ", ".join(f"{v:.6f}" for v in checks["ratio_first_epoch"])
+        + "; maxdev " + ", ".join(f"{v:.2e}" for v in checks["ratio_first_epoch_maxdev"])
+        + "; logprob_drift " + ", ".join(f"{v:.2e}" for v in checks["logprob_drift"]))
     out = {"overrides": overrides, "bf16_config": bf16, "reward": cfg.env.options.reward, "engines": engines,
            "roots": cfg.rollout.roots, "steps": len(rows), "build_s": round(build_s, 2),
            "time_s": {k: round(v, 4) for k, v in mean.items()},
            "shares": {k: round(mean[k] / mean["step"], 4) for k in parts if k != "step"},
            "overhead_frac": round(overhead, 4), "trained_plies_per_step": plies,
-           "trained_plies_per_s": round(plies / mean["step"], 2)}
+           "trained_plies_per_s": round(plies / mean["step"], 2), "invariants": checks}
     if torch.cuda.is_available() and not args.cpu:
         out["max_memory_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         say(f"  peak CUDA memory allocated {out['max_memory_allocated_gib']} GiB")
