@@ -88,6 +88,8 @@ class TrainerConfig:
     budget_every: int = opt(1, "Measure per-term gradient norms every N steps (0 = never).", ge=0)
     eval_every: int = opt(0, "Evaluate against the game's opponent every N steps (0 = never).", ge=0)
     eval_games: int = opt(16, "Games per evaluation.", ge=1)
+    eval_initial: bool = opt(True, "With eval_every > 0, also evaluate the initial policy at step 0, before any "
+                             "update: the baseline the report's learning verdict compares the last evaluation with.")
     health_window: int = opt(20, "Steps in the window health flags look at.", ge=2)
 
 

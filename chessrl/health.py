@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from chessrl.stats import Trend, peak_is_noise, trend
+from chessrl.stats import Trend, peak_is_noise, score_difference, trend
 
 __all__ = [
     "Finding", "HealthMonitor", "PluginSummary", "KeyStats",
@@ -39,6 +39,7 @@ ENTROPY_DECLINE_DROP = 0.10    # ... falling by more than this fraction of the f
 ZERO_STD_FRAC = 0.5            # mean rollout/zero_std_frac above this
 TREND_MIN_WINDOWS = 3          # window means needed before a reward trend is reported
 EVAL_MIN_EVALS = 3             # evaluations of one opponent needed before judging its peak
+EVAL_TREND_MIN_EVALS = 2       # evaluations of one opponent needed before judging first -> last
 EVAL_ALPHA = 0.05              # family-wise level of the eval peak test (stats.peak_is_noise)
 
 OBJECTIVE = "objective"
@@ -82,6 +83,34 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class EvalTrend:
+    """First and last evaluation against one opponent and the difference of their scores.
+
+    ``lo``/``hi`` is the 95% interval of ``last_score - first_score``
+    (:func:`chessrl.stats.score_difference`); the verdict is "improving" when it lies above 0,
+    "declining" below, "flat" otherwise. First and last, not best: picking the best of many
+    evaluations would make noise look like progress (the ``eval_noise`` rule).
+    """
+
+    opponent: str
+    first_step: int
+    first_score: float
+    first_games: int
+    last_step: int
+    last_score: float
+    last_games: int
+    diff: float
+    lo: float
+    hi: float
+    verdict: str
+
+    def describe(self) -> str:
+        return (f"eval/{self.opponent}/score is {self.verdict}: {self.first_score:.3f} at step {self.first_step} "
+                f"({self.first_games} games) -> {self.last_score:.3f} at step {self.last_step} ({self.last_games} "
+                f"games), difference {self.diff:+.3f} (95% CI {self.lo:+.3f} to {self.hi:+.3f})")
 
 
 @dataclass
@@ -287,6 +316,38 @@ class HealthMonitor:
     def eval_history(self) -> dict[str, list[tuple[int, float, int]]]:
         """Per opponent: (step, score, games) of every evaluation seen."""
         return {k: list(v) for k, v in self._evals.items()}
+
+    def eval_trends(self) -> dict[str, EvalTrend]:
+        """Per opponent with at least two evaluations: first -> last, with the difference's CI."""
+        out: dict[str, EvalTrend] = {}
+        for opp, evals in self._evals.items():
+            if len(evals) < EVAL_TREND_MIN_EVALS:
+                continue
+            (s0, p0, n0), (s1, p1, n1) = evals[0], evals[-1]
+            d, lo, hi = score_difference(p0, n0, p1, n1)
+            verdict = "improving" if lo > 0 else "declining" if hi < 0 else "flat"
+            out[opp] = EvalTrend(opp, s0, p0, n0, s1, p1, n1, d, lo, hi, verdict)
+        return out
+
+    def learning_verdict(self) -> tuple[str | None, str]:
+        """(verdict, basis): is the run learning, judged on the strongest evidence it has.
+
+        Evaluations against fixed opponents decide when there are any: a self-play return is
+        relative to an opponent that learns too, and with varied roots it moves with the roots
+        as much as with the policy. "improving" needs an opponent whose score rose beyond its
+        interval and none that fell; "declining" the reverse; anything else is "flat" (or
+        "mixed"). Without two evaluations the return trend decides; None before either exists.
+        """
+        trends = self.eval_trends()
+        if trends:
+            up = [t for t in trends.values() if t.verdict == "improving"]
+            down = [t for t in trends.values() if t.verdict == "declining"]
+            verdict = ("mixed" if up and down else "improving" if up else "declining" if down else "flat")
+            return verdict, "evaluation"
+        t = self._return_trend
+        if t is not None and t.n >= TREND_MIN_WINDOWS:
+            return t.verdict, "reward_trend"
+        return None, ""
 
     # --- row bookkeeping -----------------------------------------------------------------
 
@@ -497,6 +558,10 @@ class HealthMonitor:
 
     def _eval_findings(self) -> list[Finding]:
         out: list[Finding] = []
+        for opp, t in self.eval_trends().items():
+            out.append(self._finding(
+                "eval_trend", "warning" if t.verdict == "declining" else "info", f"eval/{opp}/score",
+                t.describe(), asdict(t), state=t.verdict))
         for opp, evals in self._evals.items():
             if len(evals) < EVAL_MIN_EVALS:
                 continue

@@ -13,7 +13,7 @@ import html
 import json
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +185,10 @@ def _report_data(run: _Run) -> dict[str, Any]:
     reward_trend = None if t is None else {"slope": t.slope, "lo": t.lo, "hi": t.hi, "verdict": t.verdict,
                                            "windows": t.n, "window": mon.window}
 
+    verdict, basis = mon.learning_verdict()
+    learning = {"verdict": verdict, "basis": basis,
+                "eval_trends": [asdict(t) | {"text": t.describe()} for t in mon.eval_trends().values()]}
+
     evaluation: dict[str, Any] = {}
     for opp, evals in mon.eval_history().items():
         items = []
@@ -209,7 +213,7 @@ def _report_data(run: _Run) -> dict[str, Any]:
         "findings": [f.to_dict() for f in current],
         "earlier_findings": [f.to_dict() for f in mon.raised() if f.key not in current_keys],
         "budget": budget, "plugins": plugins, "training": training, "reward_trend": reward_trend,
-        "evaluation": evaluation,
+        "learning": learning, "evaluation": evaluation,
     }
 
 
@@ -385,16 +389,19 @@ Block = tuple  # ("h1"|"h2"|"p", text) | ("ul", [text]) | ("table", headers, row
 def _blocks(data: dict[str, Any], plots: list[Path], run_dir: Path) -> list[Block]:
     w = data["window"]
     b: list[Block] = [("h1", f"Run report: {data['name']}")]
-    status = (f"steps {data['first_step']}–{data['last_step']}"
+    first = data["first_step"]
+    status = (f"steps {1 if first == 0 else first}–{data['last_step']}"
               + (f" of {data['planned_steps']} planned" if data["planned_steps"] else "")
               + ("" if data["complete"] or not data["planned_steps"] else " (stopped early or still running)")
-              + f"; health window {w} steps.")
+              + f"; health window {w} steps"
+              + ("; step 0 is the initial policy's evaluation." if first == 0 else "."))
     b.append(("p", status))
     if data["ignored_lines"]:
         b.append(("p", f"{data['ignored_lines']} unparsable line(s) of metrics.jsonl were ignored "
                        "(a partial last line: the run crashed or is still writing)."))
     if data["config_note"]:
         b.append(("p", data["config_note"] + "."))
+    b.append(("p", _learning_line(data)))
 
     b.append(("h2", "Findings"))
     if data["findings"]:
@@ -464,6 +471,19 @@ def _blocks(data: dict[str, Any], plots: list[Path], run_dir: Path) -> list[Bloc
     else:
         b.append(("p", "No plottable metrics."))
     return b
+
+
+def _learning_line(data: dict[str, Any]) -> str:
+    """The report's answer to "is it learning?", and what it rests on."""
+    ln, rt = data["learning"], data["reward_trend"]
+    if ln["verdict"] is None:
+        return ("Learning: **no verdict yet** (fewer than two evaluations and fewer than 3 windows of "
+                f"{RETURN_KEY}).")
+    if ln["basis"] == "evaluation":
+        return (f"Learning: **{ln['verdict']}**, judged on evaluations against fixed opponents (first vs last, "
+                "95% CI of the difference): " + "; ".join(t["text"] for t in ln["eval_trends"]) + ".")
+    return (f"Learning: **{ln['verdict']}**, judged on the reward trend (no evaluations): {RETURN_KEY} slope "
+            f"{_f(rt['slope'], '+.3g')}/step (95% CI {_f(rt['lo'], '+.3g')} to {_f(rt['hi'], '+.3g')}).")
 
 
 def _render_md(blocks: list[Block]) -> str:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "Trend", "wilson", "elo_diff", "elo_ci", "t_cdf", "t_quantile", "trend", "block_means",
-    "peak_is_noise",
+    "Trend", "wilson", "score_difference", "elo_diff", "elo_ci", "t_cdf", "t_quantile", "trend",
+    "block_means", "peak_is_noise",
 ]
 
 
@@ -38,6 +38,22 @@ def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z2 / (2 * n)) / denom
     half = z * math.sqrt(p * (1.0 - p) / n + z2 / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def score_difference(score_a: float, games_a: int, score_b: float, games_b: int,
+                     z: float = 1.96) -> tuple[float, float, float]:
+    """(difference, lo, hi): ``score_b - score_a`` of two independent matches and its interval.
+
+    Newcombe's hybrid score interval (his method 10), built from the two Wilson intervals: it
+    stays inside [-1, 1], and unlike the normal approximation it is not degenerate at a score
+    of 0 or 1 (a policy that loses every game before training is the usual first evaluation).
+    """
+    la, ua = wilson(score_a * games_a, games_a, z)
+    lb, ub = wilson(score_b * games_b, games_b, z)
+    d = score_b - score_a
+    lo = d - math.sqrt((score_b - lb) ** 2 + (ua - score_a) ** 2)
+    hi = d + math.sqrt((ub - score_b) ** 2 + (score_a - la) ** 2)
+    return d, max(-1.0, lo), min(1.0, hi)
 
 
 def elo_diff(score: float) -> float:

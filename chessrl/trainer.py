@@ -376,6 +376,11 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
             if not resume:  # the starting point every later checkpoint is measured against
                 checkpoint.save_initial(ckpt_dir, state_dict(run, 0))
         run.hook("chessrl_train_start", run=run)
+        if ddp.main and not resume and cfg.trainer.eval_every and cfg.trainer.eval_initial:
+            row = {"step": 0, **run_eval(run, 0)}  # the initial policy: the baseline of every later eval
+            logger.log(row)
+            for finding in health.update(row):
+                log(finding.line())
         end = cfg.trainer.steps if max_steps is None else min(cfg.trainer.steps, start + max_steps)
         if ddp.main and (cfg.logging.progress if progress is None else progress):
             from tqdm import tqdm

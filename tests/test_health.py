@@ -239,3 +239,40 @@ def test_bounds_and_floor_from_plugin_config():
     assert "adaptive_kl coef 0.1 at max for 100% of the last 20 steps" in by["saturated"].message
     assert by["dead"].message == ("entropy_floor never acted in 40 steps "
                                   "(entropy 2.7–2.7, last 2.7, stayed above floor 1.5)")
+
+
+def _evals(scores, games=200, every=50, opp="solver"):
+    return [{"step": i * every, f"eval/{opp}/score": s, f"eval/{opp}/games": games} for i, s in enumerate(scores)]
+
+
+def test_eval_trend_compares_the_first_and_last_evaluation():
+    mon, printed = run(_evals([0.0, 0.3, 0.05, 0.12]))  # the best (0.3) is not the last
+    t = mon.eval_trends()["solver"]
+    assert (t.first_step, t.last_step, t.verdict) == (0, 150, "improving")
+    assert t.diff == pytest.approx(0.12) and 0 < t.lo < 0.12 < t.hi
+    assert [f.numbers["verdict"] for f in printed if f.code == "eval_trend"] == ["improving"]  # reported once
+    mon, printed = run(_evals([0.0, 0.01, 0.12]))
+    assert [f.numbers["verdict"] for f in printed if f.code == "eval_trend"] == ["flat", "improving"]
+    mon, _ = run(_evals([0.10, 0.3, 0.12]))
+    assert mon.eval_trends()["solver"].verdict == "flat"
+    mon, _ = run(_evals([0.6, 0.2]))
+    (f,) = [f for f in mon.findings() if f.code == "eval_trend"]
+    assert f.numbers["verdict"] == "declining" and f.severity == "warning"
+    mon, _ = run(_evals([0.2]))
+    assert mon.eval_trends() == {}
+
+
+def test_learning_verdict_prefers_evaluations_to_the_reward_trend():
+    flat = [{"step": s, "rollout/return_mean": 0.0} for s in range(1, 301)]
+    mon, _ = run(flat)
+    assert mon.learning_verdict() == ("flat", "reward_trend")
+    rows = [dict(r) for r in flat]
+    rows[49].update({"eval/solver/score": 0.0, "eval/solver/games": 200})
+    rows[-1].update({"eval/solver/score": 0.12, "eval/solver/games": 200})
+    mon, _ = run(rows)
+    assert mon.learning_verdict() == ("improving", "evaluation")
+    rows[-1].update({"eval/random/score": 0.5, "eval/random/games": 200})
+    rows[49].update({"eval/random/score": 0.9, "eval/random/games": 200})
+    mon, _ = run(rows)
+    assert mon.learning_verdict() == ("mixed", "evaluation")
+    assert HealthMonitor(WINDOW).learning_verdict() == (None, "")

@@ -117,3 +117,18 @@ def test_bad_run_dir_is_a_user_error(tmp_path, setup):
     with pytest.raises(UserError) as err:
         main([str(run)])
     assert "\n" not in str(err.value)
+
+
+def test_learning_line_rests_on_evaluations_when_there_are_any(tmp_path):
+    rows = [{"step": s, "rollout/return_mean": 0.0} for s in range(0, 101)]
+    rows[0] = {"step": 0, "eval/solver/score": 0.0, "eval/solver/games": 200}   # the initial policy
+    rows[-1].update({"eval/solver/score": 0.12, "eval/solver/games": 200})
+    run = make_run(tmp_path, rows, config="[trainer]\nsteps = 100\nhealth_window = 20\n")
+    data = build_report(run)
+    assert data["learning"]["verdict"] == "improving" and data["learning"]["basis"] == "evaluation"
+    assert data["reward_trend"]["verdict"] == "flat"
+    write_report(run)
+    md = (run / "report.md").read_text()
+    assert "steps 1–100 of 100 planned" in md and "step 0 is the initial policy's evaluation" in md
+    assert "Learning: **improving**, judged on evaluations" in md
+    assert md.index("Learning:") < md.index("## Findings")

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from chessrl.stats import elo_ci, elo_diff, peak_is_noise, t_cdf, t_quantile, trend, wilson
+from chessrl.stats import elo_ci, elo_diff, peak_is_noise, score_difference, t_cdf, t_quantile, trend, wilson
 
 
 @pytest.mark.parametrize("successes, n, lo, hi", [
@@ -75,3 +75,24 @@ def test_peak_is_noise():
     assert peak_is_noise([0.2], 64) == (False, {"evaluations": 1, "reason": "fewer than 2 evaluations"})
     with pytest.raises(ValueError):
         peak_is_noise([0.1, 0.2], [64])
+
+
+@pytest.mark.parametrize("a, na, b, nb, lo, hi", [
+    (48 / 80, 80, 56 / 70, 70, 0.0524, 0.3339),   # Newcombe (1998), Table II, example (a)
+    (0 / 10, 10, 0 / 20, 20, -0.2775, 0.1611),    # example (d), both scores 0: still an interval
+])
+def test_score_difference_known_values(a, na, b, nb, lo, hi):
+    d, got_lo, got_hi = score_difference(a, na, b, nb)
+    assert d == pytest.approx(b - a)
+    assert (got_lo, got_hi) == pytest.approx((lo, hi), abs=1e-4)
+
+
+def test_score_difference_is_symmetric_and_narrows_with_games():
+    d, lo, hi = score_difference(0.5, 100, 0.5, 100)
+    assert d == 0.0 and lo == pytest.approx(-hi) and lo < 0 < hi
+    _, lo2, hi2 = score_difference(0.5, 1000, 0.5, 1000)
+    assert hi2 - lo2 < hi - lo
+    d, lo, hi = score_difference(0.0, 30, 1.0, 30)     # all lost, then all won: inside [-1, 1]
+    assert d == 1.0 and 0.8 < lo < 1.0 and hi == 1.0
+    d, lo, hi = score_difference(1.0, 5, 0.0, 5)
+    assert d == -1.0 and lo == -1.0 and -1.0 < hi < -0.3

@@ -37,6 +37,22 @@ def test_run_writes_metrics_config_and_checkpoints(tiny_config, tmp_path):
     assert rows[0]["budget/objective/grad_share"] == 1.0
 
 
+def test_initial_policy_is_evaluated_at_step_0_and_not_again_on_resume(tiny_config, tmp_path):
+    over = ["trainer.steps=2", "trainer.eval_every=2", "trainer.eval_games=4"]
+    run_dir = train(load_config(tiny_config, over), tmp_path / "run", progress=False, echo=lambda s: None)
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    keys = set(rows[0]) - {"step", "time/eval"}
+    assert keys and all(k.startswith("eval/") for k in keys)  # step 0: the initial policy's evaluation only
+    assert rows[0]["eval/perfect/games"] == 4 and "eval/perfect/score" in rows[2] and "eval/perfect/score" not in rows[1]
+    train(load_config(tiny_config, [*over[1:], "trainer.steps=4"]), run_dir, resume=True, progress=False,
+          echo=lambda s: None)
+    assert _steps(run_dir) == [0, 1, 2, 3, 4]
+    off = train(load_config(tiny_config, [*over, "trainer.eval_initial=false"]), tmp_path / "off", progress=False,
+                echo=lambda s: None)
+    assert _steps(off) == [1, 2]
+
+
 def test_resume_continues_without_gaps_or_duplicates(tiny_config, tmp_path):
     cfg = load_config(tiny_config)
     run_dir = tmp_path / "run"
