@@ -39,3 +39,21 @@ def test_short_tictactoe_run_clearly_improves_on_its_initial_policy(tmp_path):
     early = np.mean([r["rollout/reward_mean"] for r in rows[:10]])
     late = np.mean([r["rollout/reward_mean"] for r in rows[-10:]])
     assert late > early  # fewer blunders among the sampled moves
+
+
+def test_learning_curve_benchmark_prints_every_evaluation(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "learning_curve.py"), "--steps", "4", "--eval-every", "2",
+         "--eval-games", "8", "--set", "rollout.roots=8", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [p["step"] for p in result["points"]] == [0, 2, 4]      # step 0: the initial policy
+    seconds = [p["seconds"] for p in result["points"]]
+    assert seconds == sorted(seconds) and seconds[-1] > 0
+    first = result["points"][0]["perfect"]
+    assert first["games"] == 8 and first["non_losing_lo"] <= first["non_losing"] <= first["non_losing_hi"]
