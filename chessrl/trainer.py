@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import gc
 import sys
 import time
 from dataclasses import dataclass, field
@@ -423,6 +424,11 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
                 logger.close()
             if logfile is not None:
                 logfile.close()
+            if run.ddp is not None:
+                # the DDP wrapper (its reducer) must be freed while its process group is alive;
+                # freed after destroy_process_group, its destructor sometimes blocked forever
+                run.ddp = run.loss = None
+                gc.collect()
             dist_.close(ddp)
     return run_dir
 
