@@ -377,11 +377,14 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
             if not resume:  # the starting point every later checkpoint is measured against
                 checkpoint.save_initial(ckpt_dir, state_dict(run, 0))
         run.hook("chessrl_train_start", run=run)
-        if ddp.main and not resume and cfg.trainer.eval_every and cfg.trainer.eval_initial:
-            row = {"step": 0, **run_eval(run, 0)}  # the initial policy: the baseline of every later eval
+
+        def record(row: dict[str, Any]) -> None:  # rank 0: the metrics stream, then the health rules
             logger.log(row)
             for finding in health.update(row):
                 log(finding.line())
+
+        if ddp.main and not resume and cfg.trainer.eval_every and cfg.trainer.eval_initial:
+            record({"step": 0, **run_eval(run, 0)})  # the initial policy: the baseline of every later eval
         end = cfg.trainer.steps if max_steps is None else min(cfg.trainer.steps, start + max_steps)
         if ddp.main and (cfg.logging.progress if progress is None else progress):
             from tqdm import tqdm
@@ -393,9 +396,7 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
                 row.update(run_eval(run, step))
             interrupted = dist_.any_true(ddp, stop.requested)
             if ddp.main:
-                logger.log(row)
-                for finding in health.update(row):
-                    log(finding.line())
+                record(row)
                 if bar is not None:
                     bar.set_postfix(ret=f"{row['rollout/return_mean']:+.3f}", H=f"{row.get('train/entropy', 0):.2f}",
                                     clip=f"{row.get('train/clip_fraction', 0):.2f}", refresh=False)
