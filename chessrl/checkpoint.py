@@ -1,12 +1,21 @@
-"""Checkpoints: written atomically, the last k kept, everything needed to resume exactly."""
+"""Checkpoints: written atomically, the last k kept, everything needed to resume exactly.
+
+A checkpoint is a file that people share, so loading one must never run code. Files hold
+tensors and plain data only (dicts, lists, tuples, str, int, float, bool, None): :func:`write`
+converts numpy values to those before saving, and :func:`load` reads with
+``torch.load(weights_only=True)``, whose unpickler refuses every other Python object. A file
+that asks for one (a pickled class, a ``__reduce__`` payload) is refused with one line.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from chessrl.errors import UserError
@@ -14,13 +23,45 @@ from chessrl.errors import UserError
 PATTERN = re.compile(r"step_(\d+)\.pt$")
 
 
+def plain(obj: Any) -> Any:
+    """``obj`` with numpy arrays/scalars turned into tensors/Python numbers, recursively, so
+    that it loads under ``weights_only=True``; anything else not plain data is a TypeError."""
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.Tensor, torch.Size)):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {plain(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        items = [plain(v) for v in obj]
+        return items if isinstance(obj, list) else tuple(items)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"checkpoint state holds a {type(obj).__name__}; only tensors and plain data "
+                    "(dict, list, tuple, str, int, float, bool, None) can be saved")
+
+
+def write(path: Path, state: dict[str, Any]) -> Path:
+    """Save ``state`` to ``path`` atomically: a uniquely named temp file in the same folder,
+    then a rename; the temp file is removed if the write fails (e.g. a full disk)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(plain(state), fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def save(ckpt_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Write ``state`` to ``ckpt_dir/step_<step>.pt`` via a temp file and rename; prune old ones."""
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    path = ckpt_dir / f"step_{step:07d}.pt"
-    tmp = ckpt_dir / f".step_{step:07d}.pt.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Write ``state`` to ``ckpt_dir/step_<step>.pt`` atomically; prune all but the last ``keep``."""
+    path = write(ckpt_dir / f"step_{step:07d}.pt", state)
     for old in list_checkpoints(ckpt_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
@@ -28,11 +69,7 @@ def save(ckpt_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
 
 def save_initial(ckpt_dir: Path, state: dict[str, Any]) -> Path:
     """Write ``ckpt_dir/initial.pt``: the policy before its first update (never pruned)."""
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    path, tmp = ckpt_dir / "initial.pt", ckpt_dir / ".initial.pt.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    return write(ckpt_dir / "initial.pt", state)
 
 
 def list_checkpoints(ckpt_dir: Path) -> list[Path]:
@@ -48,6 +85,11 @@ def latest(ckpt_dir: Path) -> Path | None:
 
 
 def load(path: str | Path) -> dict[str, Any]:
+    """The state saved at ``path`` (a file, or a run directory: its latest step checkpoint).
+
+    Never executes code from the file: see the module docstring. Every failure is one
+    :class:`UserError` line naming the file.
+    """
     p = Path(path)
     if p.is_dir():
         found = latest(p / "checkpoints") or latest(p)
@@ -57,9 +99,17 @@ def load(path: str | Path) -> dict[str, Any]:
     if not p.exists():
         raise UserError(f"{path}: no such checkpoint file")
     try:
-        return torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise UserError(f"{path}: not a readable chessrl checkpoint ({type(exc).__name__}: {exc})") from None
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - every way a file can be bad is the user's to fix
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise UserError(f"{p}: refused: the file holds Python objects beyond tensors and plain data "
+                            "(loading it could run code); chessrl checkpoints never do, so it was not made "
+                            "by chessrl or was tampered with") from None
+        raise UserError(f"{p}: not a readable chessrl checkpoint ({type(exc).__name__}: {first})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{p}: not a chessrl checkpoint (holds a {type(state).__name__}, not a dict)")
+    return state
 
 
 def load_policy_weights(policy: torch.nn.Module, path: str | Path) -> None:

@@ -39,6 +39,7 @@ import chess.engine
 import numpy as np
 import torch
 
+from chessrl import checkpoint
 from chessrl.trainer import resolve_device
 from chessrl.config import PolicyConfig, apply_overrides, read_toml
 from chessrl.envs.chess import encoding as enc
@@ -544,9 +545,7 @@ def save_checkpoint(cfg: PretrainConfig, policy: Policy, summary: dict[str, Any]
                         "policy": policy_cfg, "pretrain": to_dict(cfg)},
              "game": "chess", "step": 0, "policy_sizes": dict(policy.sizes), "pretrain": summary}
     state["config"]["pretrain"].pop("env", None)
-    tmp = out.with_name(f".{out.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, out)
+    checkpoint.write(out, state)
     if path is None:
         out.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     return out

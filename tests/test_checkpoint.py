@@ -1,0 +1,96 @@
+"""Checkpoints are shared files: loading one never runs code, on every path that loads one."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from chessrl import checkpoint
+from chessrl.errors import UserError
+
+
+class _Payload:
+    """Unpickling this runs ``Path.touch(marker)``: what an attacker's checkpoint would do."""
+
+    def __init__(self, marker: pathlib.Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def _malicious(path: pathlib.Path, marker: pathlib.Path) -> pathlib.Path:
+    state = {"step": 1, "policy": {"w": torch.zeros(2)}, "config": {}, "payload": _Payload(marker)}
+    torch.save(state, path)
+    return path
+
+
+def test_the_payload_really_runs_code_under_an_unsafe_load(tmp_path):
+    # guards the test itself: the file is only a proof if an unsafe load would execute it
+    marker = tmp_path / "pwned"
+    torch.load(_malicious(tmp_path / "evil.pt", marker), weights_only=False)
+    assert marker.exists()
+
+
+def test_load_refuses_a_file_that_would_run_code(tmp_path):
+    marker = tmp_path / "pwned"
+    with pytest.raises(UserError, match="refused") as info:
+        checkpoint.load(_malicious(tmp_path / "evil.pt", marker))
+    assert not marker.exists()
+    assert "\n" not in str(info.value)
+
+
+def test_numpy_state_is_stored_as_plain_data_and_round_trips(tmp_path):
+    state = {"a": np.float32(1.5), "b": np.arange(3), "c": [np.int64(2), (np.bool_(True), "x")],
+             "p": pathlib.Path("/tmp/x"), "t": torch.ones(2), "n": None}
+    path = checkpoint.write(tmp_path / "ok.pt", state)
+    back = checkpoint.load(path)
+    assert back["a"] == 1.5 and isinstance(back["a"], float)
+    assert torch.equal(back["b"], torch.arange(3)) and back["c"] == [2, (True, "x")]
+    assert back["p"] == "/tmp/x" and torch.equal(back["t"], torch.ones(2)) and back["n"] is None
+    assert [p.name for p in tmp_path.iterdir()] == ["ok.pt"]  # no temp file left behind
+
+
+def test_unsaveable_state_leaves_no_temp_file(tmp_path):
+    with pytest.raises(TypeError, match="only tensors and plain data"):
+        checkpoint.write(tmp_path / "x.pt", {"obj": object()})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    from tests.conftest import TINY_TTT, run_cli
+
+    d = tmp_path_factory.mktemp("ck")
+    (d / "tiny.toml").write_text(TINY_TTT)
+    r = run_cli("run", str(d / "tiny.toml"), "--run-dir", str(d / "run"), "--max-steps", "2")
+    assert r.returncode == 0, r.stderr
+    return d
+
+
+def _refused(r: subprocess.CompletedProcess, marker: pathlib.Path) -> None:
+    assert not marker.exists(), "the checkpoint's payload ran"
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert any("refused" in ln for ln in lines) and "Traceback" not in r.stderr, r.stderr
+
+
+def test_every_cli_path_refuses_a_malicious_checkpoint(trained_run, cli):
+    d = trained_run
+    marker = d / "pwned"
+    run = d / "run"
+    # 1. --resume: the latest step checkpoint is the attacker's
+    _malicious(run / "checkpoints" / "step_0000009.pt", marker)
+    _refused(cli("run", str(d / "tiny.toml"), "--run-dir", str(run), "--resume", "--max-steps", "1"), marker)
+    # 2. eval FILE and 3. eval RUN_DIR
+    evil = _malicious(d / "evil.pt", marker)
+    _refused(cli("eval", str(evil), "--games", "2"), marker)
+    _refused(cli("eval", str(run), "--games", "2"), marker)
+    # 4. policy.init_checkpoint
+    _refused(cli("run", str(d / "tiny.toml"), "--run-dir", str(d / "fresh"), "--max-steps", "1",
+                 "--set", f"policy.init_checkpoint={evil}"), marker)
+    assert not (d / "fresh" / "metrics.jsonl").exists()
