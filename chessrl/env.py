@@ -39,6 +39,10 @@ class BoardGameEnv(EnvBase):
         self.rng = np.random.default_rng(seed)
         self.states: list[Any] = []
         self.reasons: list[str] = [""] * self.n
+        # False: plies are not scored by the reward engine (reward/value 0) except where a game
+        # ends by its rules; :meth:`final_values` scores the last positions. For returns that
+        # need the final position only ("terminal"): one search per trajectory, not per ply.
+        self.score_plies = True
         B = batch_size
         self.observation_spec = Composite(
             observation=Bounded(0, game.obs_vocab - 1, shape=(*B, game.obs_len), dtype=torch.int64, device=device),
@@ -120,7 +124,13 @@ class BoardGameEnv(EnvBase):
             self.ply[idx] += 1
         fields, obs = self._observe(~active)
         if idx.size:
-            after = np.asarray(self.game.values([self.states[i] for i in idx]), dtype=np.float32)
+            if self.score_plies:
+                after = np.asarray(self.game.values([self.states[i] for i in idx]), dtype=np.float32)
+            else:  # only results by the rules; live boards are scored once, by final_values()
+                after = np.zeros(idx.size, dtype=np.float32)
+                ended = np.flatnonzero(obs.terminated[idx])
+                if ended.size:
+                    after[ended] = self.game.values([self.states[i] for i in idx[ended]])
             mover_value = -after  # values are for the side to move, i.e. the opponent now
             reward[idx] = mover_value - self.values[idx]
             value[idx] = mover_value
@@ -137,6 +147,16 @@ class BoardGameEnv(EnvBase):
         fields["value"] = self._tensor(value[:, None], torch.float32)
         fields.update(self._flags(self.terminated, self.truncated))
         return TensorDict(fields, batch_size=self.batch_size, device=self.device)
+
+    def final_values(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, values)``: the flat boards still live that moved since the reset (not ended by
+        the rules), and the value of their current position for the player who moved last."""
+        rows = np.flatnonzero(~self.terminated & (self.ply > 0))
+        if rows.size == 0:
+            return rows, np.zeros(0, dtype=np.float32)
+        after = np.asarray(self.game.values([self.states[i] for i in rows]), dtype=np.float32)
+        self.values[rows] = after
+        return rows, -after
 
     def _set_seed(self, seed: int | None) -> None:
         self.rng = np.random.default_rng(seed)

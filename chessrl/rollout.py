@@ -28,15 +28,23 @@ class RolloutTimes:
 def collect(env: BoardGameEnv, policy: torch.nn.Module, *, plies: int, temperature: float,
             opponent: str = "self", train_plies: str = "root", teacher_forcing_prob: float = 0.0,
             teacher_forcing_depth: int = 0, generator: torch.Generator | None = None,
-            times: RolloutTimes | None = None) -> TensorDict:
+            times: RolloutTimes | None = None, score: str = "every_ply") -> TensorDict:
     """Play ``plies`` plies on every board of ``env`` (batch ``[R, G]``) and stack them.
 
     Teacher forcing flips one coin per trajectory: a forced trajectory's first
     ``teacher_forcing_depth`` opponent plies are the engine's moves. Engine plies (forced or
     a fixed opponent's) and plies after the game ended are masked out of the loss.
+
+    ``score = "last"`` asks the reward engine for the final position of each trajectory only
+    (results by the rules are still exact at every ply); ``reward``/``value`` of the earlier
+    plies are 0 and the last played ply of a live trajectory carries the final value as both.
+    That is all ``returns = "terminal"`` reads.
     """
+    if score not in ("every_ply", "last"):
+        raise ValueError(f"score must be 'every_ply' or 'last', not {score!r}")
     times = times or RolloutTimes()
     device = env.device
+    env.score_plies = score == "every_ply"
     td = env.reset()
     B = env.batch_size
     root_player = td["to_play"].clone()
@@ -79,6 +87,20 @@ def collect(env: BoardGameEnv, policy: torch.nn.Module, *, plies: int, temperatu
         steps.append(td)
         td = step_mdp(td, keep_other=False, exclude_action=True)
     out = torch.stack(steps, dim=len(B))
+    if score == "last":
+        t0 = time.perf_counter()
+        rows, final = env.final_values()
+        times.env += time.perf_counter() - t0
+        if rows.size:
+            flat = out.reshape(-1, plies)
+            played = flat["valid"][torch.as_tensor(rows)]
+            idx = torch.arange(plies).expand_as(played)
+            last = torch.where(played, idx, torch.full_like(idx, -1)).max(-1).values
+            r = torch.as_tensor(rows)
+            value = torch.as_tensor(final, dtype=torch.float32, device=out.device)
+            flat["next", "value"][r, last, 0] = value
+            flat["next", "reward"][r, last, 0] = value
+            out = flat.reshape(*B, plies)
     out["root_player"] = root_player.unsqueeze(-1).expand(*B, plies).clone()
     out["root_value"] = root_value.unsqueeze(-1).expand(*B, plies).clone()
     out["forced_traj"] = forced_traj.unsqueeze(-1).expand(*B, plies).clone()

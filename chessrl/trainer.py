@@ -71,6 +71,7 @@ def grpo_step(run: Run, step: int) -> dict[str, float]:
     run.generator.manual_seed(rank_seed(cfg.seed, run.dist.rank, step))
     run.env.set_seed(rank_seed(cfg.seed, run.dist.rank, step), static_seed=True)
     engine_t0 = getattr(run.game, "engine_seconds", 0.0)
+    engine_stats0 = _engine_stats(run.game)
 
     # --- old-policy sync: rollouts sample from the old policy --------------------------
     if cfg.trainer.sync_every > 1 and (step - 1) % cfg.trainer.sync_every == 0:
@@ -83,7 +84,8 @@ def grpo_step(run: Run, step: int) -> dict[str, float]:
     ro = cfg.rollout
     td = collect(run.env, run.old_policy, plies=ro.plies, temperature=ro.temperature, opponent=ro.opponent,
                  train_plies=ro.train_plies, teacher_forcing_prob=ro.teacher_forcing_prob,
-                 teacher_forcing_depth=ro.teacher_forcing_depth, generator=run.generator, times=rt)
+                 teacher_forcing_depth=ro.teacher_forcing_depth, generator=run.generator, times=rt,
+                 score="last" if cfg.advantage.returns == "terminal" else "every_ply")
     t_rollout = time.perf_counter() - t0
 
     # --- advantages: group-relative, per player, broadcast to that player's plies -----
@@ -153,10 +155,27 @@ def grpo_step(run: Run, step: int) -> dict[str, float]:
             run.stop_reason = f"plugin {name} stopped training: {report.stop}"
     engine = getattr(run.game, "engine_seconds", engine_t0) - engine_t0
     t_total = time.perf_counter() - t_step
+    m.update(_engine_metrics(engine_stats0, _engine_stats(run.game)))
     m.update({"time/step": t_total, "time/rollout": t_rollout, "time/reward_engine": engine,
               "time/policy": t_policy, "time/learner": t_learner, "time/budget": t_budget,
               "time/overhead_frac": max(0.0, 1 - (engine + t_policy + t_learner) / t_total)})
     return m
+
+
+def _engine_stats(game) -> dict[str, float]:
+    stats = getattr(game, "stats", None)
+    return stats() if callable(stats) else {}
+
+
+def _engine_metrics(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """This step's reward-engine work: searches run, cache/dedup hit rate, engine restarts."""
+    if "evaluations" not in after:
+        return {}
+    d = {k: after.get(k, 0) - before.get(k, 0) for k in ("evaluations", "hits", "misses", "restarts")}
+    looked = d["hits"] + d["misses"]
+    return {"rollout/reward_searches": d["evaluations"],
+            "rollout/reward_cache_hit_rate": d["hits"] / looked if looked else 0.0,
+            "rollout/engine_restarts": d["restarts"]}
 
 
 def loss_terms(run: Run, batch: TensorDict):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from chessrl.envs.chess.game import ChessGame, ChessState
-from chessrl.envs.chess.stockfish import EngineFailure, StockfishPool, process_alive, score_to_value
+from chessrl.envs.chess.stockfish import EngineFailure, StockfishPool, mate_value, process_alive, score_to_value
 from chessrl.errors import UserError
 
 STOCKFISH = "/usr/games/stockfish"
@@ -48,12 +48,16 @@ def test_missing_binary_is_a_user_error():
         ChessGame(stockfish_path="/nope/stockfish")
 
 
-def test_value_mapping():
+def test_value_mapping_prefers_shorter_mates_and_keeps_mates_above_every_cp_score():
     assert score_to_value(chess.engine.Cp(0), 271.6) == 0.0
-    assert score_to_value(chess.engine.Mate(3), 271.6) == 1.0
-    assert score_to_value(chess.engine.Mate(-1), 271.6) == -1.0
     v = score_to_value(chess.engine.Cp(300), 271.6)
-    assert 0.5 < v < 0.55 and score_to_value(chess.engine.Cp(-300), 271.6) == pytest.approx(-v)
+    assert 0.4 < v < 0.5 and score_to_value(chess.engine.Cp(-300), 271.6) == pytest.approx(-v)
+    mates = [score_to_value(chess.engine.Mate(n), 271.6) for n in range(1, 30)]
+    assert all(a > b for a, b in zip(mates, mates[1:]))          # a mate in 1 beats a mate in 2 ...
+    best_cp = score_to_value(chess.engine.Cp(100_000), 271.6)
+    assert min(mates) > best_cp and mates[0] < 1.0                # ... and every mate beats any cp score
+    assert [score_to_value(chess.engine.Mate(-n), 271.6) for n in range(1, 30)] == [-m for m in mates]
+    assert score_to_value(chess.engine.Mate(0), 271.6) == -1.0      # mated on the board: the game result
 
 
 def test_values_are_deterministic_across_engines_and_calls_and_close_ends_processes():
@@ -63,7 +67,7 @@ def test_values_are_deterministic_across_engines_and_calls_and_close_ends_proces
         second = pool.values(boards()[::-1])[::-1]  # other order: other engines, warm hashes
         np.testing.assert_array_equal(first, second)
         assert ((first >= -1) & (first <= 1)).all()
-        assert first[2] < -0.5 and first[3] == 1.0 and abs(first[0]) < 0.5
+        assert first[2] < -0.5 and first[3] == np.float32(mate_value(1)) and abs(first[0]) < 0.5
         assert pool.stats()["hits"] == 0 and pool.evaluations == 10
         pids = pool.pids()
         assert len(pids) == 2 and all(process_alive(p) for p in pids)  # the batch used both engines

@@ -194,7 +194,8 @@ def evaluate(players: dict[str, Any], env_options: ChessOptions, opponent: Oppon
         raise UserError(f"--balance {balance} and --adjudicate {adjudicate} are values in (0, 1]")
     opts = build(ChessOptions, {"reward": "none", "max_plies": max_plies, "stockfish_path": env_options.stockfish_path,
                                 "engines": env_options.engines, "hash_mb": env_options.hash_mb,
-                                "depth": env_options.depth or 0, "nodes": env_options.nodes,
+                                "depth": env_options.depth or (0 if env_options.nodes else 8),  # static reward: adjudicate at 8
+                                "nodes": env_options.nodes,
                                 "value_scale": env_options.value_scale, "engine_retries": env_options.engine_retries,
                                 "engine_timeout": env_options.engine_timeout}, prefix="env")
     game = ChessGame(opts, seed)

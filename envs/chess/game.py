@@ -111,8 +111,8 @@ class ChessGame(Game):
             self._pool = StockfishPool(
                 o.stockfish_path, o.engines, o.hash_mb,
                 depth=o.depth if o.depth > 0 else None, nodes=o.nodes if o.nodes > 0 else None,
-                cache_size=o.cache_size, value_scale=o.value_scale, retries=o.engine_retries,
-                timeout=o.engine_timeout)
+                static=o.static_eval, cache_size=o.cache_size, value_scale=o.value_scale,
+                retries=o.engine_retries, timeout=o.engine_timeout, fresh=o.fresh_search)
         return self._pool
 
     @property
