@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chessrl.errors import NonFinite
+
 
 class Block(nn.Module):
     """Pre-norm transformer block (no dropout)."""
@@ -85,6 +87,9 @@ class Policy(nn.Module):
                 p.requires_grad_(False)
 
 
+ROW_BLOCK = 16
+
+
 def log_probs(policy: nn.Module, tokens: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
     """Log-probabilities [N, A] of the tempered policy over legal actions (-inf elsewhere).
 
@@ -92,8 +97,18 @@ def log_probs(policy: nn.Module, tokens: torch.Tensor, mask: torch.Tensor, tempe
     the loss. Rows with no legal action are given action 0 so that they stay finite.
     """
     module = getattr(policy, "module", policy)  # unwrap DDP for the attribute
+    # Group members share positions (all of them at the root): each distinct position goes
+    # through the network once and its logits are gathered back, which is exact (the gather's
+    # backward sums the rows' gradients) and up to G times cheaper for one-move groups.
+    # Matrix kernels may round a row differently in a batch of 1 or 10 rows than in one of
+    # 16: padding to a multiple of ROW_BLOCK rows makes a position's log-probs the same in
+    # the rollout, the old-policy recompute and the loss, so the first ratio is exactly 1.
+    unique, inverse = torch.unique(tokens, dim=0, return_inverse=True)
+    pad = -unique.shape[0] % ROW_BLOCK
+    if pad:
+        unique = torch.cat([unique, unique[:1].expand(pad, -1)])
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=tokens.is_cuda and getattr(module, "bf16", False)):
-        logits = policy(tokens)
+        logits = policy(unique)[inverse]
     logits = logits.float() / temperature
     mask = mask.clone()
     mask[~mask.any(-1), 0] = True
@@ -104,7 +119,13 @@ def sample(logp: torch.Tensor, generator: torch.Generator | None) -> torch.Tenso
     """Sample one action per row from log-probs by Gumbel-max, using ``generator`` only.
 
     Never touches the global RNG, so evaluation and rollouts cannot reseed anything else.
+    A row whose log-probs are NaN or infinite (a diverged policy) raises :class:`NonFinite`
+    instead of being sampled: argmax over NaN would pick action 0, legal or not.
     """
+    best = logp.amax(-1)
+    if not bool(torch.isfinite(best).all()):
+        bad = int((~torch.isfinite(best)).sum())
+        raise NonFinite(f"non-finite logits in {bad} of {best.numel()} positions: the policy's outputs are NaN or infinite")
     gen_device = generator.device if generator is not None else logp.device
     u = torch.rand(logp.shape, generator=generator, device=gen_device).to(logp.device).clamp_(1e-20, 1.0)
     return torch.argmax(logp - torch.log(-torch.log(u)), dim=-1)
