@@ -826,5 +826,6 @@ def ladder_results(player: Any, rungs: Sequence[str], pool: StockfishPool, games
 
 
 __all__ = ["Benchmark", "BenchmarkSpec", "build", "cache_path", "choose_fn", "elo_estimate", "engine_version",
+           "epsilon_random",
            "greedy_move", "ladder_ratings", "ladder_results", "material_gain", "material_greedy", "mating_moves",
            "random_mover", "rung_opponent", "stockfish_depth", "stockfish_nodes", "stockfish_skill"]
