@@ -79,7 +79,7 @@ class TrainerConfig:
     steps: int = opt(100, "GRPO steps to run.", ge=0)
     lr: float = opt(1e-6, "AdamW learning rate.", gt=0.0)
     weight_decay: float = opt(0.0, "AdamW weight decay.", ge=0.0)
-    betas: list[float] = opt([0.9, 0.999], "AdamW betas.")
+    betas: list[float] = opt([0.9, 0.999], "AdamW betas (beta1, beta2).", ge=0.0, lt=1.0, length=2)
     grad_clip: float = opt(1.0, "Clip the global gradient norm to this (0 = off).", ge=0.0)
     ppo_steps: int = opt(1, "Optimisation epochs over each rollout.", ge=1)
     sync_every: int = opt(1, "Copy the policy into the old policy every N steps.", ge=1)
@@ -104,7 +104,7 @@ class LoggingConfig:
 @dataclass
 class Config:
     name: str = opt("run", "Run name; the run directory is runs/<name>-<timestamp>/.")
-    seed: int = opt(0, "Seed for the policy init, root sampling and sampling.")
+    seed: int = opt(0, "Seed for the policy init, root sampling and sampling.", ge=0)
     device: str = opt("cpu", "'cpu', 'cuda' or 'auto' (cuda when present).", choices=("cpu", "cuda", "auto"))
     env: EnvConfig = section(EnvConfig, "The game.")
     policy: PolicyConfig = section(PolicyConfig, "The policy network.")
@@ -140,7 +140,10 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
+def apply_overrides(data: dict, overrides: list[str], applied: dict[str, str] | None = None) -> dict:
+    """Apply ``--set`` items to ``data`` (in place, also returned); ``applied``, when given,
+    receives ``{dotted key: the --set item}`` so that errors can blame the item, not the file."""
+    applied = {} if applied is None else applied
     for item in overrides:
         if "=" not in item:
             raise UserError(f"--set {item!r}: expected section.key=value, e.g. --set trainer.lr=3e-6")
@@ -152,14 +155,16 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             if not isinstance(node, dict):
                 raise UserError(f"--set {item!r}: '{part}' is not a section")
         node[parts[-1]] = parse_value(value.strip())
+        applied[".".join(parts)] = item
     return data
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     """Load, override and validate an experiment config. Raises UserError on any mistake."""
     data, text = read_toml(path)
-    data = apply_overrides(data, list(overrides))
-    return from_dict(data, Locator(str(path), text))
+    applied: dict[str, str] = {}
+    data = apply_overrides(data, list(overrides), applied)
+    return from_dict(data, Locator(str(path), text, overrides=applied))
 
 
 def from_dict(data: dict, loc: Locator | None = None) -> Config:

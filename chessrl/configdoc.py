@@ -15,7 +15,9 @@ def _table(rows: list[dict], prefix: str = "") -> list[str]:
             extra = " One of: " + ", ".join(f"`{c}`" for c in r["choices"]) + "."
         bounds = [f"{w} {r[k]}" for k, w in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if k in r]
         if bounds:
-            extra += " Range: " + ", ".join(bounds) + "."
+            extra += (" Range (each element): " if r["type"].startswith("a list") else " Range: ") + ", ".join(bounds) + "."
+        if "length" in r:
+            extra += f" Exactly {r['length']} elements."
         key = f"{prefix}{r['key']}"
         out.append(f"| `{key}` | {r['type']} | `{r['default']!r}` | {r['help']}{extra} |")
     return out

@@ -2,14 +2,16 @@
 
 The core experiment config, every game's options and every regulariser's options use the
 same machinery, so every section is validated the same strict way: an unknown key, a wrong
-type or an out-of-range value is a :class:`UserError` naming the key, the value and what is
-expected.
+type, a number that is not finite (``inf``, ``nan``) or an out-of-range value is a
+:class:`UserError` naming the key, the value and what is expected. Bounds on a list field
+apply to each element; ``length`` fixes how many elements it has.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any
@@ -18,9 +20,13 @@ from chessrl.errors import UserError
 
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, ge: float | None = None,
-        le: float | None = None, gt: float | None = None, lt: float | None = None) -> Any:
-    """A schema field: its default, a one-line help text, and optional choices or bounds."""
-    meta = {"help": help, "choices": choices, "ge": ge, "le": le, "gt": gt, "lt": lt}
+        le: float | None = None, gt: float | None = None, lt: float | None = None,
+        length: int | None = None) -> Any:
+    """A schema field: its default, a one-line help text, and optional choices or bounds.
+
+    For a list field the bounds apply to every element and ``length`` is its required size.
+    """
+    meta = {"help": help, "choices": choices, "ge": ge, "le": le, "gt": gt, "lt": lt, "length": length}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     if dataclasses.is_dataclass(default) and isinstance(default, type):
@@ -34,10 +40,12 @@ def section(cls: type, help: str) -> Any:
 
 
 class Locator:
-    """Maps dotted keys to line numbers in a TOML source (best effort; None if unknown)."""
+    """Maps dotted keys to where their value came from: a line of the TOML source (best
+    effort), or the ``--set`` item that overrode the key (or a table above it)."""
 
-    def __init__(self, path: str = "<config>", text: str = ""):
+    def __init__(self, path: str = "<config>", text: str = "", overrides: dict[str, str] | None = None):
         self.path = path
+        self.overrides = overrides or {}
         self.lines: dict[str, int] = {}
         table = ""
         for no, raw in enumerate(text.splitlines(), start=1):
@@ -51,6 +59,11 @@ class Locator:
                 self.lines.setdefault(full, no)
 
     def where(self, key: str) -> str:
+        parts = key.split(".")
+        for i in range(len(parts), 0, -1):  # the key itself, then the tables above it
+            item = self.overrides.get(".".join(parts[:i]))
+            if item is not None:
+                return f"--set {item}: "
         no = self.lines.get(key)
         return f"{self.path}: " if no is None else f"{self.path}:{no}: "
 
@@ -154,18 +167,29 @@ def check_value(full: str, value: Any, tp: Any, meta: typing.Mapping, loc: Locat
         raise UserError(
             f"{loc.where(full)}'{full}' = {value!r} has the wrong type: expected {_type_name(tp)}"
         ) from None
+    for x in value if isinstance(value, list) else [value]:
+        if isinstance(x, float) and not math.isfinite(x):
+            raise UserError(f"{loc.where(full)}'{full}' = {value!r} is not a finite number; "
+                            "inf and nan are not allowed: give a finite value")
+    length = meta.get("length")
+    if length is not None and isinstance(value, list) and len(value) != length:
+        raise UserError(f"{loc.where(full)}'{full}' = {value!r} has {len(value)} element(s): expected exactly {length}")
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise UserError(
             f"{loc.where(full)}'{full}' = {value!r} is not allowed: expected one of "
             f"{', '.join(repr(c) for c in choices)}{suggest(str(value), map(str, choices))}"
         )
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    for x in value if isinstance(value, list) else [value]:
+        if not isinstance(x, (int, float)) or isinstance(x, bool):
+            continue
         for bound, ok, word in (("ge", lambda v, b: v >= b, ">="), ("le", lambda v, b: v <= b, "<="),
                                 ("gt", lambda v, b: v > b, ">"), ("lt", lambda v, b: v < b, "<")):
             b = meta.get(bound)
-            if b is not None and not ok(value, b):
-                raise UserError(f"{loc.where(full)}'{full}' = {value!r} is out of range: expected {word} {b}")
+            if b is not None and not ok(x, b):
+                want = f"every element must be {word} {b} ({x!r} is not)" if isinstance(value, list) \
+                    else f"expected {word} {b}"
+                raise UserError(f"{loc.where(full)}'{full}' = {value!r} is out of range: {want}")
     return value
 
 
@@ -193,6 +217,6 @@ def describe(cls: type, prefix: str = "") -> list[dict[str, Any]]:
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         rows.append({"key": full, "type": _type_name(hints[f.name]), "default": default,
                      "help": f.metadata.get("help", ""),
-                     **{k: f.metadata.get(k) for k in ("choices", "ge", "le", "gt", "lt")
+                     **{k: f.metadata.get(k) for k in ("choices", "ge", "le", "gt", "lt", "length")
                         if f.metadata.get(k) is not None}})
     return rows
