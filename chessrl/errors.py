@@ -1,5 +1,7 @@
 """Errors the CLI turns into one line and an exit code instead of a traceback."""
 
+import abc
+
 
 class UserError(Exception):
     """A mistake in the user's input (config, CLI argument, file).
@@ -15,3 +17,32 @@ class PluginError(Exception):
     def __init__(self, plugin: str, hook: str, error: BaseException):
         self.plugin, self.hook, self.error = plugin, hook, error
         super().__init__(f"plugin '{plugin}' failed in hook {hook}: {type(error).__name__}: {error}")
+
+
+class RunFailure(Exception):
+    """A run cannot go on for a reason outside the code: it diverged, the disk is full or
+    read-only, an engine failed for good. The trainer writes the line to ``train.log``; the
+    CLI prints it as one line and exits with code 1. The message says how to continue."""
+
+
+class EngineFailure(RuntimeError, metaclass=abc.ABCMeta):
+    """An engine a game relies on failed for good (past the game's own restarts and retries).
+
+    A game raises it, a subclass of it, or a class it registers with
+    ``EngineFailure.register(cls)``; the trainer turns it into a :class:`RunFailure`. Match it
+    with ``isinstance`` (an ``except EngineFailure`` clause does not see registered classes).
+    """
+
+
+class NonFinite(ArithmeticError):
+    """A number the run cannot use is NaN or infinite (logits before sampling, parameters
+    after an optimiser step). The trainer skips the step and counts it."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal after its checkpoint; the CLI exits with ``exit_code``
+    (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, exit_code: int = 130):
+        super().__init__(exit_code)
+        self.exit_code = exit_code
