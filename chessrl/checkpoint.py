@@ -45,7 +45,9 @@ def plain(obj: Any) -> Any:
 
 def write(path: Path, state: dict[str, Any]) -> Path:
     """Save ``state`` to ``path`` atomically: a uniquely named temp file in the same folder,
-    then a rename; the temp file is removed if the write fails (e.g. a full disk)."""
+    then a rename; the temp file is removed if the write fails (e.g. a full disk). A failed
+    write of the disk is an ``OSError`` naming ``path``, also where torch reports it as a
+    RuntimeError of its zip writer."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -53,10 +55,23 @@ def write(path: Path, state: dict[str, Any]) -> Path:
         with os.fdopen(fd, "wb") as fh:
             torch.save(plain(state), fh)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        cause = _os_error(exc)
+        if cause is not None:
+            raise OSError(cause.errno, cause.strerror, str(path)) from exc
         raise
     return path
+
+
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The OSError behind ``exc`` (itself, or one it was raised while handling), if any."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def save(ckpt_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:

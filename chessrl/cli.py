@@ -1,4 +1,6 @@
-"""The ``chessrl`` command line. A user's mistake prints one line and exits with code 2."""
+"""The ``chessrl`` command line. A user's mistake prints one line and exits with code 2; a run
+that cannot go on (it diverged, a disk or an engine failed) one line and code 1; a run stopped
+by SIGINT or SIGTERM, after its checkpoint, 130 or 143."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import sys
 from pathlib import Path
 
 from chessrl import __version__, pluginmanager
-from chessrl.errors import PluginError, UserError
+from chessrl.errors import PluginError, RunFailure, UserError
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -24,9 +26,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.resume and not args.run_dir:
         raise UserError("--resume needs --run-dir DIR: the run directory to continue")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise UserError(f"--max-steps {args.max_steps}: give the number of steps to run, at least 1")
+    if args.allow_change and not args.resume:
+        raise UserError("--allow-change works with --resume only: a new run takes any config")
     run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(cfg)
     train(cfg, run_dir, max_steps=args.max_steps, resume=args.resume,
-          progress=False if args.no_progress else None)
+          progress=False if args.no_progress else None, allow_change=args.allow_change)
     print(f"run directory: {run_dir}")
     return 0
 
@@ -76,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="run directory (default runs/<name>-<timestamp>/)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (this invocation)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest checkpoint")
+    p.add_argument("--allow-change", action="append", default=[], metavar="KEY",
+                   help="with --resume: take this key's new value from the config or --set (repeatable; "
+                        "only safe keys, e.g. trainer.steps, trainer.lr; docs/reliability.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
@@ -114,15 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"chessrl: error: {exc}", file=sys.stderr)
         return 2
+    except RunFailure as exc:
+        print(f"chessrl: error: {exc}", file=sys.stderr)
+        return 1
     except PluginError as exc:
         if isinstance(exc.error, UserError):
             print(f"chessrl: error: {exc.error}", file=sys.stderr)
             return 2
         print(f"chessrl: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Interrupted carries 130 (SIGINT) or 143 (SIGTERM)
         print("chessrl: interrupted", file=sys.stderr)
-        return 130
+        return getattr(exc, "exit_code", 130)
 
 
 if __name__ == "__main__":

@@ -91,6 +91,9 @@ class TrainerConfig:
     eval_initial: bool = opt(True, "With eval_every > 0, also evaluate the initial policy at step 0, before any "
                              "update: the baseline the report's learning verdict compares the last evaluation with.")
     health_window: int = opt(20, "Steps in the window health flags look at.", ge=2)
+    max_consecutive_skips: int = opt(5, "Stop the run (exit 1) after this many consecutive skipped steps: steps whose "
+                                     "loss, gradient, updated parameters or logits were not finite (0 = never stop).",
+                                     ge=0)
 
 
 @dataclass

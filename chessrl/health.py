@@ -501,7 +501,8 @@ class HealthMonitor:
         if skipped is not None and skipped.last > 0:
             out.append(self._finding(
                 "skipped_steps", "warning", "train/skipped_steps",
-                f"{int(skipped.last)} step(s) skipped so far because the loss or gradient was not finite",
+                f"{int(skipped.last)} step(s) skipped so far because the loss, gradient, updated parameters or "
+                "logits were not finite (train.log says which)",
                 {"skipped_steps": int(skipped.last)}))
         if not self.window_full:
             return out

@@ -46,9 +46,9 @@ class MetricsLogger:
     """Appends rows to ``metrics.jsonl`` (flushed every step) and logs them to wandb."""
 
     def __init__(self, run_dir: Path, *, wandb: str = "auto", project: str = "chessrl", name: str = "run",
-                 config: dict | None = None, resume_step: int = 0) -> None:
+                 config: dict | None = None, resume_step: int | None = None) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
-        if resume_step:
+        if resume_step is not None:  # a resume from step N (0: from initial.pt) drops the rows after N
             truncate_metrics(self.path, resume_step)
         self.file = open(self.path, "a")
         self.run = None
@@ -132,5 +132,9 @@ def truncate_metrics(path: Path, last_step: int) -> None:
         return
     keep = [r for r in read_metrics(path) if r.get("step", 0) <= last_step]
     tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves the old file, never a temp file
+        raise

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import errno
 import gc
+import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,13 +22,13 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-from chessrl import checkpoint, pluginmanager
+from chessrl import checkpoint, pluginmanager, rundir
 from chessrl import distributed as dist_
 from chessrl.advantage import rollout_advantages
 from chessrl.budget import backward_with_budget, value_budget
 from chessrl.config import Config, config_to_dict, dumps_toml
 from chessrl.env import BoardGameEnv
-from chessrl.errors import UserError
+from chessrl.errors import EngineFailure, Interrupted, NonFinite, RunFailure, UserError
 from chessrl.loss import GRPOLoss
 from chessrl.metrics import MetricsLogger, read_metrics
 from chessrl.policy import build_policy, log_probs
@@ -54,6 +57,8 @@ class Run:
     device: torch.device
     log: Callable[[str], None] = print
     skipped_steps: int = 0
+    consecutive_skips: int = 0        # skipped steps in a row; max_consecutive_skips stops the run
+    skip_reason: str | None = None    # why the current step was skipped, when a check knows
     last_sync: int = 0
     stop_reason: str | None = None
     dist: dist_.Dist = field(default_factory=dist_.Dist)
@@ -136,7 +141,9 @@ def grpo_step(run: Run, step: int) -> dict[str, float]:
             skipped = True
             run.optimizer.zero_grad(set_to_none=True)
             break
-        run.optimizer.step()
+        if not optimizer_step(run, params):  # a step leaving non-finite weights is undone
+            skipped = True
+            break
         epochs_run += 1
         epoch_rows.append(_epoch_row(out, batch, total, grad_norm))
     run.skipped_steps += skipped
@@ -327,22 +334,78 @@ def state_dict(run: Run, step: int) -> dict[str, Any]:
             "old_policy": None if run.old_policy is run.policy else run.old_policy.state_dict(),
             "ref_policy": None if run.ref_policy is None else run.ref_policy.state_dict(),
             "coefficients": run.coefs.state_dict(), "plugins": plugin_states,
-            "skipped_steps": run.skipped_steps, "last_sync": run.last_sync,
-            "config": config_to_dict(run.config), "game": run.config.env.name,
+            "skipped_steps": run.skipped_steps, "consecutive_skips": run.consecutive_skips,
+            "last_sync": run.last_sync, "config": config_to_dict(run.config), "game": run.config.env.name,
             "policy_sizes": getattr(run.policy, "sizes", {})}
 
 
-def load_state(run: Run, state: dict[str, Any]) -> int:
-    run.policy.load_state_dict(state["policy"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    if state.get("old_policy") is not None and run.old_policy is not run.policy:
-        run.old_policy.load_state_dict(state["old_policy"])
-    if state.get("ref_policy") is not None and run.ref_policy is not None:
-        run.ref_policy.load_state_dict(state["ref_policy"])
+_STATE_KEYS = ("step", "policy", "optimizer", "coefficients", "plugins", "skipped_steps", "last_sync")
+
+
+def load_state(run: Run, state: dict[str, Any], path: Path | str = "checkpoint") -> int:
+    """Restore a checkpoint's state into ``run``; return its step. A file that is not a full
+    training checkpoint of this game and model is a one-line :class:`UserError` naming it."""
+    missing = [k for k in _STATE_KEYS if k not in state]
+    if missing:
+        raise UserError(f"{path}: not a training checkpoint (missing {', '.join(missing)}); resume needs "
+                        "a file written by 'chessrl run' (policy-only files go to policy.init_checkpoint)")
+    if state.get("game", run.config.env.name) != run.config.env.name:
+        raise UserError(f"{path}: a checkpoint of game {state['game']!r}, but this run plays "
+                        f"{run.config.env.name!r}; a run cannot change its game")
+    try:
+        run.policy.load_state_dict(state["policy"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        if state.get("old_policy") is not None and run.old_policy is not run.policy:
+            run.old_policy.load_state_dict(state["old_policy"])
+        if state.get("ref_policy") is not None and run.ref_policy is not None:
+            run.ref_policy.load_state_dict(state["ref_policy"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: does not fit this run's model or optimiser ({first}); "
+                        "resume with the config the run was started with") from None
     run.coefs.load_state_dict(state["coefficients"])
     run.hook("chessrl_load_state_dict", states=state["plugins"])
     run.skipped_steps, run.last_sync = state["skipped_steps"], state["last_sync"]
+    run.consecutive_skips = state.get("consecutive_skips", 0)
     return int(state["step"])
+
+
+def optimizer_step(run: Run, params: list[torch.nn.Parameter]) -> bool:
+    """``run.optimizer.step()``, undone if it leaves a parameter NaN or infinite (or overflows):
+    the parameters and the optimiser state return to what they were before it, and
+    ``run.skip_reason`` says why. True when the step was kept."""
+    before = [p.detach().clone() for p in params]
+    opt_before = copy.deepcopy(run.optimizer.state_dict())
+    try:
+        run.optimizer.step()
+        finite = bool(torch.stack([torch.isfinite(p).all() for p in params]).all()) if params else True
+    except RuntimeError as exc:  # e.g. "value cannot be converted to type float without overflow"
+        if "overflow" not in str(exc):
+            raise
+        finite = False
+    if dist_.all_true(run.dist, finite):
+        return True
+    with torch.no_grad():
+        for p, b in zip(params, before):
+            p.copy_(b)
+    run.optimizer.load_state_dict(opt_before)
+    run.skip_reason = "the optimiser step made parameters non-finite (undone)"
+    return False
+
+
+def nonfinite_tensors(state: dict[str, Any]) -> list[str]:
+    """Names of the policy and optimiser tensors in ``state`` that hold a NaN or an infinity."""
+    bad = [f"policy.{k}" for k, v in state["policy"].items()
+           if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    for pid, s in state["optimizer"].get("state", {}).items():
+        bad += [f"optimizer.{pid}.{k}" for k, v in s.items()
+                if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return bad
+
+
+def derived_seed(seed: int, rank: int, step: int, purpose: int) -> int:
+    """A seed for the game's generators from (run seed, rank, step, purpose: 1 = step, 2 = eval)."""
+    return int(np.random.SeedSequence([seed, rank, step, purpose]).generate_state(1, dtype=np.uint64)[0] % (2**63))
 
 
 def new_run_dir(cfg: Config, root: Path = Path("runs")) -> Path:
@@ -351,50 +414,90 @@ def new_run_dir(cfg: Config, root: Path = Path("runs")) -> Path:
 
 
 def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: bool = False,
-          progress: bool | None = None, echo: Callable[[str], None] | None = None) -> Path:
+          progress: bool | None = None, echo: Callable[[str], None] | None = None,
+          allow_change: tuple[str, ...] | list[str] = ()) -> Path:
     """Train ``cfg`` in ``run_dir`` (resuming from its latest checkpoint if asked); return run_dir.
 
-    Under torchrun every rank calls this; rank 0's ``run_dir`` wins and rank 0 alone writes.
+    ``run_dir`` is locked for the whole call. On ``resume`` the stored config.toml is the
+    truth: ``cfg`` may differ from it only in the keys ``allow_change`` names
+    (:data:`chessrl.rundir.SAFE_CHANGES`). What every fault leaves behind is listed in
+    docs/reliability.md. Under torchrun every rank calls this; rank 0's ``run_dir`` wins and
+    rank 0 alone writes.
     """
     from chessrl.health import HealthMonitor
 
+    if max_steps is not None and max_steps < 0:
+        raise UserError(f"max_steps = {max_steps}: the steps to run must be >= 0")
     ddp = dist_.init(resolve_device(cfg.device))
     run_dir = Path(dist_.broadcast(ddp, str(run_dir)))
     ckpt_dir = run_dir / "checkpoints"
-    if resume:
-        if checkpoint.latest(ckpt_dir) is None:
-            raise UserError(f"--resume: no checkpoint in {ckpt_dir}; start without --resume")
-    elif (run_dir / "metrics.jsonl").exists():
-        raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
     say = echo or (lambda line: print(line, file=sys.stderr))
 
     def log(line: str) -> None:
         if ddp.main:
             say(line)
 
-    run = build_run(cfg, run_dir, log, ddp)  # fails before anything is written (e.g. no engine)
-    logger = bar = logfile = None
-    step = 0
+    lock, created, refused = None, False, None
     try:
         if ddp.main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.toml").write_text(dumps_toml(config_to_dict(cfg)))
+            try:
+                lock, created = _lock_run_dir(run_dir, resume)
+            except UserError as exc:
+                refused = str(exc)
+        refused = dist_.broadcast(ddp, refused)  # every rank stops, not rank 0 alone
+        if refused:
+            raise UserError(refused)
+        start_from = rundir.resume_checkpoint(run_dir)
+        if resume:
+            if start_from is None and not (run_dir / "config.toml").exists():
+                raise UserError(f"--resume: {run_dir} holds no run (no checkpoint, no config.toml); "
+                                "start without --resume")
+            changes = rundir.config_changes(run_dir, cfg, allow_change)
+        elif allow_change:
+            raise UserError("--allow-change works with --resume only: a new run takes any config")
+        elif rundir.holds_a_run(run_dir):
+            raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
+        run = build_run(cfg, run_dir, log, ddp)  # fails before anything is written (e.g. no engine)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+            if created:
+                shutil.rmtree(run_dir, ignore_errors=True)  # it holds nothing but the lock
+        raise
+    logger = bar = logfile = None
+    step = last_saved = 0
+    stop = _GracefulStop(log)  # SIGINT / SIGTERM: finish the step, checkpoint, exit
+    try:
+        if ddp.main:
+            rundir.write_text(run_dir / "config.toml", dumps_toml(config_to_dict(cfg)))
             logfile = open(run_dir / "train.log", "a")
             run.log = log = _tee(logfile, say)
+            stop.log = log
         start = 0
+        if resume and start_from is not None:
+            start = load_state(run, checkpoint.load(start_from), start_from)
+            log(f"resumed from step {start} ({start_from.relative_to(run_dir)})")
+        elif resume:
+            log("resume: the run saved no checkpoint yet; starting it from step 0")
         if resume:
-            start = load_state(run, checkpoint.load(checkpoint.latest(ckpt_dir)))
-            log(f"resumed from step {start}")
-        step = start
+            for key, old, new in changes:
+                log(f"resume: {key} changed from {old!r} to {new!r} (--allow-change {key})")
+            for group in run.optimizer.param_groups:  # the checkpoint's lr unless --allow-change trainer.lr
+                group["lr"] = cfg.trainer.lr
+        step = last_saved = start
         health = HealthMonitor(window=cfg.trainer.health_window,
                                plugin_config={k: to_dict(v) for k, v in cfg.plugins.items()})
+        kept: list[dict[str, Any]] = []
         if ddp.main:
+            if not (ckpt_dir / "initial.pt").exists():  # the state before the first update, written first
+                why = _save(run, ckpt_dir, 0, initial=True)
+                if why is not None:
+                    raise RunFailure(f"the initial policy is unusable: {why}; check policy.init_checkpoint")
             logger = MetricsLogger(run_dir, wandb=cfg.logging.wandb, project=cfg.logging.project, name=run_dir.name,
-                                   config=config_to_dict(cfg), resume_step=start)
-            for row in read_metrics(run_dir / "metrics.jsonl"):  # findings already reported stay quiet
+                                   config=config_to_dict(cfg), resume_step=start if resume else None)
+            kept = read_metrics(run_dir / "metrics.jsonl")
+            for row in kept:  # findings already reported stay quiet
                 health.update(row)
-            if not resume:  # the starting point every later checkpoint is measured against
-                checkpoint.save_initial(ckpt_dir, state_dict(run, 0))
         run.hook("chessrl_train_start", run=run)
 
         def record(row: dict[str, Any]) -> None:  # rank 0: the metrics stream, then the health rules
@@ -402,38 +505,83 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
             for finding in health.update(row):
                 log(finding.line())
 
-        if ddp.main and not resume and cfg.trainer.eval_every and cfg.trainer.eval_initial:
-            record({"step": 0, **run_eval(run, 0)})  # the initial policy: the baseline of every later eval
+        def evaluate(step: int) -> dict[str, float]:  # the opponents' generators derive from (seed, step)
+            _reseed(run.game, derived_seed(cfg.seed, 0, step, 2))
+            return run_eval(run, step)
+
+        if (ddp.main and start == 0 and cfg.trainer.eval_every and cfg.trainer.eval_initial
+                and not any(r["step"] == 0 for r in kept)):
+            record({"step": 0, **evaluate(0)})  # the initial policy: the baseline of every later eval
         end = cfg.trainer.steps if max_steps is None else min(cfg.trainer.steps, start + max_steps)
         if ddp.main and (cfg.logging.progress if progress is None else progress):
             from tqdm import tqdm
             bar = tqdm(total=end, initial=start, desc=cfg.name, unit="step", dynamic_ncols=True, file=sys.stderr)
-        stop = _GracefulStop(log)
+        diverged = None
         for step in range(start + 1, end + 1):
-            row = {"step": step, **grpo_step(run, step)}
-            if ddp.main and cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
-                row.update(run_eval(run, step))
+            _reseed(run.game, derived_seed(cfg.seed, run.dist.rank, step, 1))  # engine tie-breaks
+            skipped0, run.skip_reason = run.skipped_steps, None
+            restarts0 = _engine_stats(run.game).get("restarts", 0)
+            try:
+                row, rolled_out = {"step": step, **grpo_step(run, step)}, True
+            except NonFinite as exc:  # the rollout's logits: nothing of this step is usable
+                row, rolled_out = _skipped_row(run, step, f"{exc} (in the rollout)"), False
+            if ddp.main and rolled_out and cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
+                try:
+                    row.update(evaluate(step))
+                except NonFinite as exc:
+                    row = {**row, **_skipped_row(run, step, f"{exc} (in the evaluation)")}
+            if run.skipped_steps > skipped0:
+                run.consecutive_skips += 1
+                log(f"step {step} skipped: {run.skip_reason or 'the loss or the gradient was not finite'}")
+            else:
+                run.consecutive_skips = 0
+            restarts = _engine_stats(run.game).get("restarts", 0) - restarts0
+            if restarts:
+                log(f"step {step}: the game's engine was restarted {restarts} time(s) (rollout/engine_restarts)")
+            limit = cfg.trainer.max_consecutive_skips
+            if limit and run.consecutive_skips >= limit:
+                diverged = (f"training diverged: {run.consecutive_skips} consecutive steps skipped "
+                            f"(steps {step - run.consecutive_skips + 1}-{step}; last: {run.skip_reason or 'non-finite loss or gradient'})")
             interrupted = dist_.any_true(ddp, stop.requested)
             if ddp.main:
                 record(row)
                 if bar is not None:
-                    bar.set_postfix(ret=f"{row['rollout/return_mean']:+.3f}", H=f"{row.get('train/entropy', 0):.2f}",
+                    bar.set_postfix(ret=f"{row.get('rollout/return_mean', float('nan')):+.3f}",
+                                    H=f"{row.get('train/entropy', 0):.2f}",
                                     clip=f"{row.get('train/clip_fraction', 0):.2f}", refresh=False)
                     bar.update(1)
-                if step % cfg.trainer.checkpoint_every == 0 or step == end or run.stop_reason or interrupted:
-                    checkpoint.save(ckpt_dir, step, state_dict(run, step), cfg.trainer.keep_checkpoints)
+                if diverged is None and (step % cfg.trainer.checkpoint_every == 0 or step == end or run.stop_reason
+                                         or interrupted):
+                    why = _save(run, ckpt_dir, step, keep=cfg.trainer.keep_checkpoints)
+                    if why is None:
+                        last_saved = step
+                    else:
+                        log(f"step {step}: no checkpoint written: {why}; the resume point stays step {last_saved}")
+            if diverged is not None:
+                raise RunFailure(f"{diverged}; no checkpoint was written after step {last_saved}. Fix the cause "
+                                 f"(e.g. a lower trainer.lr), then continue with --resume --run-dir {run_dir} "
+                                 "[--allow-change trainer.lr]")
             if interrupted and not run.stop_reason:
-                run.stop_reason = (f"interrupted: checkpoint at step {step} in {ckpt_dir}; "
+                run.stop_reason = (f"interrupted: checkpoint at step {last_saved} in {ckpt_dir}; "
                                    f"continue with --resume --run-dir {run_dir}")
             if run.stop_reason:
                 log(run.stop_reason)
                 break
         dist_.barrier(ddp)
+        if stop.requested and not run.stop_reason:  # no step ran after the signal: nothing new to save
+            log(f"interrupted: checkpoint at step {last_saved} in {ckpt_dir}; continue with --resume --run-dir {run_dir}")
         if stop.requested or (run.stop_reason or "").startswith("interrupted"):
-            raise KeyboardInterrupt  # after the checkpoint: the CLI exits with 130
+            raise Interrupted(stop.exit_code)  # after the checkpoint: the CLI exits with 130 / 143
+    except BaseException as exc:
+        failure = _as_run_failure(exc, run_dir, last_saved)
+        if logfile is not None and (failure is not None or not isinstance(exc, (KeyboardInterrupt, UserError))):
+            # train.log keeps why the run ended; the terminal gets the line once, from the CLI
+            _tee(logfile, lambda line: None)(f"step {step}: {failure or f'{type(exc).__name__}: {exc}'}")
+        if failure is None or failure is exc:
+            raise
+        raise failure from exc
     finally:
-        if "stop" in locals():
-            stop.restore()
+        stop.restore()
         if bar is not None:
             bar.close()
         try:
@@ -441,49 +589,152 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
         finally:
             run.game.close()
             if logger is not None:
-                logger.close()
+                _quietly(logger.close)
             if logfile is not None:
-                logfile.close()
+                _quietly(logfile.close)
             if run.ddp is not None:
                 # the DDP wrapper (its reducer) must be freed while its process group is alive;
                 # freed after destroy_process_group, its destructor sometimes blocked forever
                 run.ddp = run.loss = None
                 gc.collect()
             dist_.close(ddp)
+            if lock is not None:
+                lock.release()
     return run_dir
+
+
+def _lock_run_dir(run_dir: Path, resume: bool) -> tuple[rundir.RunLock, bool]:
+    """Create ``run_dir`` if needed and lock it; ``(lock, created)``."""
+    if resume and not run_dir.is_dir():
+        raise UserError(f"--resume: {run_dir}: no such run directory")
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = rundir.RunLock(run_dir)
+        lock.acquire()
+    except OSError as exc:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise UserError(f"{run_dir}: cannot use it as the run directory ({exc.strerror or exc}); "
+                        "choose a writable --run-dir") from None
+    return lock, created
+
+
+def _save(run: Run, ckpt_dir: Path, step: int, *, keep: int = 1, initial: bool = False) -> str | None:
+    """Write the step's checkpoint unless the state is unhealthy; return why it was not written.
+
+    Unhealthy: a policy or optimiser tensor that is not finite, or a policy whose logits on
+    a few start positions are not finite (finite but exploded weights). The previous
+    checkpoint then stays the resume point. A disk failure is a :class:`RunFailure`.
+    """
+    state = state_dict(run, step)
+    bad = nonfinite_tensors(state)
+    why = (f"{len(bad)} tensor(s) are not finite ({', '.join(bad[:3])})" if bad else
+           None if _logits_finite(run) else "the policy's logits are not finite")
+    if why is not None:
+        return why
+    try:
+        if initial:
+            checkpoint.save_initial(ckpt_dir, state)
+        else:
+            checkpoint.save(ckpt_dir, step, state, keep)
+    except OSError as exc:
+        raise RunFailure(f"cannot write the step-{step} checkpoint in {ckpt_dir}: {exc.strerror or exc} "
+                         "(no partial file was left); free space or make it writable, then continue with "
+                         f"--resume --run-dir {run.run_dir}") from None
+    return None
+
+
+def _logits_finite(run: Run, n: int = 8) -> bool:
+    """Whether the policy's log-probs on ``n`` start positions are finite where legal."""
+    obs = run.game.observe(run.game.initial_states(n, np.random.default_rng(0)))
+    mask = torch.as_tensor(obs.action_mask)
+    with torch.no_grad():
+        lp = log_probs(run.policy, torch.as_tensor(obs.tokens).to(run.device), mask.to(run.device),
+                       run.config.rollout.temperature).cpu()
+    return bool(torch.isfinite(lp.amax(-1)).all())
+
+
+def _as_run_failure(exc: BaseException, run_dir: Path, last_saved: int) -> RunFailure | None:
+    """The one line for a run that cannot go on (a disk or an engine failure), else None."""
+    resume = f"the last checkpoint is step {last_saved}: continue with --resume --run-dir {run_dir}"
+    if isinstance(exc, RunFailure):
+        return exc
+    if isinstance(exc, EngineFailure):
+        return RunFailure(f"the game's engine failed: {exc}; {resume} once the engine works")
+    if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+        return RunFailure(f"cannot write {exc.filename or run_dir}: {exc.strerror}; free space or make it "
+                          f"writable; {resume}")
+    return None
+
+
+_DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG, errno.EIO)
+
+
+def _reseed(game: Any, seed: int) -> None:
+    reseed = getattr(game, "reseed", None)  # Game.reseed; a duck-typed game may lack it
+    if reseed is not None:
+        reseed(seed)
+
+
+def _skipped_row(run: Run, step: int, reason: str) -> dict[str, Any]:
+    """The metrics of a step whose rollout or evaluation met non-finite logits."""
+    run.skipped_steps += 1
+    run.skip_reason = reason
+    return {"step": step, "train/skipped_steps": run.skipped_steps, "train/ppo_epochs_run": 0,
+            "train/lr": run.optimizer.param_groups[0]["lr"]}
+
+
+def _quietly(close: Callable[[], None]) -> None:
+    try:
+        close()
+    except OSError:  # a full disk fails the flush of a file being closed; the run already said why
+        pass
 
 
 def _tee(logfile, say: Callable[[str], None]) -> Callable[[str], None]:
     def log(line: str) -> None:
-        logfile.write(line + "\n")
-        logfile.flush()
+        nonlocal logfile
+        if logfile is not None:
+            try:
+                logfile.write(line + "\n")
+                logfile.flush()
+            except OSError as exc:  # a full disk must not hide the line itself
+                say(f"(train.log: cannot write: {exc.strerror or exc}; lines go to the terminal only)")
+                logfile = None
         say(line)
     return log
 
 
 class _GracefulStop:
-    """First Ctrl-C: finish the current step, checkpoint, exit cleanly. Second: abort at once."""
+    """First SIGINT (Ctrl-C) or SIGTERM: finish the current step, checkpoint, exit with 130 or
+    143. A second signal aborts at once (engines are still closed; no new checkpoint)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, log: Callable[[str], None]) -> None:
-        import signal
         import threading
 
         self.requested = False
+        self.exit_code = 130
         self.log = log
-        self._signal = signal
-        self._old = None
+        self._old: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
-            raise KeyboardInterrupt
+            raise Interrupted(128 + signum)
         self.requested = True
-        self.log("Ctrl-C: finishing this step, then saving a checkpoint (Ctrl-C again to abort)")
+        self.exit_code = 128 + signum
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self.log(f"{name}: finishing this step, then saving a checkpoint ({name} again to abort)")
 
     def restore(self) -> None:
-        if self._old is not None:
-            self._signal.signal(self._signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
 
 
 def run_eval(run: Run, step: int) -> dict[str, float]:

@@ -46,7 +46,7 @@ def test_initial_policy_is_evaluated_at_step_0_and_not_again_on_resume(tiny_conf
     assert keys and all(k.startswith("eval/") for k in keys)  # step 0: the initial policy's evaluation only
     assert rows[0]["eval/perfect/games"] == 4 and "eval/perfect/score" in rows[2] and "eval/perfect/score" not in rows[1]
     train(load_config(tiny_config, [*over[1:], "trainer.steps=4"]), run_dir, resume=True, progress=False,
-          echo=lambda s: None)
+          echo=lambda s: None, allow_change=["trainer.steps"])
     assert _steps(run_dir) == [0, 1, 2, 3, 4]
     off = train(load_config(tiny_config, [*over, "trainer.eval_initial=false"]), tmp_path / "off", progress=False,
                 echo=lambda s: None)
@@ -138,8 +138,8 @@ def test_ctrl_c_saves_checkpoint_and_resume_continues(tiny_config, tmp_path):
     last = int(m.group(1))
     assert _steps(run_dir) == list(range(1, last + 1))
     assert (run_dir / "checkpoints" / f"step_{last:07d}.pt").exists()
-    cfg = load_config(tiny_config, ["trainer.steps=%d" % (last + 2)])
-    train(cfg, run_dir, resume=True, progress=False, echo=lambda s: None)
+    cfg = load_config(tiny_config, ["trainer.steps=%d" % (last + 2), "trainer.checkpoint_every=100000"])
+    train(cfg, run_dir, resume=True, progress=False, echo=lambda s: None, allow_change=["trainer.steps"])
     assert _steps(run_dir) == list(range(1, last + 3))
 
 
