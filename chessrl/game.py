@@ -86,5 +86,14 @@ class Game:
         """Named opponents for evaluation: name -> callable(states) -> int64 [n] actions."""
         return {}
 
+    def reseed(self, seed: int) -> None:
+        """Re-seed every generator the game owns (engine tie-breaks, random opponents) from ``seed``.
+
+        The trainer calls it before every step and before every evaluation with a seed derived
+        from (run seed, rank, step), so nothing a game draws depends on the steps before it and
+        a resumed run replays an uninterrupted one exactly. A game that owns a generator must
+        implement it; the default, for a game without one, does nothing.
+        """
+
     def close(self) -> None:
         """Release engines and processes. Called on every exit path; must be idempotent."""

@@ -148,11 +148,14 @@ class TicTacToe(Game):
         self.options = options or TicTacToeOptions()
         self.max_plies = self.options.max_plies
         self.t = tables()
-        # Own generators (never the global RNG): engine tie-breaks and the random eval opponent
-        # draw from separate streams, so evaluating does not shift the engine's choices.
-        self._engine_rng, self._random_rng = np.random.default_rng(seed).spawn(2)
+        self.reseed(seed)
 
     # --- the Game contract -----------------------------------------------------------
+    def reseed(self, seed: int) -> None:
+        """Own generators, never the global RNG: engine tie-breaks and the random eval opponent
+        draw from separate streams, so evaluating does not shift the engine's choices."""
+        self._engine_rng, self._random_rng = np.random.default_rng(seed).spawn(2)
+
     def initial_states(self, n: int, rng: np.random.Generator) -> list[int]:
         """``n`` codes: the empty board, or ``random_plies`` random moves that do not end the game."""
         if self.options.start == "empty" or self.options.random_plies == 0:

@@ -346,6 +346,31 @@ def test_resume_refuses_a_changed_config_unless_a_safe_change_is_allowed(tiny_co
     assert "lr = 0.0003" in (run_dir / "config.toml").read_text()
 
 
+# --- 5. resumes are exact for every opponent -------------------------------------------------------
+
+CONNECT_FOUR = TINY_TTT.replace('name = "tictactoe"', 'name = "connect_four"\nsolver_depth = 1\nopponent_depth = 1') \
+    .replace("plies = 9", "plies = 6")
+
+
+@pytest.mark.parametrize("base, opponents", [(TINY_TTT, ("perfect", "random")), (CONNECT_FOUR, ("solver", "random"))],
+                         ids=["tictactoe", "connect_four"])
+def test_interrupted_run_replays_an_uninterrupted_one_with_engine_opponents(tmp_path, base, opponents):
+    # the engine answers in the rollouts (its tie-breaks draw from the game's generator), teacher
+    # forcing asks it too, and every second step evaluates against both evaluation opponents
+    over = ["rollout.opponent=engine", "rollout.teacher_forcing_prob=0.5", "trainer.eval_every=2",
+            "trainer.eval_games=6", "trainer.checkpoint_every=3", "trainer.steps=5"]
+    cfg = load_config(_config(tmp_path, base=base), over)
+    straight = train(cfg, tmp_path / "straight", **quiet)
+    split = tmp_path / "split"
+    train(cfg, split, max_steps=2, **quiet)                 # steps 1-2 (the end of a call is checkpointed)
+    train(cfg, split, max_steps=2, resume=True, **quiet)    # steps 3-4, evaluating at 4
+    train(cfg, split, resume=True, **quiet)                 # step 5
+    rows = read_metrics(split / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4, 5]
+    assert {f"eval/{o}/score" for o in opponents} <= set(rows[2]) and rows[1]["rollout/teacher_forced_frac"] > 0
+    _same_numbers(straight, split)
+
+
 # --- 6. dead-end run directories -------------------------------------------------------------------
 
 def test_sigkill_before_the_first_step_checkpoint_resumes_from_initial(tmp_path, fault_env):

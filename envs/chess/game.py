@@ -252,6 +252,10 @@ class ChessGame(Game):
             out[i] = enc.move_to_action(moves[int(rng.integers(len(moves)))], b.turn)
         return out
 
+    def reseed(self, seed: int) -> None:
+        """The random eval opponent's generator (the engine's moves draw nothing)."""
+        self._opponent_rng = np.random.default_rng([seed, 0xC4E55])
+
     def eval_opponents(self) -> dict[str, Callable[[Sequence[ChessState]], np.ndarray]]:
         """"random" (uniform legal moves, seeded from the game seed) and "stockfish"
         (``opponent_depth``, ``opponent_skill``)."""

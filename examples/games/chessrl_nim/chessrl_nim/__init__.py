@@ -107,6 +107,10 @@ class Nim(Game):
                     out[i] = int(np.argmax(s.heaps)) * self.size
         return out
 
+    def reseed(self, seed: int) -> None:
+        """The trainer re-seeds before each step and evaluation, so a resumed run replays exactly."""
+        self.rng = np.random.default_rng(seed)
+
     def eval_opponents(self) -> dict[str, Any]:
         def random(states: Sequence[NimState]) -> np.ndarray:
             masks = self.observe(states).action_mask
