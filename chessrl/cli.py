@@ -60,8 +60,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         return 0
     for r in rows:
         provides = ", ".join([f"game {g}" for g in r["games"]] + [f"regulariser {x}" for x in r["regularisers"]])
+        if r["broken"]:
+            provides = f"BROKEN: {r['broken']}"
         print(f"{r['name']:<16} {r['version'] or '-':<8} {r['distribution'] or '-':<18} {provides}")
-        print(f"{'':<16} hooks: {', '.join(r['hooks'])}")
+        if not r["broken"]:
+            print(f"{'':<16} hooks: {', '.join(r['hooks'])}")
     return 0
 
 

@@ -184,8 +184,10 @@ def from_dict(data: dict, loc: Locator | None = None) -> Config:
 
     games = pluginmanager.games()
     if cfg.env.name not in games:
+        pluginmanager.check_not_broken(cfg.env.name, loc.where("env.name"))
         raise UserError(f"{loc.where('env.name')}'env.name' = {cfg.env.name!r} is not an installed game"
-                        f"{suggest(cfg.env.name, games)} (installed: {', '.join(sorted(games)) or 'none'})")
+                        f"{suggest(cfg.env.name, games)} (installed: {', '.join(sorted(games)) or 'none'})"
+                        f"{pluginmanager.missing_hint(cfg.env.name)}")
     game_schema = games[cfg.env.name].schema
     cfg.env.options = build(game_schema, env, prefix="env", loc=loc, extra=("name",))
 
@@ -193,8 +195,10 @@ def from_dict(data: dict, loc: Locator | None = None) -> Config:
     enabled = {}
     for name, section_data in plugins.items():
         if name not in regs:
+            pluginmanager.check_not_broken(name, loc.where("plugins." + name))
             raise UserError(f"{loc.where('plugins.' + name)}plugin '{name}' is not installed"
-                            f"{suggest(name, regs)} (installed regularisers: {', '.join(sorted(regs)) or 'none'})")
+                            f"{suggest(name, regs)} (installed regularisers: {', '.join(sorted(regs)) or 'none'})"
+                            f"{pluginmanager.missing_hint(name)}")
         if not isinstance(section_data, dict):
             raise UserError(f"{loc.where('plugins.' + name)}'plugins.{name}' must be a table")
         enabled[name] = build(regs[name].obj.Config, section_data, prefix=f"plugins.{name}", loc=loc)

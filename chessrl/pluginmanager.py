@@ -51,24 +51,84 @@ def known_hooks() -> list[str]:
     return sorted(n for n in vars(hookspecs) if n.startswith("chessrl_"))
 
 
+@dataclass
+class BrokenPlugin:
+    """An installed plugin whose module failed to import: left out, reported, never fatal
+    unless a config asks for it."""
+
+    name: str
+    module: str
+    distribution: str | None
+    version: str | None
+    error: str  # "ImportError: ..."
+
+    def line(self) -> str:
+        dist = f" ({self.distribution} {self.version})" if self.distribution else ""
+        return f"plugin '{self.name}'{dist} failed to load: {self.error}"
+
+
+_BROKEN: dict[str, BrokenPlugin] = {}
+
+
 def get_plugin_manager() -> pluggy.PluginManager:
-    """The process-wide manager holding every installed plugin module (loaded once)."""
+    """The process-wide manager holding every installed plugin module (loaded once).
+
+    A plugin module that fails to import does not stop the others: it is left out, warned
+    about once on stderr, listed by ``chessrl plugins`` as broken, and named by the one-line
+    error of a config that asks for it (:func:`broken`).
+    """
     global _PM
     if _PM is None:
         pm = new_plugin_manager()
+        _BROKEN.clear()
         try:
             pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-        except Exception as exc:  # a plugin module that fails to import
-            raise UserError(f"a chessrl plugin failed to load: {type(exc).__name__}: {exc}") from exc
+        except Exception:  # a module failed to import: load the rest one by one, noting which fail
+            for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+                if pm.has_plugin(ep.name) or ep.name in _BROKEN:
+                    continue
+                try:
+                    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=ep.name)
+                except Exception as exc:
+                    dist = getattr(ep, "dist", None)
+                    first = (str(exc).strip().splitlines() or [""])[0]
+                    _BROKEN[ep.name] = BrokenPlugin(ep.name, ep.value, dist.metadata["name"] if dist else None,
+                                                    dist.version if dist else None, f"{type(exc).__name__}: {first}")
+            for b in _BROKEN.values():
+                print(f"chessrl: warning: {b.line()}; it is disabled ('chessrl plugins' lists it)", file=sys.stderr)
         check_hooks(pm)
         _PM = pm
     return _PM
+
+
+def broken() -> dict[str, BrokenPlugin]:
+    """Installed plugins whose module failed to import, by entry-point name."""
+    get_plugin_manager()
+    return dict(_BROKEN)
+
+
+def check_not_broken(name: str, where: str = "") -> None:
+    """A config asks for plugin ``name``: if it is installed but broken, one line saying so."""
+    b = broken().get(name)
+    if b is not None:
+        dist = f" ({b.distribution} {b.version})" if b.distribution else ""
+        raise UserError(f"{where}plugin '{name}'{dist} is installed but failed to load: {b.error}; fix that "
+                        f"import error or uninstall {b.distribution or 'the plugin'}")
+
+
+def missing_hint(name: str) -> str:
+    """What to add to "X is not installed": the broken plugins, one of which may provide X."""
+    bad = broken()
+    if bad:
+        return "; note: " + "; ".join(b.line() for b in bad.values()) + " (it may be the one that provides it)"
+    return ""
 
 
 def reset_plugin_manager() -> None:
     """Forget the loaded plugins (tests that install a plugin use this)."""
     global _PM
     _PM = None
+    _BROKEN.clear()
     _registry_cache.clear()
 
 
@@ -150,7 +210,8 @@ def regularisers() -> dict[str, Registration]:
 
 
 def plugin_info() -> list[dict[str, Any]]:
-    """Name, version, distribution and hooks of every registered plugin module."""
+    """Name, version, distribution and hooks of every plugin module; ``broken`` is the import
+    error of one that failed to load (None for the others)."""
     pm = get_plugin_manager()
     dists = {id(p): d for p, d in pm.list_plugin_distinfo()}
     rows = []
@@ -165,8 +226,12 @@ def plugin_info() -> list[dict[str, Any]]:
             "hooks": hooks,
             "games": sorted(r.name for r in games().values() if r.plugin == name),
             "regularisers": sorted(r.name for r in regularisers().values() if r.plugin == name),
+            "broken": None,
         })
-    return rows
+    for b in broken().values():
+        rows.append({"name": b.name, "version": b.version, "distribution": b.distribution, "module": b.module,
+                     "hooks": [], "games": [], "regularisers": [], "broken": b.error})
+    return sorted(rows, key=lambda r: r["name"])
 
 
 def register_gymnasium_envs() -> None:

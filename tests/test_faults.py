@@ -469,3 +469,21 @@ def test_a_checkpoint_missing_keys_is_one_line(tiny_config, tmp_path):
     res = _run("run", str(tiny_config), "--run-dir", str(run_dir), "--resume", "--no-progress")
     line = _one_error(res, 2)
     assert "step_0000002.pt: not a training checkpoint (missing optimizer, plugins)" in line
+
+
+# --- 10. a broken plugin ---------------------------------------------------------------------------------
+
+def test_a_plugin_that_fails_to_import_breaks_only_configs_that_use_it(tmp_path, tiny_config):
+    env = _dist(tmp_path / "site", "chessrl_broken_mod", "raise ImportError('needs libfoo 2')\n", "broken")
+    warning = "chessrl: warning: plugin 'broken' (chessrl-broken 0.1) failed to load: ImportError: needs libfoo 2"
+    res = _run("run", str(tiny_config), "--run-dir", str(tmp_path / "run"), "--max-steps", "1", "--no-progress", env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [line for line in res.stderr.splitlines() if line.startswith("chessrl: warning:")] == [
+        warning + "; it is disabled ('chessrl plugins' lists it)"]
+    res = _run("plugins", "--json", env=env)
+    rows = {r["name"]: r for r in json.loads(res.stdout)}
+    assert rows["broken"]["broken"] == "ImportError: needs libfoo 2" and rows["tictactoe"]["broken"] is None
+    res = _run("run", str(tiny_config), "--run-dir", str(tmp_path / "other"), "--set", "plugins.broken={}", env=env)
+    line = _one_error(res, 2)
+    assert "plugin 'broken' (chessrl-broken 0.1) is installed but failed to load: ImportError: needs libfoo 2" in line
+    assert pluginmanager.broken() == {}  # this process never saw the throwaway distribution
