@@ -96,27 +96,45 @@ def _init_wandb(mode: str, project: str, name: str, config: dict, run_dir: Path)
         return None
 
 
-def parse_rows(text: str) -> tuple[list[dict[str, Any]], int]:
-    """The metric rows in a metrics.jsonl text, and how many lines were not rows.
+def parse_rows(text: str) -> tuple[list[dict[str, Any]], list[int]]:
+    """The metric rows in a metrics.jsonl text, and the (1-based) numbers of the lines that
+    were not rows.
 
     A line that is not a JSON object with a numeric ``step`` (a partial last line of a crashed
-    or running run, say) is skipped and counted; blank lines are ignored.
+    or running run, a damaged line mid-file) is skipped and its number returned; blank lines
+    are ignored.
     """
-    rows, bad = [], 0
-    for line in text.splitlines():
+    rows, bad = [], []
+    for no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            bad += 1
+            bad.append(no)
             continue
         step = row.get("step") if isinstance(row, dict) else None
         if not isinstance(step, (int, float)) or isinstance(step, bool):
-            bad += 1
+            bad.append(no)
             continue
         rows.append(row)
     return rows, bad
+
+
+def describe_bad_lines(bad: list[int], text: str) -> str:
+    """One sentence on the unparsable lines of a metrics.jsonl: a partial last line (a run that
+    crashed or is still writing) is told apart from damaged lines mid-file."""
+    last = max((no for no, line in enumerate(text.splitlines(), start=1) if line.strip()), default=0)
+    middle = [no for no in bad if no != last]
+    parts = []
+    if middle:
+        shown = ", ".join(map(str, middle[:5])) + (f" and {len(middle) - 5} more" if len(middle) > 5 else "")
+        parts.append(f"line{'s' if len(middle) > 1 else ''} {shown} of metrics.jsonl "
+                     f"{'are' if len(middle) > 1 else 'is'} not a metrics row (damaged mid-file) and "
+                     f"{'were' if len(middle) > 1 else 'was'} ignored")
+    if last in bad:
+        parts.append(f"line {last}, a partial last line, was ignored: the run crashed or is still writing")
+    return "; ".join(parts)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

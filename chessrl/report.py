@@ -19,7 +19,7 @@ from typing import Any
 
 from chessrl.errors import UserError
 from chessrl.health import CLIP_HIGH, OBJECTIVE, RETURN_KEY, HealthMonitor
-from chessrl.metrics import parse_rows
+from chessrl.metrics import describe_bad_lines, parse_rows
 from chessrl.stats import block_means, elo_ci, trend, wilson
 
 __all__ = ["load_metrics", "read_metrics", "build_report", "write_report", "main"]
@@ -40,18 +40,18 @@ HEALTH_KEYS = (
 
 # --- reading a run -------------------------------------------------------------------------
 
-def read_metrics(run_dir: str | Path) -> tuple[list[dict[str, Any]], int]:
-    """Rows of ``RUN_DIR/metrics.jsonl`` and the number of lines that could not be parsed.
+def read_metrics(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """Rows of ``RUN_DIR/metrics.jsonl`` and the numbers of the lines that could not be parsed.
 
     Tolerant of a crashed or running run: a partial last line (or any unparsable line) is
-    skipped and counted. Rows are put in step order the way the trainer meant them: a row
+    skipped and its number returned. Rows are put in step order the way the trainer meant them: a row
     with the step of the row before is merged into it (an eval logged beside the train row),
     and a row with an earlier step starts a resumed run, whose rows replace the old ones
     from that step on. Raises :class:`UserError` when the directory or file is missing.
     """
     run = Path(run_dir)
     if not run.is_dir():
-        raise UserError(f"{run_dir}: no such run directory; give a directory made by 'chessrl train' "
+        raise UserError(f"{run_dir}: no such run directory; give a directory made by 'chessrl run' "
                         "(runs/<name>-<timestamp>/)")
     path = run / METRICS_FILE
     try:
@@ -95,7 +95,8 @@ class _Run:
 
     path: Path
     rows: list[dict[str, Any]]
-    ignored_lines: int
+    ignored_lines: list[int]
+    ignored_note: str
     config: dict[str, Any]
     config_note: str | None
     monitor: HealthMonitor
@@ -130,7 +131,8 @@ def _analyse(run_dir: str | Path, window: int | None = None) -> _Run:
     monitor = HealthMonitor(window, plugin_config=plugins if isinstance(plugins, dict) else None)
     for row in rows:
         monitor.update(row)
-    return _Run(path, rows, bad, config, note, monitor)
+    text = (path / METRICS_FILE).read_text(errors="replace") if bad else ""
+    return _Run(path, rows, bad, describe_bad_lines(bad, text) if bad else "", config, note, monitor)
 
 
 # --- the report as data ------------------------------------------------------------------
@@ -209,7 +211,8 @@ def _report_data(run: _Run) -> dict[str, Any]:
         "rows": len(run.rows), "first_step": mon.first_step, "last_step": last,
         "planned_steps": planned if isinstance(planned, int) else None,
         "complete": bool(isinstance(planned, int) and last is not None and last >= planned),
-        "ignored_lines": run.ignored_lines, "config_note": run.config_note, "window": mon.window,
+        "ignored_lines": len(run.ignored_lines), "ignored_line_numbers": run.ignored_lines,
+        "ignored_note": run.ignored_note, "config_note": run.config_note, "window": mon.window,
         "findings": [f.to_dict() for f in current],
         "earlier_findings": [f.to_dict() for f in mon.raised() if f.key not in current_keys],
         "budget": budget, "plugins": plugins, "training": training, "reward_trend": reward_trend,
@@ -397,8 +400,7 @@ def _blocks(data: dict[str, Any], plots: list[Path], run_dir: Path) -> list[Bloc
               + ("; step 0 is the initial policy's evaluation." if first == 0 else "."))
     b.append(("p", status))
     if data["ignored_lines"]:
-        b.append(("p", f"{data['ignored_lines']} unparsable line(s) of metrics.jsonl were ignored "
-                       "(a partial last line: the run crashed or is still writing)."))
+        b.append(("p", data["ignored_note"][0].upper() + data["ignored_note"][1:] + "."))
     if data["config_note"]:
         b.append(("p", data["config_note"] + "."))
     b.append(("p", _learning_line(data)))

@@ -471,6 +471,22 @@ def test_a_checkpoint_missing_keys_is_one_line(tiny_config, tmp_path):
     assert "step_0000002.pt: not a training checkpoint (missing optimizer, plugins)" in line
 
 
+# --- 9. reports ----------------------------------------------------------------------------------------
+
+def test_report_names_the_command_and_the_garbage_line(tiny_config, tmp_path, capsys):
+    from chessrl import report
+
+    with pytest.raises(UserError, match="made by 'chessrl run'"):
+        report.read_metrics(tmp_path / "nowhere")
+    run_dir = train(load_config(tiny_config, ["trainer.steps=3"]), tmp_path / "run", **quiet)
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    (run_dir / "metrics.jsonl").write_text("\n".join([lines[0], "#garbage", *lines[1:], '{"step": 4, "tr']) + "\n")
+    assert report.main([str(run_dir)]) == 0
+    md = (run_dir / "report.md").read_text()
+    assert "Line 2 of metrics.jsonl is not a metrics row (damaged mid-file)" in md
+    assert "line 5, a partial last line, was ignored" in md
+
+
 # --- 10. a broken plugin ---------------------------------------------------------------------------------
 
 def test_a_plugin_that_fails_to_import_breaks_only_configs_that_use_it(tmp_path, tiny_config):

@@ -73,7 +73,7 @@ def test_crashed_run_ignores_partial_line(tmp_path):
     rows = synthetic_rows(n=50, sick=True, evals=False)
     run = make_run(tmp_path, rows, tail='{"step": 51, "train/clip_fr', config=None)
     loaded, bad = read_metrics(run)
-    assert len(loaded) == 50 and bad == 1
+    assert len(loaded) == 50 and bad == [51]
     paths = write_report(run)
     names = {p.name for p in paths}
     assert "eval_stockfish.png" not in names and "reward.png" in names     # no eval data: no eval plot
