@@ -471,6 +471,88 @@ def test_a_checkpoint_missing_keys_is_one_line(tiny_config, tmp_path):
     assert "step_0000002.pt: not a training checkpoint (missing optimizer, plugins)" in line
 
 
+# --- 8/9. engines ------------------------------------------------------------------------------------
+
+CHESS = """
+name = "tinychess"
+seed = 1
+[env]
+name = "chess"
+depth = 1
+engines = 1
+engine_retries = 1
+engine_move_depth = 1
+max_plies = 40
+[policy]
+d_model = 16
+n_layers = 1
+n_heads = 2
+d_ff = 32
+[rollout]
+roots = 1
+group_size = 2
+plies = 2
+[trainer]
+steps = 2
+checkpoint_every = 1
+[logging]
+wandb = "disabled"
+progress = false
+"""
+
+# Answers the UCI handshake, then dies at the first search, like an engine crashing. With a
+# marker path it does so once (the first process) and execs Stockfish from then on.
+DYING_ENGINE = """#!{python}
+import os, sys
+marker = {marker!r}
+if marker and os.path.exists(marker):
+    os.execv({stockfish!r}, [{stockfish!r}])
+for line in sys.stdin:
+    word = (line.split() or [""])[0]
+    if word == "uci":
+        print("id name dying\\nuciok", flush=True)
+    elif word == "isready":
+        print("readyok", flush=True)
+    elif word in ("go", "eval"):
+        if marker:
+            open(marker, "w").close()
+        sys.exit(3)
+"""
+
+
+def _engine(tmp_path: Path, marker: str = "") -> Path:
+    path = tmp_path / "engine.py"
+    path.write_text(DYING_ENGINE.format(python=sys.executable, marker=marker, stockfish=STOCKFISH))
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return path
+
+
+@needs_stockfish
+def test_engine_faults_are_one_line_and_logged(tmp_path):
+    cfg = _config(tmp_path, base=CHESS)
+    # an engine path that is not an engine: refused before anything is written
+    res = _run("run", str(cfg), "--run-dir", str(tmp_path / "a"), "--set", "env.stockfish_path=/bin/true")
+    assert "'/bin/true' is not a UCI chess engine" in _one_error(res, 2)
+    assert not (tmp_path / "a").exists()
+    # an engine that dies at every search: past its retries, one line and train.log
+    run_dir = tmp_path / "b"
+    res = _run("run", str(cfg), "--run-dir", str(run_dir), "--set", f"env.stockfish_path={_engine(tmp_path)}")
+    line = _one_error(res, 1)
+    assert "the game's engine failed" in line and "after 2 attempts" in line
+    assert f"--resume --run-dir {run_dir}" in line
+    assert "the game's engine failed" in (run_dir / "train.log").read_text()
+
+
+@needs_stockfish
+def test_an_engine_restart_is_counted_and_logged(tmp_path):
+    cfg = _config(tmp_path, base=CHESS)
+    engine = _engine(tmp_path, marker=str(tmp_path / "crashed-once"))
+    run_dir = train(load_config(cfg, [f"env.stockfish_path={engine}"]), tmp_path / "run", **quiet)
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["rollout/engine_restarts"] for r in rows] == [1, 0]
+    assert "step 1: the game's engine was restarted 1 time(s)" in (run_dir / "train.log").read_text()
+
+
 # --- 9. reports ----------------------------------------------------------------------------------------
 
 def test_report_names_the_command_and_the_garbage_line(tiny_config, tmp_path, capsys):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import shutil
+import subprocess
 from typing import Any
 
 import numpy as np
@@ -9,12 +12,37 @@ import numpy as np
 import chessrl
 from chessrl.envs.chess.game import ChessGame
 from chessrl.envs.chess.options import ChessOptions
+from chessrl.envs.chess.stockfish import EngineFailure
+from chessrl.errors import EngineFailure as CoreEngineFailure
+from chessrl.errors import UserError
 from chessrl.schema import build
+
+# the trainer reports an engine that failed past its retries as one line (exit 1)
+CoreEngineFailure.register(EngineFailure)
 
 
 def factory(options: ChessOptions, seed: int) -> ChessGame:
-    """The game for a validated ``[env]`` section and a run seed."""
-    return ChessGame(options, seed)
+    """The game for a validated ``[env]`` section and a run seed; an engine path that is not a
+    UCI engine is a :class:`UserError` here, before a run writes anything."""
+    game = ChessGame(options, seed)
+    if options.reward == "stockfish":
+        check_uci(shutil.which(options.stockfish_path) or options.stockfish_path)
+    return game
+
+
+@functools.lru_cache(maxsize=None)
+def check_uci(path: str, timeout: float = 10.0) -> None:
+    """Start ``path`` once, say ``uci`` and expect ``uciok`` (once per path and process)."""
+    try:
+        res = subprocess.run([path], input=b"uci\nquit\n", capture_output=True, timeout=timeout)
+        ok, why = b"uciok" in res.stdout, f"it exited with code {res.returncode} without answering 'uci'"
+    except subprocess.TimeoutExpired:
+        ok, why = False, f"it did not answer 'uci' within {timeout:g} s"
+    except OSError as exc:
+        ok, why = False, f"it cannot be started: {exc.strerror or exc}"
+    if not ok:
+        raise UserError(f"[env] stockfish_path = {path!r} is not a UCI chess engine ({why}); point it at "
+                        "Stockfish (Debian's `stockfish` package installs /usr/games/stockfish)")
 
 
 @chessrl.hookimpl
