@@ -585,3 +585,14 @@ def test_a_plugin_that_fails_to_import_breaks_only_configs_that_use_it(tmp_path,
     line = _one_error(res, 2)
     assert "plugin 'broken' (chessrl-broken 0.1) is installed but failed to load: ImportError: needs libfoo 2" in line
     assert pluginmanager.broken() == {}  # this process never saw the throwaway distribution
+
+
+def test_the_reliability_table_names_tests_that_exist():
+    import re
+
+    text = (REPO / "docs" / "reliability.md").read_text()
+    named = set(re.findall(r"`(?:(tests/\w+\.py)::)?(test_\w+)`", text))
+    assert len(named) >= 15
+    for path, name in named:
+        source = (REPO / (path or "tests/test_faults.py")).read_text()
+        assert f"def {name}(" in source, f"docs/reliability.md names {path or 'tests/test_faults.py'}::{name}"
