@@ -63,7 +63,7 @@ def test_unsaveable_state_leaves_no_temp_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    from tests.conftest import TINY_TTT, run_cli
+    from conftest import TINY_TTT, run_cli
 
     d = tmp_path_factory.mktemp("ck")
     (d / "tiny.toml").write_text(TINY_TTT)
