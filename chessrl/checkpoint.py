@@ -54,6 +54,9 @@ def write(path: Path, state: dict[str, Any]) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(plain(state), fh)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is private; a checkpoint is as shareable as any file
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)

@@ -82,6 +82,16 @@ class Game:
         """A one-line description of a state (a FEN, a board string, ...)."""
         return repr(state)
 
+    def benchmark(self, policy: Any, matches: dict[str, tuple[float, int]]) -> dict[str, float]:
+        """Held-out benchmark metrics of ``policy`` (the trainer logs each as ``eval/<key>``),
+        given this evaluation's ``matches``: opponent name -> (score, games).
+
+        A proportion ``<set>/<metric>`` (a success rate over ``<set>/n`` items) carries its 95%
+        interval as ``<set>/<metric>_lo`` / ``_hi``: the report's learning verdict compares its
+        first and last values as it does match scores. The default measures nothing.
+        """
+        return {}
+
     def eval_opponents(self) -> dict[str, Any]:
         """Named opponents for evaluation: name -> callable(states) -> int64 [n] actions."""
         return {}

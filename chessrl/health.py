@@ -108,9 +108,16 @@ class EvalTrend:
     verdict: str
 
     def describe(self) -> str:
-        return (f"eval/{self.opponent}/score is {self.verdict}: {self.first_score:.3f} at step {self.first_step} "
-                f"({self.first_games} games) -> {self.last_score:.3f} at step {self.last_step} ({self.last_games} "
-                f"games), difference {self.diff:+.3f} (95% CI {self.lo:+.3f} to {self.hi:+.3f})")
+        unit = "items" if "/" in self.opponent else "games"
+        return (f"{eval_key(self.opponent)} is {self.verdict}: {self.first_score:.3f} at step {self.first_step} "
+                f"({self.first_games} {unit}) -> {self.last_score:.3f} at step {self.last_step} ({self.last_games} "
+                f"{unit}), difference {self.diff:+.3f} (95% CI {self.lo:+.3f} to {self.hi:+.3f})")
+
+
+def eval_key(name: str) -> str:
+    """The metrics key of an evaluation series: an opponent's ``eval/<name>/score``, or a
+    benchmark proportion's ``eval/<set>/<metric>`` (a name with a slash)."""
+    return f"eval/{name}" if "/" in name else f"eval/{name}/score"
 
 
 @dataclass
@@ -365,14 +372,21 @@ class HealthMonitor:
                                    "ratio_first_epoch_maxdev": float(maxdev) if _number(maxdev) else math.nan}
 
     def _record_evals(self, row: dict[str, Any], step: int) -> None:
+        # match scores (eval/<opponent>/score over eval/<opponent>/games) and benchmark
+        # proportions (eval/<set>/<metric> with _lo/_hi, over eval/<set>/n items)
         for key, value in row.items():
-            if not (key.startswith("eval/") and key.endswith("/score") and key.count("/") == 2 and _number(value)):
+            if not (key.startswith("eval/") and key.count("/") == 2 and _number(value)):
                 continue
-            opp = key.split("/")[1]
-            games = row.get(f"eval/{opp}/games")
-            if not _number(games) or int(games) <= 0:
+            _, group, metric = key.split("/")
+            if metric == "score":
+                name, trials = group, row.get(f"eval/{group}/games")
+            elif f"{key}_lo" in row and f"{key}_hi" in row:
+                name, trials = f"{group}/{metric}", row.get(f"eval/{group}/n")
+            else:
                 continue
-            self._evals.setdefault(opp, []).append((step, float(value), int(games)))
+            if not _number(trials) or int(trials) <= 0:
+                continue
+            self._evals.setdefault(name, []).append((step, float(value), int(trials)))
 
     def _refresh_trend(self) -> None:
         b = self._blocks[RETURN_KEY]
@@ -561,7 +575,7 @@ class HealthMonitor:
         out: list[Finding] = []
         for opp, t in self.eval_trends().items():
             out.append(self._finding(
-                "eval_trend", "warning" if t.verdict == "declining" else "info", f"eval/{opp}/score",
+                "eval_trend", "warning" if t.verdict == "declining" else "info", eval_key(opp),
                 t.describe(), asdict(t), state=t.verdict))
         for opp, evals in self._evals.items():
             if len(evals) < EVAL_MIN_EVALS:
@@ -571,7 +585,7 @@ class HealthMonitor:
             if not noise or not d["peak_score"] > d["level_hi"]:
                 continue
             step = evals[d["peak_index"]][0]
-            key = f"eval/{opp}/score"
+            key = eval_key(opp)
             out.append(self._finding(
                 "eval_noise", "info", key,
                 f"{key} peak {_fmt(d['peak_score'])} at step {step} ({d['peak_games']} games, 95% CI "

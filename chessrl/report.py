@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from chessrl.errors import UserError
-from chessrl.health import CLIP_HIGH, OBJECTIVE, RETURN_KEY, HealthMonitor
+from chessrl.health import CLIP_HIGH, OBJECTIVE, RETURN_KEY, HealthMonitor, eval_key
 from chessrl.metrics import describe_bad_lines, parse_rows
 from chessrl.stats import block_means, elo_ci, trend, wilson
 
@@ -203,7 +203,7 @@ def _report_data(run: _Run) -> dict[str, Any]:
         pooled = sum(s * g for _, s, g in evals) / total_games
         plo, phi = wilson(pooled * total_games, total_games)
         evaluation[opp] = {"evals": items, "pooled": {"score": pooled, "games": total_games, "lo": plo, "hi": phi},
-                           "flags": flags.get(f"eval/{opp}/score", [])}
+                           "flags": flags.get(eval_key(opp), [])}
 
     last = mon.last_step
     return {
@@ -360,7 +360,7 @@ def _plot_reward(run: _Run, out: Path) -> Path | None:
 
 
 def _plot_eval(run: _Run, out: Path, opp: str, evals: list[tuple[int, float, int]]) -> Path:
-    fig, ax = _figure(f"Evaluation vs {opp}", f"eval/{opp}/score")
+    fig, ax = _figure(f"Evaluation: {opp}" if "/" in opp else f"Evaluation vs {opp}", eval_key(opp))
     steps = [e[0] for e in evals]
     scores = [e[1] for e in evals]
     bands = [wilson(s * g, g) for _, s, g in evals]

@@ -743,12 +743,17 @@ def run_eval(run: Run, step: int) -> dict[str, float]:
 
     t0 = time.perf_counter()
     out: dict[str, float] = {}
+    matches: dict[str, tuple[float, int]] = {}
     for name, opponent in run.game.eval_opponents().items():
         n = run.config.trainer.eval_games
         starts = run.game.eval_states((n + 1) // 2, np.random.default_rng([run.config.seed, step]))
         res = play_match(run.game, run.policy, opponent, games=n, temperature=run.config.rollout.temperature,
                          greedy=True, seed=run.config.seed + step, starts=starts)
         out.update(res.metrics(f"eval/{name}"))
+        matches[name] = (res.score, res.games)
+    bench = getattr(run.game, "benchmark", None)  # Game.benchmark; a duck-typed game may lack it
+    if bench is not None:
+        out.update({f"eval/{k}": float(v) for k, v in bench(run.policy, matches).items()})
     reports = run.hook("chessrl_eval_end", metrics=out, step=step)
     del reports
     out["time/eval"] = time.perf_counter() - t0

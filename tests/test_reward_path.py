@@ -100,3 +100,25 @@ def test_scoring_only_final_positions_gives_the_same_terminal_returns_with_fewer
     a_last, _ = rollout_advantages(last, "terminal", "std", 1e-6)
     torch.testing.assert_close(every["advantage"], last["advantage"], rtol=0, atol=0)
     assert n_last < n_every / 2                                          # roots + final positions only
+
+
+def test_selfplay_starts_are_seeded_legal_varied_and_never_held_out_positions():
+    from chessrl.envs.chess.starts import SELFPLAY_MIN_PLY
+
+    game = ChessGame(depth=2, engines=2, start="selfplay", random_plies=6, selfplay_depth=1)
+    try:
+        first = [s.board for s in game.initial_states(40, np.random.default_rng(3))]
+        again = [s.board for s in game.initial_states(40, np.random.default_rng(3))]
+        other = [s.board for s in game.initial_states(40, np.random.default_rng(4))]
+        assert [b.fen() for b in first] == [b.fen() for b in again]        # a function of the seed
+        assert {b.epd() for b in first} != {b.epd() for b in other}
+        assert len({b.epd() for b in first}) == 40
+        assert all(b.is_valid() and not b.is_game_over(claim_draw=True) for b in first)
+        plies = [b.ply() for b in first]
+        assert min(plies) >= SELFPLAY_MIN_PLY and max(plies) - min(plies) > 30  # all phases, not openings only
+        # a held-out position is never a start: exclude what the seed would draw, draw again
+        game.starts._exclude = {b.epd() for b in first[:20]}
+        redrawn = [s.board for s in game.initial_states(40, np.random.default_rng(3))]
+        assert not {b.epd() for b in redrawn} & game.starts.exclude and game.starts.excluded >= 20
+    finally:
+        game.close()

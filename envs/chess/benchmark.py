@@ -525,6 +525,36 @@ def build(spec: BenchmarkSpec, cache_dir: str | Path, log: Callable[[str], None]
     return bench
 
 
+SHIPPED = Path(__file__).resolve().parent / "data"  # the default benchmark (seed 0), built once and committed
+
+
+def user_cache() -> Path:
+    """Where benchmarks that are not shipped are built: ``$CHESSRL_CACHE/benchmark``, default
+    ``~/.cache/chessrl/benchmark``."""
+    root = os.environ.get("CHESSRL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "chessrl")
+    return Path(root) / "benchmark"
+
+
+def load_default(spec: BenchmarkSpec, log: Callable[[str], None] | None = None) -> Benchmark:
+    """The benchmark of ``spec`` from the shipped copy when there is one for this engine, else
+    from (or built into) :func:`user_cache`; build progress goes to ``log`` (stderr by default)."""
+    import sys
+
+    say = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    cache = user_cache()
+    try:
+        engine = engine_version(spec.stockfish_path, cache)
+    except (UserError, OSError):
+        engine = None
+    if engine is not None:
+        shipped = cache_path(spec, SHIPPED, engine)
+        if shipped.exists():
+            bench = _load(shipped, spec)
+            if bench is not None:
+                return bench
+    return build(spec, cache, log=say)
+
+
 def _generate(spec: BenchmarkSpec, engine: str, pool: StockfishPool, log: Callable[[str], None]) -> Benchmark:
     n_end = max(1, round(ENDGAME_FRACTION * spec.agreement)) if spec.agreement > 1 else 0
     surplus = 2 + spec.agreement // 50  # a search may (rarely) give fewer than three lines

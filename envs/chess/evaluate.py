@@ -291,9 +291,78 @@ def env_options_of(state: dict[str, Any], engines: int | None) -> ChessOptions:
     return build(ChessOptions, env, prefix="env")
 
 
+def _ci(x: float, lo: float, hi: float) -> str:
+    return f"{x:5.3f} [{lo:5.3f}, {hi:5.3f}]"
+
+
+def benchmark_report(players: dict[str, Any], env: ChessOptions, args: argparse.Namespace) -> dict[str, Any]:
+    """``--benchmark`` / ``--ladder``: every player's held-out scores and, with ``--ladder``, its
+    games against the ladder's rungs and its Elo on the benchmark's scale (docs/benchmark.md)."""
+    from chessrl.envs.chess.benchmark import (BenchmarkSpec, choose_fn, elo_estimate, ladder_results, load_default,
+                                              random_mover)
+
+    bench = load_default(BenchmarkSpec(seed=env.benchmark_seed, stockfish_path=env.stockfish_path,
+                                       engines=env.engines))
+    rungs = [r for r in env.eval_ladder if r in bench.ratings] if args.ladder else []
+    pool = StockfishPool(env.stockfish_path, env.engines, env.hash_mb, depth=8, cache_size=10_000) if rungs else None
+    out: dict[str, Any] = {"benchmark": str(bench.path), "players": {}}
+    if not args.json:
+        print(f"held-out benchmark {bench.path.name}: {len(bench.agreement)} agreement positions (Stockfish depth "
+              f"{bench.spec.label_depth}), {len(bench.mate_in_one)} mates in one, {len(bench.material)} material wins")
+        print(f"{'player':<12} {'top-1 agreement':>22} {'top-3 agreement':>22} {'mate in one':>22} "
+              f"{'material':>22}" + ("  Elo [95% CI] on the ladder" if rungs else ""))
+    try:
+        for name, player in players.items():
+            if player == "random":
+                rng = np.random.default_rng(args.seed)
+
+                def choose(boards, rng=rng):
+                    return [list(b.legal_moves)[int(rng.integers(b.legal_moves.count()))] for b in boards]
+                mover: Any = random_mover(args.seed)
+            else:
+                choose, mover = choose_fn(player), player
+            s = bench.score(choose)
+            row = dict(s)
+            line = (f"{name:<12} {_ci(s['agreement/top1'], s['agreement/top1_lo'], s['agreement/top1_hi']):>22} "
+                    f"{_ci(s['agreement/top3'], s['agreement/top3_lo'], s['agreement/top3_hi']):>22} "
+                    f"{_ci(s['mate1/success'], s['mate1/success_lo'], s['mate1/success_hi']):>22} "
+                    f"{_ci(s['material/success'], s['material/success_lo'], s['material/success_hi']):>22}")
+            if rungs:
+                results = ladder_results(mover, rungs, pool, args.games, seed=args.seed)
+                elo, lo, hi = elo_estimate(results, bench.ratings)
+                row.update({"ladder": {r: {"score": sc, "games": g} for r, (sc, g) in results.items()},
+                            "elo": elo, "elo_lo": lo, "elo_hi": hi})
+                line += f"  {elo:+.0f} [{lo:+.0f}, {hi:+.0f}]  (" + ", ".join(
+                    f"{r} {sc:.2f}" for r, (sc, _) in results.items()) + ")"
+            out["players"][name] = row
+            if not args.json:
+                print(line, flush=True)
+    finally:
+        if pool is not None:
+            pool.close()
+    return out
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     policy, state, resolved = load_policy(args.checkpoint)
     env = env_options_of(state, args.engines)
+    if args.benchmark or args.ladder:
+        players = {"checkpoint": policy}
+        if args.baselines:
+            init = initial_checkpoint(args.checkpoint)
+            if init is not None:
+                players["initial"] = load_policy(init)[0]
+            players["random"] = "random"
+        if args.games < 2 or args.games % 2:
+            raise UserError(f"--games {args.games}: the ladder plays each opening with both colours; use an even number")
+        try:
+            out = benchmark_report(players, env, args)
+        except (MatchError, EngineFailure) as exc:
+            print(f"chessrl: error: evaluation stopped, {exc} (an engine failure is never scored)", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps({"checkpoint": str(resolved), **out}, indent=2))
+        return 0
     opponent = opponent_from_args(args, env)
     players: dict[str, Any] = {"checkpoint": policy}
     if args.baselines:
@@ -352,4 +421,10 @@ def add_eval_command(subparsers) -> None:
     p.add_argument("--sample", action="store_true", help="sample the policy's moves instead of playing greedily")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature with --sample (default 1)")
     p.add_argument("--engines", type=int, help="Stockfish processes (default: the checkpoint's [env] engines)")
+    p.add_argument("--benchmark", action="store_true",
+                   help="score the held-out benchmark instead of playing one opponent: top-1/top-3 agreement with "
+                        "Stockfish, mate in one, material wins, with 95%% CIs (docs/benchmark.md)")
+    p.add_argument("--ladder", action="store_true",
+                   help="with the benchmark, play --games games against every rated rung of the checkpoint's "
+                        "[env] eval_ladder and estimate an Elo on the ladder's scale (random mover = 0)")
     p.set_defaults(func=cmd_eval)

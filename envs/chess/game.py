@@ -11,16 +11,21 @@ import dataclasses
 from typing import Any, Callable, Sequence
 
 import chess
+import chess.engine
 import numpy as np
 
 from chessrl.envs.chess import encoding as enc
-from chessrl.envs.chess.options import ChessOptions
+from chessrl.envs.chess.options import ChessOptions, rung_metric_name
 from chessrl.envs.chess.starts import StartSampler, parse_position
 from chessrl.envs.chess.stockfish import StockfishPool, check_stockfish
 from chessrl.game import Game, Observation
 
 _KEY_TO_ACTION_FLAT = enc.KEY_TO_ACTION.reshape(-1)
 _TURN_OFFSET = {chess.WHITE: 1 << 15, chess.BLACK: 0}  # row of KEY_TO_ACTION in the flat table
+
+
+def rung_needs_engine(rung: str) -> bool:
+    return any(kind in rung for kind in ("skill:", "nodes:", "depth:"))
 
 
 class ChessState:
@@ -96,11 +101,17 @@ class ChessGame(Game):
         self.options = options
         self.max_plies = options.max_plies
         self.seed = seed
-        self.starts = StartSampler(options.start, options.start_file, options.random_plies, options.phase_mix)
+        self.starts = StartSampler(
+            options.start, options.start_file, options.random_plies, options.phase_mix,
+            engine=lambda boards: self.pool.play_moves(boards, chess.engine.Limit(depth=options.selfplay_depth),
+                                                       fresh=options.fresh_search),
+            exclude=(lambda: self.held_out().keys()) if options.benchmark else None)
         if options.reward == "stockfish":
             check_stockfish(options.stockfish_path)  # fail at construction, not mid-run
         self._pool: StockfishPool | None = None
+        self._held_out = None
         self._opponent_rng = np.random.default_rng([seed, 0xC4E55])
+        self._eval_seed = seed
 
     # --- engine -----------------------------------------------------------------------
     @property
@@ -255,15 +266,55 @@ class ChessGame(Game):
     def reseed(self, seed: int) -> None:
         """The random eval opponent's generator (the engine's moves draw nothing)."""
         self._opponent_rng = np.random.default_rng([seed, 0xC4E55])
+        self._eval_seed = seed
 
     def eval_opponents(self) -> dict[str, Callable[[Sequence[ChessState]], np.ndarray]]:
-        """"random" (uniform legal moves, seeded from the game seed) and "stockfish"
-        (``opponent_depth``, ``opponent_skill``)."""
+        """The ``eval_ladder`` rungs by metrics name (docs/benchmark.md), their generators drawn
+        from the game seed or the last :meth:`reseed`; "stockfish" is Stockfish at
+        ``opponent_skill`` and ``opponent_depth``."""
+        from chessrl.envs.chess.benchmark import rung_opponent
+
         o = self.options
-        return {
-            "random": lambda states: self.random_actions(states, self._opponent_rng),
-            "stockfish": lambda states: self._engine_moves(states, o.opponent_depth, o.opponent_skill),
-        }
+        out: dict[str, Callable[[Sequence[ChessState]], np.ndarray]] = {}
+        for k, rung in enumerate(o.eval_ladder):
+            if rung == "stockfish":
+                out[rung] = lambda states: self._engine_moves(states, o.opponent_depth, o.opponent_skill)
+            elif rung == "random":  # the game's own generator: seeded, reseeded with the game
+                out[rung] = lambda states: self.random_actions(states, self._opponent_rng)
+            else:
+                pool = self.pool if rung_needs_engine(rung) else None
+                out[rung_metric_name(rung)] = rung_opponent(rung, pool, seed=self._eval_seed + 7919 * k)
+        return out
+
+    def benchmark(self, policy: Any, matches: dict[str, tuple[float, int]]) -> dict[str, float]:
+        """The held-out benchmark's scores of ``policy`` (``agreement/...``, ``mate1/...``,
+        ``material/...`` with Wilson intervals) and ``ladder/elo`` (with ``_lo``/``_hi``) from
+        ``matches``' scores against rated ladder rungs; {} when ``benchmark = false``."""
+        if not self.options.benchmark:
+            return {}
+        from chessrl.envs.chess.benchmark import choose_fn, elo_estimate
+
+        bench = self.held_out()
+        device = next(policy.parameters()).device
+        out = dict(bench.score(choose_fn(policy, device=device)))
+        ratings = bench.ratings
+        rated = {rung: matches[rung_metric_name(rung)] for rung in self.options.eval_ladder
+                 if rung in ratings and rung_metric_name(rung) in matches}
+        if rated:
+            elo, lo, hi = elo_estimate(rated, ratings)
+            out.update({"ladder/elo": elo, "ladder/elo_lo": lo, "ladder/elo_hi": hi})
+        return out
+
+    def held_out(self):
+        """The held-out benchmark of ``benchmark_seed`` (loaded once; built on first use if not
+        shipped or cached)."""
+        if self._held_out is None:
+            from chessrl.envs.chess.benchmark import BenchmarkSpec, load_default
+
+            spec = BenchmarkSpec(seed=self.options.benchmark_seed, stockfish_path=self.options.stockfish_path,
+                                 engines=self.options.engines)
+            self._held_out = load_default(spec)
+        return self._held_out
 
     def eval_starts(self, n: int, seed: int, plies: int = 8, balance: float = 0.15) -> list[ChessState]:
         """``n`` random balanced openings for evaluation: ``plies`` random plies from the

@@ -1,4 +1,5 @@
-"""Start positions: the standard position, a FEN/EPD file, or seeded random positions.
+"""Start positions: the standard position, a FEN/EPD file, seeded random positions, or
+positions from seeded engine self-play games.
 
 Every draw uses only the ``numpy.random.Generator`` it is given; the global ``random``,
 ``np.random`` and torch generators are never touched, so a seeded run is reproducible.
@@ -7,7 +8,7 @@ Every draw uses only the ``numpy.random.Generator`` it is given; the global ``ra
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import chess
 import numpy as np
@@ -19,6 +20,10 @@ MIDDLEGAME_PLIES = (20, 40)   # inclusive range of random plies for a "middlegam
 ENDGAME_EXTRA_PIECES = (1, 4)  # inclusive range of pieces besides the two kings
 _ENDGAME_PIECES = (chess.PAWN, chess.KNIGHT, chess.BISHOP, chess.ROOK, chess.QUEEN)
 _ENDGAME_WEIGHTS = np.array([0.4, 0.15, 0.15, 0.2, 0.1])
+SELFPLAY_ROOTS_PER_GAME = 16   # start positions taken from one self-play game, at distinct plies
+SELFPLAY_PLIES = (12, 160)     # a self-play game is played to a length drawn from this range ...
+SELFPLAY_MIN_PLY = 6           # ... and its positions from this ply on are candidates
+SELFPLAY_EPSILON = 0.2         # chance that a self-play move is a uniformly random legal move
 
 
 def parse_position(text: str) -> chess.Board:
@@ -93,19 +98,54 @@ def random_endgame(rng: np.random.Generator) -> chess.Board:
 
 
 class StartSampler:
-    """Draws start boards for ``start`` = "standard" | "file" | "random" (see docs/chess.md)."""
+    """Draws start boards for ``start`` = "standard" | "file" | "random" | "selfplay" (docs/chess.md).
+
+    "selfplay": positions along games that start with ``random_plies`` random plies and go on
+    with ``engine`` moves (a function boards -> moves, deterministic: Stockfish at a pinned
+    depth from a cleared hash), a uniformly random move instead with probability
+    ``SELFPLAY_EPSILON``; each game is played to a random length and gives up to
+    ``SELFPLAY_ROOTS_PER_GAME`` positions at distinct random plies >= ``SELFPLAY_MIN_PLY``.
+    Positions whose EPD is in ``exclude`` (a held-out benchmark's) are never returned.
+    """
 
     def __init__(self, start: str, start_file: str = "", random_plies: int = 8,
-                 phase_mix: Sequence[float] = (1.0, 0.0, 0.0)):
+                 phase_mix: Sequence[float] = (1.0, 0.0, 0.0),
+                 engine: Callable[[list[chess.Board]], list[chess.Move]] | None = None,
+                 exclude: Callable[[], set[str]] | set[str] | None = None):
         self.start = start
         self.random_plies = random_plies
         weights = np.asarray(phase_mix, dtype=np.float64)
         self.phase_p = weights / weights.sum()
         self.fens: list[str] = load_start_file(start_file) if start == "file" else []
+        self.engine = engine
+        self._exclude = exclude
+        self.excluded = 0  # draws rejected because the benchmark holds them
+
+    @property
+    def exclude(self) -> set[str]:
+        if callable(self._exclude):
+            self._exclude = self._exclude()
+        return self._exclude or set()
 
     def sample(self, n: int, rng: np.random.Generator) -> list[chess.Board]:
-        """``n`` independent start boards."""
-        return [self._one(rng) for _ in range(n)]
+        """``n`` start boards (independent, except that "selfplay" takes several from one game)."""
+        if self.start == "selfplay":
+            return self._selfplay(n, rng)
+        out: list[chess.Board] = []
+        while len(out) < n:
+            board = self._one(rng)
+            if self._held_out(board):
+                continue
+            out.append(board)
+        return out
+
+    def _held_out(self, board: chess.Board) -> bool:
+        if self.start in ("standard", "file"):
+            return False  # the user's own positions: theirs to choose
+        if board.epd() in self.exclude:
+            self.excluded += 1
+            return True
+        return False
 
     def _one(self, rng: np.random.Generator) -> chess.Board:
         if self.start == "standard":
@@ -122,3 +162,35 @@ class StartSampler:
             if random_play(board, plies, rng):
                 return board
         raise RuntimeError(f"random play of {plies} plies kept ending the game")  # pragma: no cover
+
+    def _selfplay(self, n: int, rng: np.random.Generator) -> list[chess.Board]:
+        if self.engine is None:
+            raise RuntimeError("start = 'selfplay' needs an engine")
+        out: list[chess.Board] = []
+        while len(out) < n:
+            games, wanted = [], []
+            for _ in range(-(-(n - len(out)) // SELFPLAY_ROOTS_PER_GAME)):
+                board = chess.Board()
+                while not random_play(board, self.random_plies, rng):
+                    board = chess.Board()
+                length = int(rng.integers(max(SELFPLAY_PLIES[0], board.ply() + 1), SELFPLAY_PLIES[1] + 1))
+                first = max(SELFPLAY_MIN_PLY, board.ply())
+                k = min(SELFPLAY_ROOTS_PER_GAME, length - first + 1)
+                games.append(board)
+                wanted.append(set(int(p) for p in rng.choice(np.arange(first, length + 1), size=k, replace=False)))
+            live = list(range(len(games)))
+            while live and len(out) < n:
+                live = [g for g in live if not games[g].is_game_over(claim_draw=True)]
+                for g in live:
+                    if games[g].ply() in wanted[g] and not self._held_out(games[g]):
+                        out.append(games[g].copy(stack=False))
+                live = [g for g in live if games[g].ply() < max(wanted[g])]
+                if not live:
+                    break
+                moves = self.engine([games[g] for g in live])
+                for g, move in zip(live, moves):
+                    if rng.random() < SELFPLAY_EPSILON:
+                        legal = list(games[g].legal_moves)
+                        move = legal[int(rng.integers(len(legal)))]
+                    games[g].push(move)
+        return out[:n]

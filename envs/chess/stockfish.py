@@ -566,10 +566,11 @@ class StockfishPool:
         return "go " + " ".join(parts)
 
     def play_moves(self, boards: Sequence[chess.Board], limit: chess.engine.Limit,
-                   options: dict | None = None) -> list[chess.Move]:
+                   options: dict | None = None, fresh: bool = True) -> list[chess.Move]:
         """The engine's move in each non-terminal board under ``limit`` with UCI ``options``
         (e.g. ``{"Skill Level": 0}`` or ``{"UCI_LimitStrength": True, "UCI_Elo": 1500}``; options
-        not given are at their defaults). A board that fails after every retry raises
+        not given are at their defaults; ``fresh``: each search from a cleared hash, so the move
+        is a function of the position). A board that fails after every retry raises
         :class:`EngineFailure` whose ``index`` is its position in ``boards``."""
         t0 = time.perf_counter()
         opts = tuple(sorted((str(k), str(v).lower() if isinstance(v, bool) else str(v))
@@ -585,8 +586,8 @@ class StockfishPool:
                     raise _EngineError(f"engine returned an illegal move ({move})")
                 return move
 
-            jobs.append(_Job(k, b"ucinewgame\n" + f"position fen {fen}\n{go}\n".encode(), b"bestmove", parse,
-                             options=opts, describe=f"choosing a move in '{fen}'"))
+            jobs.append(_Job(k, (b"ucinewgame\n" if fresh else b"") + f"position fen {fen}\n{go}\n".encode(),
+                             b"bestmove", parse, options=opts, describe=f"choosing a move in '{fen}'"))
         with self._lock:
             moves = self._run(jobs)
             self.searches += len(boards)
