@@ -108,11 +108,16 @@ def log_probs(policy: nn.Module, tokens: torch.Tensor, mask: torch.Tensor, tempe
     if pad:
         unique = torch.cat([unique, unique[:1].expand(pad, -1)])
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=tokens.is_cuda and getattr(module, "bf16", False)):
-        logits = policy(unique)[inverse]
+        logits = policy(unique)
     logits = logits.float() / temperature
     mask = mask.clone()
     mask[~mask.any(-1), 0] = True
-    return torch.log_softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
+    # the first row of each distinct position (padding rows keep 0: they are never gathered)
+    first = torch.zeros(unique.shape[0], dtype=torch.long, device=tokens.device).scatter_reduce(
+        0, inverse, torch.arange(len(inverse), device=tokens.device), reduce="amin", include_self=False)
+    if torch.equal(mask[first][inverse], mask):  # one mask per position (the usual case): softmax once
+        return torch.log_softmax(logits.masked_fill(~mask[first], float("-inf")), dim=-1)[inverse]
+    return torch.log_softmax(logits[inverse].masked_fill(~mask, float("-inf")), dim=-1)
 
 
 def sample(logp: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

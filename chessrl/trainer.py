@@ -507,7 +507,11 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
 
         def evaluate(step: int) -> dict[str, float]:  # the opponents' generators derive from (seed, step)
             _reseed(run.game, derived_seed(cfg.seed, 0, step, 2))
-            return run_eval(run, step)
+            if step == 0:
+                log("evaluating the initial policy (step 0): the baseline of every later evaluation")
+            out = run_eval(run, step)
+            log(eval_line(step, out))
+            return out
 
         if (ddp.main and start == 0 and cfg.trainer.eval_every and cfg.trainer.eval_initial
                 and not any(r["step"] == 0 for r in kept)):
@@ -735,6 +739,26 @@ class _GracefulStop:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old = {}
+
+
+def eval_line(step: int, metrics: dict[str, float]) -> str:
+    """One line for an evaluation: every ``eval/...`` number that carries a 95% interval
+    (``_lo``/``_hi``): match scores, benchmark proportions, an Elo."""
+    parts = []
+    for key, value in metrics.items():
+        lo, hi = metrics.get(f"{key}_lo"), metrics.get(f"{key}_hi")
+        if not key.startswith("eval/") or lo is None or hi is None:
+            continue
+        if key.endswith("/elo") and key != "eval/ladder/elo":
+            continue  # an opponent's Elo difference repeats its score
+        name = key[len("eval/"):].removesuffix("/score")
+        if abs(value) > 1.5 or abs(lo) > 1.5 or abs(hi) > 1.5:  # not a proportion: an Elo
+            parts.append(f"{name} {value:+.0f} [{lo:+.0f}, {hi:+.0f}]")
+        else:
+            parts.append(f"{name} {value:.3f} [{lo:.3f}, {hi:.3f}]")
+    took = metrics.get("time/eval")
+    return (f"eval step {step}: " + ("; ".join(parts) or "no metrics with intervals")
+            + (f" ({took:.0f} s)" if took is not None else ""))
 
 
 def run_eval(run: Run, step: int) -> dict[str, float]:

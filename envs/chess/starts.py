@@ -97,6 +97,14 @@ def random_endgame(rng: np.random.Generator) -> chess.Board:
             return board
 
 
+def _over(board: chess.Board) -> bool:
+    """Whether the game is over by a rule (repetitions by the fast scan of the game module)."""
+    from chessrl.envs.chess.game import repetitions  # the game module imports this one
+
+    return (not any(board.generate_legal_moves()) or board.is_insufficient_material()
+            or board.halfmove_clock >= 100 or repetitions(board) >= 2)
+
+
 class StartSampler:
     """Draws start boards for ``start`` = "standard" | "file" | "random" | "selfplay" (docs/chess.md).
 
@@ -131,6 +139,15 @@ class StartSampler:
         """``n`` start boards (independent, except that "selfplay" takes several from one game)."""
         if self.start == "selfplay":
             return self._selfplay(n, rng)
+        if self.start == "random" and len(self.phase_p) == 4 and self.phase_p[3] > 0:
+            # the 4th phase weight: that share of the roots from self-play games, in draw order
+            from_selfplay = rng.random(n) < self.phase_p[3]
+            played = iter(self._selfplay(int(from_selfplay.sum()), rng))
+            rest = iter(self._random(int((~from_selfplay).sum()), rng))
+            return [next(played) if s else next(rest) for s in from_selfplay]
+        return self._random(n, rng)
+
+    def _random(self, n: int, rng: np.random.Generator) -> list[chess.Board]:
         out: list[chess.Board] = []
         while len(out) < n:
             board = self._one(rng)
@@ -152,7 +169,8 @@ class StartSampler:
             return chess.Board()
         if self.start == "file":
             return chess.Board(self.fens[int(rng.integers(len(self.fens)))])
-        phase = PHASES[int(rng.choice(3, p=self.phase_p))]
+        p = self.phase_p[:3] / self.phase_p[:3].sum() if self.phase_p[:3].sum() > 0 else np.array([1.0, 0, 0])
+        phase = PHASES[int(rng.choice(3, p=p))]
         if phase == "endgame":
             return random_endgame(rng)
         for _attempt in range(1000):
@@ -180,7 +198,7 @@ class StartSampler:
                 wanted.append(set(int(p) for p in rng.choice(np.arange(first, length + 1), size=k, replace=False)))
             live = list(range(len(games)))
             while live and len(out) < n:
-                live = [g for g in live if not games[g].is_game_over(claim_draw=True)]
+                live = [g for g in live if not _over(games[g])]
                 for g in live:
                     if games[g].ply() in wanted[g] and not self._held_out(games[g]):
                         out.append(games[g].copy(stack=False))
