@@ -536,7 +536,8 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
                     row = {**row, **_skipped_row(run, step, f"{exc} (in the evaluation)")}
             if run.skipped_steps > skipped0:
                 run.consecutive_skips += 1
-                log(f"step {step} skipped: {run.skip_reason or 'the loss or the gradient was not finite'}")
+                run.skip_reason = run.skip_reason or "the loss or the gradient was not finite"
+                log(f"step {step} skipped: {run.skip_reason}")
             else:
                 run.consecutive_skips = 0
             restarts = _engine_stats(run.game).get("restarts", 0) - restarts0
@@ -545,7 +546,7 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
             limit = cfg.trainer.max_consecutive_skips
             if limit and run.consecutive_skips >= limit:
                 diverged = (f"training diverged: {run.consecutive_skips} consecutive steps skipped "
-                            f"(steps {step - run.consecutive_skips + 1}-{step}; last: {run.skip_reason or 'non-finite loss or gradient'})")
+                            f"(steps {step - run.consecutive_skips + 1}-{step}; the last because {run.skip_reason})")
             interrupted = dist_.any_true(ddp, stop.requested)
             if ddp.main:
                 record(row)
