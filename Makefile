@@ -1,11 +1,11 @@
 # Two commands do all the set-up on a fresh Debian machine with Python 3.11:
-#   make run    installs everything and trains examples/clean.toml
+#   make run    installs everything and trains chess from scratch (examples/chess_quick.toml)
 #   make test   installs everything and runs the test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-CONFIG ?= examples/clean.toml
+CONFIG ?= examples/chess_quick.toml
 
 .PHONY: setup run test bench clean
 

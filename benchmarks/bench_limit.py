@@ -137,8 +137,8 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 def quality(boards: list[chess.Board], engines: int, hash_mb: int) -> dict:
     from chessrl.envs.chess.stockfish import StockfishPool
 
-    def values(**limit) -> tuple[np.ndarray, float]:
-        pool = StockfishPool(STOCKFISH, engines=engines, hash_mb=hash_mb, cache_size=0, **limit)
+    def values(fresh: bool = True, **limit) -> tuple[np.ndarray, float]:
+        pool = StockfishPool(STOCKFISH, engines=engines, hash_mb=hash_mb, cache_size=0, fresh=fresh, **limit)
         try:
             pool.start_all()
             t0 = time.perf_counter()
@@ -153,7 +153,9 @@ def quality(boards: list[chess.Board], engines: int, hash_mb: int) -> dict:
                         ("depth6", {"depth": 6}), ("depth8", {"depth": 8}), ("nodes100", {"nodes": 100}),
                         ("nodes1000", {"nodes": 1000}), ("nodes5000", {"nodes": 5000})]:
         v, rate = values(**limit)
-        rows[name] = {"evals_per_s": round(rate, 1), "spearman_vs_depth12": round(spearman(v, ref), 3)}
+        _, warm = values(fresh=False, **limit)
+        rows[name] = {"evals_per_s": round(rate, 1), "evals_per_s_warm": round(warm, 1),
+                      "spearman_vs_depth12": round(spearman(v, ref), 3)}
     return rows
 
 
@@ -197,7 +199,8 @@ def main() -> None:
     if args.quality:
         q = quality(distinct_positions(args.quality_positions, np.random.default_rng(11)), n, args.hash)
         for name, row in q.items():
-            print(f"  {name:10s} {row['evals_per_s']:9.1f} evals/s  rank agreement with depth 12: "
+            print(f"  {name:10s} {row['evals_per_s']:9.1f} evals/s fresh, {row.get('evals_per_s_warm', 0):9.1f} warm;"
+                  f"  rank agreement with depth 12: "
                   f"{row['spearman_vs_depth12']:.3f}")
         out["quality"] = q
     print(json.dumps(out))

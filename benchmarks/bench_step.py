@@ -96,6 +96,9 @@ def main() -> None:
     print(f"  step times {', '.join(f'{t:.2f}' for t in times)} s (min {min(times):.2f}, max {max(times):.2f}); "
           f"load average {load:.2f} on {os.cpu_count()} cores")
     print(f"  trained plies / step {plies:.0f}; {plies / step:.1f} trained plies/s")
+    searches = statistics.fmean(r.get("rollout/reward_searches", 0) for r in rows)
+    hit = statistics.fmean(r.get("rollout/reward_cache_hit_rate", 0) for r in rows)
+    print(f"  reward searches / step {searches:.0f}; dedup + cache hit rate {hit:.1%} of lookups")
     print("  (rollout includes reward engine and the rollout's policy forwards; policy also counts the "
           "old/reference recompute; learner includes budget)")
 
@@ -109,6 +112,7 @@ def main() -> None:
         "overhead_target_met": overhead <= OVERHEAD_TARGET,
         "step_times_s": [round(t, 4) for t in times], "load_average": load, "cores": os.cpu_count(),
         "trained_plies_per_step": plies, "trained_plies_per_s": round(plies / step, 2),
+        "reward_searches_per_step": round(searches, 1), "reward_hit_rate": round(hit, 4),
     }))
 
 

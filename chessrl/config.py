@@ -55,6 +55,9 @@ class RolloutConfig:
     teacher_forcing_prob: float = opt(0.0, "Probability, per trajectory, that the first opponent plies are the engine's.",
                                       ge=0.0, le=1.0)
     teacher_forcing_depth: int = opt(4, "How many opponent plies a teacher-forced trajectory takes from the engine.", ge=0)
+    expert_members: int = opt(0, "Group members per root whose first move is the game engine's, trained like sampled "
+                              "ones (guided GRPO: every group holds the engine's choice; 0 = on-policy only).",
+                              ge=0)
 
 
 @dataclass

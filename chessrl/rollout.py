@@ -28,12 +28,17 @@ class RolloutTimes:
 def collect(env: BoardGameEnv, policy: torch.nn.Module, *, plies: int, temperature: float,
             opponent: str = "self", train_plies: str = "root", teacher_forcing_prob: float = 0.0,
             teacher_forcing_depth: int = 0, generator: torch.Generator | None = None,
-            times: RolloutTimes | None = None, score: str = "every_ply") -> TensorDict:
+            times: RolloutTimes | None = None, score: str = "every_ply", expert_members: int = 0) -> TensorDict:
     """Play ``plies`` plies on every board of ``env`` (batch ``[R, G]``) and stack them.
 
     Teacher forcing flips one coin per trajectory: a forced trajectory's first
     ``teacher_forcing_depth`` opponent plies are the engine's moves. Engine plies (forced or
     a fixed opponent's) and plies after the game ended are masked out of the loss.
+
+    ``expert_members = k``: the first ``k`` members of every group play the engine's move at the
+    root instead of a sampled one, and that ply is trained like a sampled one (its
+    ``sample_log_prob`` is the policy's own log-prob of the move, so the first ratio is still 1):
+    the group's comparison always includes the engine's choice.
 
     ``score = "last"`` asks the reward engine for the final position of each trajectory only
     (results by the rules are still exact at every ply); ``reward``/``value`` of the earlier
@@ -73,12 +78,25 @@ def collect(env: BoardGameEnv, policy: torch.nn.Module, *, plies: int, temperatu
             eng = torch.as_tensor(env.engine_actions(rows), device=device)
             times.env += time.perf_counter() - t0
             action.view(-1)[torch.as_tensor(rows, device=device)] = eng
+        if expert_members and not steps:  # the root ply: the first k members take the engine's move
+            lead = torch.zeros(B, dtype=torch.bool, device=device)
+            lead[..., :min(expert_members, B[-1])] = True
+            rows = np.flatnonzero((lead & active).reshape(-1).cpu().numpy())
+            if rows.size:
+                t0 = time.perf_counter()
+                eng = torch.as_tensor(env.engine_actions(rows), device=device)
+                times.env += time.perf_counter() - t0
+                action.view(-1)[torch.as_tensor(rows, device=device)] = eng
+            expert = lead & active
+        else:
+            expert = torch.zeros(B, dtype=torch.bool, device=device)
         opp_plies_done += opp.long()
         td["action"] = action
         td["sample_log_prob"] = lp.gather(-1, action.reshape(-1, 1)).reshape(B)
         td["valid"] = active
         td["mover_is_root"] = mover_is_root
         td["engine_ply"] = engine_ply
+        td["expert_ply"] = expert
         trained = active & ~engine_ply & (mover_is_root | (train_plies == "both"))
         td["loss_mask"] = trained
         t0 = time.perf_counter()

@@ -90,7 +90,8 @@ def grpo_step(run: Run, step: int) -> dict[str, float]:
     td = collect(run.env, run.old_policy, plies=ro.plies, temperature=ro.temperature, opponent=ro.opponent,
                  train_plies=ro.train_plies, teacher_forcing_prob=ro.teacher_forcing_prob,
                  teacher_forcing_depth=ro.teacher_forcing_depth, generator=run.generator, times=rt,
-                 score="last" if cfg.advantage.returns == "terminal" else "every_ply")
+                 score="last" if cfg.advantage.returns == "terminal" else "every_ply",
+                 expert_members=ro.expert_members)
     t_rollout = time.perf_counter() - t0
 
     # --- advantages: group-relative, per player, broadcast to that player's plies -----
@@ -167,6 +168,15 @@ def grpo_step(run: Run, step: int) -> dict[str, float]:
               "time/policy": t_policy, "time/learner": t_learner, "time/budget": t_budget,
               "time/overhead_frac": max(0.0, 1 - (engine + t_policy + t_learner) / t_total)})
     return m
+
+
+def _expert_metrics(td) -> dict[str, float]:
+    """With ``expert_members``: how the engine's root move fared in its groups."""
+    expert = td.get("expert_ply", None)
+    if expert is None or not bool(expert.any()):
+        return {}
+    return {"rollout/expert_advantage": float(td["advantage"][expert].mean()),
+            "rollout/expert_plies": int(expert.sum())}
 
 
 def _engine_stats(game) -> dict[str, float]:
@@ -246,6 +256,7 @@ def _step_metrics(run: Run, td: TensorDict, returns, zero, rows, epochs_run, n_t
         "rollout/game_len_mean": float(played.sum(-1).float().mean()),
         "rollout/terminated_frac": float(td["next", "terminated"][..., -1, 0].float().mean()),
         "rollout/teacher_forced_frac": float(td["forced_traj"][..., 0].float().mean()),
+        **_expert_metrics(td),
         "rollout/logprob_drift": drift,
     })
     return m

@@ -73,3 +73,20 @@ def test_seeded_rollouts_repeat_and_leave_global_rng_alone():
     collect(env, policy, plies=9, temperature=1.3, generator=torch.Generator().manual_seed(9))
     assert torch.equal(before, torch.random.get_rng_state())
     assert (np.random.get_state()[1] == np_state).all()
+
+
+def test_expert_members_play_the_engine_move_at_the_root_and_are_trained():
+    from chessrl.policy import log_probs
+
+    game, env, policy = _setup(R=4, G=6)
+    td = collect(env, policy, plies=3, temperature=1.0, train_plies="root", expert_members=2,
+                 generator=torch.Generator().manual_seed(5))
+    expert = td["expert_ply"]
+    assert expert[:, :2, 0].all() and not expert[:, 2:].any() and not expert[..., 1:].any()
+    # the engine's move, trained like a sampled one, with the policy's own log-prob of it
+    root_obs = td["observation"][:, :, 0].reshape(-1, td["observation"].shape[-1])
+    root_mask = td["action_mask"][:, :, 0].reshape(-1, td["action_mask"].shape[-1])
+    lp = log_probs(policy, root_obs, root_mask, 1.0).reshape(4, 6, -1)
+    taken = lp.gather(-1, td["action"][:, :, 0, None]).squeeze(-1)
+    assert torch.equal(taken, td["sample_log_prob"][:, :, 0])
+    assert td["loss_mask"][:, :2, 0].all()
