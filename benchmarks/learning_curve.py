@@ -54,6 +54,22 @@ def curve(rows: list[dict]) -> tuple[list[dict], list[str]]:
     return points, opponents
 
 
+BENCH_KEYS = ("agreement/top1", "agreement/top3", "mate1/success", "material/success", "ladder/elo")
+
+
+def bench_curve(rows: list[dict]) -> list[dict]:
+    """A game's held-out benchmark (``Game.benchmark``) at each evaluation: [{step, seconds,
+    <metric>: [value, lo, hi]}] for the metrics of BENCH_KEYS that the run logged."""
+    elapsed, points = 0.0, []
+    for row in rows:
+        elapsed += float(row.get("time/step", 0.0)) + float(row.get("time/eval", 0.0))
+        found = {k: [row[f"eval/{k}"], row[f"eval/{k}_lo"], row[f"eval/{k}_hi"]] for k in BENCH_KEYS
+                 if all(f"eval/{k}{s}" in row for s in ("", "_lo", "_hi"))}
+        if found:
+            points.append({"step": int(row["step"]), "seconds": round(elapsed, 1), **found})
+    return points
+
+
 def _cell(e: dict | None, key: str) -> str:
     if not e or e.get(key) is None:
         return "—"
@@ -107,6 +123,15 @@ def main() -> int:
         for opp in opponents:
             line += f"  {_cell(pt.get(opp), 'score'):<28} {_cell(pt.get(opp), 'non_losing'):<30}"
         print(line)
+    bench = bench_curve(rows)
+    if bench:
+        keys = [k for k in BENCH_KEYS if k in bench[0]]
+        print("\nheld-out benchmark (value [95% CI]):")
+        print(f"{'step':>6} {'minutes':>8}  " + "  ".join(f"{k:<24}" for k in keys))
+        for pt in bench:
+            cells = [(f"{pt[k][0]:+.0f} [{pt[k][1]:+.0f}, {pt[k][2]:+.0f}]" if k == "ladder/elo" else
+                      f"{pt[k][0]:.3f} [{pt[k][1]:.3f}, {pt[k][2]:.3f}]") if k in pt else "—" for k in keys]
+            print(f"{pt['step']:>6} {pt['seconds'] / 60:>8.1f}  " + "  ".join(f"{c:<24}" for c in cells))
     reached = next((pt for pt in points if (pt.get(args.opponent) or {}).get("non_losing") is not None
                     and pt[args.opponent]["non_losing"] >= args.target), None)
     if reached:
@@ -114,7 +139,7 @@ def main() -> int:
               f"{reached['seconds'] / 60:.1f} minutes of training and evaluation")
     else:
         print(f"no evaluation reached non-losing >= {args.target:.0%} against {args.opponent}")
-    print(json.dumps({"source": source, "points": points,
+    print(json.dumps({"source": source, "points": points, "benchmark": bench,
                       "target": {"opponent": args.opponent, "non_losing": args.target,
                                  "step": reached["step"] if reached else None,
                                  "seconds": reached["seconds"] if reached else None}}))

@@ -22,7 +22,7 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
-from chessrl.game import Game
+from chessrl.game import Game, Observation
 
 
 class BoardGameEnv(EnvBase):
@@ -64,8 +64,8 @@ class BoardGameEnv(EnvBase):
         # would rewrite every TensorDict already returned
         return torch.tensor(np.asarray(a), dtype=dtype).reshape(*self.batch_size, *a.shape[1:]).to(self.device)
 
-    def _observe(self, done: np.ndarray) -> dict:
-        obs = self.game.observe(self.states)
+    def _observe(self, done: np.ndarray, obs: Observation | None = None) -> dict:
+        obs = obs if obs is not None else self.game.observe(self.states)
         mask = obs.action_mask.copy()
         dead = done | obs.terminated | ~mask.any(axis=1)
         mask[dead] = False
@@ -84,20 +84,28 @@ class BoardGameEnv(EnvBase):
     # --- EnvBase ---------------------------------------------------------------------
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         roots = self.game.initial_states(self.n // self.group, self.rng)
+        # group members share a root: observe and score each root once, then copy it
+        root_obs = self.game.observe(roots)
         states = [self.game.copy_state(r) for r in roots for _ in range(self.group)]
-        # group members share a root: score each root once
         root_values = np.repeat(np.asarray(self.game.values(roots), dtype=np.float32), self.group)
-        return self.load_states(states, root_values)
+        g = self.group
+        obs = Observation(tokens=np.repeat(root_obs.tokens, g, axis=0),
+                          action_mask=np.repeat(root_obs.action_mask, g, axis=0),
+                          to_play=np.repeat(root_obs.to_play, g), terminated=np.repeat(root_obs.terminated, g),
+                          reason=[r for r in root_obs.reason for _ in range(g)])
+        return self.load_states(states, root_values, observation=obs)
 
-    def load_states(self, states: list[Any], values: np.ndarray | None = None) -> TensorDictBase:
-        """Start every board from ``states`` (flat, one per board); return the reset TensorDict."""
+    def load_states(self, states: list[Any], values: np.ndarray | None = None,
+                    observation: Observation | None = None) -> TensorDictBase:
+        """Start every board from ``states`` (flat, one per board); return the reset TensorDict.
+        ``observation``: the game's observation of exactly these states, if already made."""
         if len(states) != self.n:
             raise ValueError(f"expected {self.n} states, got {len(states)}")
         self.states = list(states)
         self.ply = np.zeros(self.n, dtype=np.int64)
         self.terminated = np.zeros(self.n, dtype=bool)
         self.truncated = np.zeros(self.n, dtype=bool)
-        fields, obs = self._observe(np.zeros(self.n, dtype=bool))
+        fields, obs = self._observe(np.zeros(self.n, dtype=bool), observation)
         self.terminated |= obs.terminated
         self.reasons = list(obs.reason)
         if values is None:

@@ -148,8 +148,14 @@ class ChessGame(Game):
         return [ChessState(b) for b in self.starts.sample(n, rng)]
 
     def copy_state(self, state: ChessState | chess.Board) -> ChessState:
-        """An independent copy; also accepts a bare ``chess.Board``."""
-        return ChessState(_as_board(state).copy())
+        """An independent copy; also accepts a bare ``chess.Board``. The move history is copied
+        only as far back as a repetition can reach (the halfmove clock), which is all the game
+        rules read of it."""
+        board = _as_board(state)
+        copy = ChessState(board.copy(stack=min(len(board.move_stack), board.halfmove_clock)))
+        if isinstance(state, ChessState):  # the same position: what observing it learnt still holds
+            copy.mask, copy.reason = state.mask, state.reason
+        return copy
 
     def state_from_options(self, options: dict) -> ChessState:
         """A state from Gym ``reset(options=...)``: ``{"fen": FEN}`` and/or ``{"moves": [uci, ...]}``."""
@@ -240,14 +246,16 @@ class ChessGame(Game):
         return out
 
     def engine_actions(self, states: Sequence[ChessState]) -> np.ndarray:
-        """Stockfish's move at ``engine_move_depth``; 0 for finished games."""
-        return self._engine_moves(states, self.options.engine_move_depth, None)
+        """Stockfish's move at ``engine_move_depth``; 0 for finished games (searches from a
+        cleared hash unless ``fresh_search = false``)."""
+        return self._engine_moves(states, self.options.engine_move_depth, None, fresh=self.options.fresh_search)
 
-    def _engine_moves(self, states: Sequence[ChessState], depth: int, skill: int | None) -> np.ndarray:
+    def _engine_moves(self, states: Sequence[ChessState], depth: int, skill: int | None,
+                      fresh: bool = True) -> np.ndarray:
         out = np.zeros(len(states), dtype=np.int64)
         live = [i for i, st in enumerate(states) if not self._reason(st)]
         if live:
-            moves = self.pool.best_moves([states[i].board for i in live], depth, skill)
+            moves = self.pool.best_moves([states[i].board for i in live], depth, skill, fresh=fresh)
             for i, m in zip(live, moves):
                 out[i] = enc.move_to_action(m, states[i].board.turn)
         return out

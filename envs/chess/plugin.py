@@ -12,14 +12,8 @@ import numpy as np
 import chessrl
 from chessrl.envs.chess.game import ChessGame
 from chessrl.envs.chess.options import ChessOptions
-from chessrl.envs.chess.stockfish import EngineFailure
-from chessrl.errors import EngineFailure as CoreEngineFailure
 from chessrl.errors import UserError
 from chessrl.schema import build
-
-# the trainer reports an engine that failed past its retries as one line (exit 1)
-CoreEngineFailure.register(EngineFailure)
-
 
 def factory(options: ChessOptions, seed: int) -> ChessGame:
     """The game for a validated ``[env]`` section and a run seed; an engine path that is not a

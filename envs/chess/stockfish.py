@@ -44,14 +44,16 @@ import chess
 import chess.engine
 import numpy as np
 
+from chessrl.errors import EngineFailure as CoreEngineFailure
 from chessrl.errors import UserError
 
 CP_CAP = 0.9      # centipawn values lie in (-CP_CAP, CP_CAP); mates lie above it
 MATE_DECAY = 0.8  # |value| of "mate in n" = CP_CAP + (1 - CP_CAP) * MATE_DECAY**n
 
 
-class EngineFailure(RuntimeError):
-    """Stockfish could not produce a result even after restarts and retries."""
+class EngineFailure(CoreEngineFailure):
+    """Stockfish could not produce a result even after restarts and retries (the core's
+    :class:`chessrl.errors.EngineFailure`: a run reports it as one line and exits 1)."""
 
 
 class _EngineError(Exception):
@@ -594,10 +596,11 @@ class StockfishPool:
         self.engine_seconds += time.perf_counter() - t0
         return moves
 
-    def best_moves(self, boards: Sequence[chess.Board], depth: int, skill: int | None = None) -> list[chess.Move]:
+    def best_moves(self, boards: Sequence[chess.Board], depth: int, skill: int | None = None,
+                   fresh: bool = True) -> list[chess.Move]:
         """Stockfish's move at ``depth`` in each non-terminal board (``skill``: UCI Skill Level 0-20)."""
         options = {} if skill is None or skill >= 20 else {"Skill Level": skill}
-        return self.play_moves(boards, chess.engine.Limit(depth=depth), options)
+        return self.play_moves(boards, chess.engine.Limit(depth=depth), options, fresh=fresh)
 
     def analyse_multipv(self, boards: Sequence[chess.Board], limit: chess.engine.Limit,
                         multipv: int) -> list[list[tuple[chess.Move, int]]]:
