@@ -41,7 +41,7 @@ import chess.engine
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_reward import distinct_positions  # noqa: E402  (same directory)
+from bench_reward import distinct_positions, evals_per_second  # noqa: E402  (same directory)
 
 STOCKFISH = "/usr/games/stockfish"
 
@@ -92,19 +92,7 @@ def raw_limit(boards: list[chess.Board], engines: int, go: str, hash_mb: int, fr
 
 def pool_rate(boards: list[chess.Board], engines: int, hash_mb: int, fresh: bool, **limit) -> tuple[float, float]:
     """(evaluations/s, searches in flight) of the reward path, cache off."""
-    from chessrl.envs.chess.stockfish import StockfishPool
-
-    pool = StockfishPool(STOCKFISH, engines=engines, hash_mb=hash_mb, cache_size=0, fresh=fresh, **limit)
-    try:
-        pool.start_all()
-        pool.values(boards[:engines])
-        busy0 = pool.engine_busy_seconds
-        t0 = time.perf_counter()
-        pool.values(boards)
-        wall = time.perf_counter() - t0
-        return len(boards) / wall, (pool.engine_busy_seconds - busy0) / wall
-    finally:
-        pool.close()
+    return evals_per_second(engines, boards, limit.pop("depth", None), hash_mb=hash_mb, fresh=fresh, **limit)
 
 
 def python_chess_rate(boards: list[chess.Board], engines: int, hash_mb: int, depth: int) -> float:

@@ -39,12 +39,12 @@ def distinct_positions(n: int, rng: np.random.Generator) -> list[chess.Board]:
     return list(seen.values())
 
 
-def evals_per_second(engines: int, boards: list[chess.Board], depth: int) -> tuple[float, float]:
+def evals_per_second(engines: int, boards: list[chess.Board], depth: int | None, **pool) -> tuple[float, float]:
     """(evaluations per second, overlap): overlap = summed search time / wall time, i.e. how
     many searches ran at once on average (the pool's concurrency, whatever the CPU gave it)."""
     from chessrl.envs.chess.stockfish import StockfishPool
 
-    pool = StockfishPool(STOCKFISH, engines=engines, depth=depth, cache_size=0)
+    pool = StockfishPool(STOCKFISH, engines=engines, depth=depth, cache_size=0, **pool)
     try:
         pool.start_all()
         pool.values(boards[:engines])  # warm up: processes and first search

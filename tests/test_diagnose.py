@@ -68,6 +68,7 @@ def test_report_files_written(diagnose_run):
 def test_short_clean_run_flags_none(tmp_path):
     cfg = load_config(REPO / "examples" / "clean.toml", [
         "policy.d_model=64", "policy.n_layers=2", "policy.n_heads=4", "policy.d_ff=128", "policy.frozen_layers=0",
+        "policy.init_checkpoint=''",
         "rollout.group_size=8", "rollout.plies=8", "env.depth=2", "trainer.steps=12", "trainer.health_window=6",
         "trainer.eval_every=0", "logging.wandb=disabled", "logging.progress=false", "device=cpu"])
     run_dir = train(cfg, tmp_path / "run", progress=False, echo=lambda s: None)
