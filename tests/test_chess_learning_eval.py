@@ -115,3 +115,23 @@ def test_every_evaluation_logs_the_benchmark_and_the_verdict_reads_it(tmp_path, 
     out = json.loads(r.stdout)
     assert set(out["players"]) == {"checkpoint", "initial", "random"}
     assert out["players"]["checkpoint"]["agreement/top1"] == pytest.approx(rows[-1]["eval/agreement/top1"])
+
+
+@pytest.mark.parametrize("example", ["chess_quick.toml", "chess_gpu.toml"])
+def test_the_chess_recipes_train_as_configured(example, tmp_path):
+    """The shipped recipes load and train (tiny sizes): guided groups, final-position rewards,
+    self-play roots, and the first ratio exactly 1."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config(repo / "examples" / example, [
+        "rollout.roots=2", "rollout.group_size=4", "trainer.steps=2", "trainer.eval_every=0", "env.engines=2",
+        "policy.d_model=32", "policy.n_layers=1", "policy.n_heads=2", "policy.d_ff=64", "device='cpu'",
+        "logging.wandb='disabled'", "logging.progress=false"])
+    assert cfg.rollout.plies == 1 and cfg.rollout.expert_members == 2 and cfg.advantage.returns == "terminal"
+    run_dir = train(cfg, tmp_path / "run", progress=False, echo=lambda s: None)
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["train/ratio_first_epoch"] == 1.0 and r["rollout/expert_plies"] == 2 * 2
+        assert 0 < r["rollout/reward_searches"] <= 2 * 4 + 2  # the final positions (and roots) only
