@@ -586,11 +586,12 @@ class HealthMonitor:
                 continue
             step = evals[d["peak_index"]][0]
             key = eval_key(opp)
+            unit = "items" if "/" in opp else "games"
             out.append(self._finding(
                 "eval_noise", "info", key,
-                f"{key} peak {_fmt(d['peak_score'])} at step {step} ({d['peak_games']} games, 95% CI "
+                f"{key} peak {_fmt(d['peak_score'])} at step {step} ({d['peak_games']} {unit}, 95% CI "
                 f"{d['peak_lo']:.3f}–{d['peak_hi']:.3f}) is within the noise of the level {d['level']:.3f} of the "
-                f"other {d['evaluations'] - 1} evaluations ({d['level_games']} games): p = {d['p_adjusted']:.2f} "
+                f"other {d['evaluations'] - 1} evaluations ({d['level_games']} {unit}): p = {d['p_adjusted']:.2f} "
                 f"after picking the best of {d['evaluations']}",
                 {**d, "peak_step": step}, state=str(step)))
         return out

@@ -148,11 +148,9 @@ class ChessGame(Game):
         return [ChessState(b) for b in self.starts.sample(n, rng)]
 
     def copy_state(self, state: ChessState | chess.Board) -> ChessState:
-        """An independent copy; also accepts a bare ``chess.Board``. The move history is copied
-        only as far back as a repetition can reach (the halfmove clock), which is all the game
-        rules read of it."""
+        """An independent copy (with its move history); also accepts a bare ``chess.Board``."""
         board = _as_board(state)
-        copy = ChessState(board.copy(stack=min(len(board.move_stack), board.halfmove_clock)))
+        copy = ChessState(board.copy())
         if isinstance(state, ChessState):  # the same position: what observing it learnt still holds
             copy.mask, copy.reason = state.mask, state.reason
         return copy

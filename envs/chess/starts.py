@@ -97,6 +97,13 @@ def random_endgame(rng: np.random.Generator) -> chess.Board:
             return board
 
 
+def _recent(board: chess.Board) -> chess.Board:
+    """``board`` with its move stack cut to the plies a repetition can reach."""
+    if len(board.move_stack) <= board.halfmove_clock:
+        return board
+    return board.copy(stack=board.halfmove_clock)
+
+
 def _over(board: chess.Board) -> bool:
     """Whether the game is over by a rule (repetitions by the fast scan of the game module)."""
     from chessrl.envs.chess.game import repetitions  # the game module imports this one
@@ -136,7 +143,12 @@ class StartSampler:
         return self._exclude or set()
 
     def sample(self, n: int, rng: np.random.Generator) -> list[chess.Board]:
-        """``n`` start boards (independent, except that "selfplay" takes several from one game)."""
+        """``n`` start boards (independent, except that "selfplay" takes several from one game).
+        A random or self-play start keeps its move history only as far back as a repetition can
+        reach (the halfmove clock): all the game rules read of it, and group copies stay cheap."""
+        return [_recent(b) for b in self._sample(n, rng)]
+
+    def _sample(self, n: int, rng: np.random.Generator) -> list[chess.Board]:
         if self.start == "selfplay":
             return self._selfplay(n, rng)
         if self.start == "random" and len(self.phase_p) == 4 and self.phase_p[3] > 0:
@@ -201,7 +213,7 @@ class StartSampler:
                 live = [g for g in live if not _over(games[g])]
                 for g in live:
                     if games[g].ply() in wanted[g] and not self._held_out(games[g]):
-                        out.append(games[g].copy(stack=False))
+                        out.append(games[g].copy())
                 live = [g for g in live if games[g].ply() < max(wanted[g])]
                 if not live:
                     break
