@@ -764,7 +764,7 @@ def eval_line(step: int, metrics: dict[str, float]) -> str:
         if key.endswith("/elo") and key != "eval/ladder/elo":
             continue  # an opponent's Elo difference repeats its score
         name = key[len("eval/"):].removesuffix("/score")
-        if abs(value) > 1.5 or abs(lo) > 1.5 or abs(hi) > 1.5:  # not a proportion: an Elo
+        if key.endswith("/elo"):
             parts.append(f"{name} {value:+.0f} [{lo:+.0f}, {hi:+.0f}]")
         else:
             parts.append(f"{name} {value:.3f} [{lo:.3f}, {hi:.3f}]")

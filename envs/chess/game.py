@@ -24,10 +24,6 @@ _KEY_TO_ACTION_FLAT = enc.KEY_TO_ACTION.reshape(-1)
 _TURN_OFFSET = {chess.WHITE: 1 << 15, chess.BLACK: 0}  # row of KEY_TO_ACTION in the flat table
 
 
-def rung_needs_engine(rung: str) -> bool:
-    return any(kind in rung for kind in ("skill:", "nodes:", "depth:"))
-
-
 class ChessState:
     """A board and the cached results of observing it (cleared by every move)."""
 
@@ -278,7 +274,7 @@ class ChessGame(Game):
         """The ``eval_ladder`` rungs by metrics name (docs/benchmark.md), their generators drawn
         from the game seed or the last :meth:`reseed`; "stockfish" is Stockfish at
         ``opponent_skill`` and ``opponent_depth``."""
-        from chessrl.envs.chess.benchmark import rung_opponent
+        from chessrl.envs.chess.benchmark import _parse_rung, rung_opponent
 
         o = self.options
         out: dict[str, Callable[[Sequence[ChessState]], np.ndarray]] = {}
@@ -288,7 +284,7 @@ class ChessGame(Game):
             elif rung == "random":  # the game's own generator: seeded, reseeded with the game
                 out[rung] = lambda states: self.random_actions(states, self._opponent_rng)
             else:
-                pool = self.pool if rung_needs_engine(rung) else None
+                pool = self.pool if _parse_rung(rung)[1] in ("skill", "nodes", "depth") else None
                 out[rung_metric_name(rung)] = rung_opponent(rung, pool, seed=self._eval_seed + 7919 * k)
         return out
 

@@ -483,10 +483,9 @@ class StockfishPool:
                         if eng is not None and eng.inflight and now - last_progress[slot] > self.timeout:
                             fail(slot, f"no answer within {self.timeout:g} s (engine killed)")
                             feed(slot)
-                    if not todo and failure is None:
-                        continue
-                    for slot in range(self.n_engines):
-                        feed(slot)
+                    if todo and failure is None:  # an idle engine takes what a failed one gave back
+                        for slot in range(self.n_engines):
+                            feed(slot)
             finally:
                 sel.close()
                 self.engine_busy_seconds += busy
@@ -513,7 +512,7 @@ class StockfishPool:
                 raise _EngineError(f"no static evaluation in engine output {lines[-3:]!r}")
 
             return _Job(index, f"position fen {fen}\neval\nisready\n".encode(), b"readyok", parse_static,
-                        describe=f"evaluating '{fen}'", lines=[])
+                        describe=f"evaluating '{fen}'")
 
         def parse(lines: list[bytes]) -> float:
             kind, n = _last_score(lines)
