@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plugins)
 
     p = sub.add_parser("report", help="write RUN_DIR/report.md and report.html (the run's post-mortem)")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run directory (runs/<name>-<timestamp>/ or the run's --run-dir); it needs "
+                   "only metrics.jsonl and config.toml, so a running or crashed run works too")
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
     p.add_argument("--window", type=int, help="steps per health window (default: the run's trainer.health_window)")
     p.set_defaults(func=cmd_report)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from chessrl.errors import UserError
 from chessrl.hookspecs import hookimpl
+
+if TYPE_CHECKING:  # torch is imported by the code that runs a step; the CLI starts without it
+    import torch
 
 
 @dataclass

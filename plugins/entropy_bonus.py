@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from chessrl import hookimpl
 from chessrl.regularisers import Coefficients, LossTerm, PluginReport, Regulariser
 from chessrl.schema import opt
+
+if TYPE_CHECKING:  # torch is imported by the code that runs a step; the CLI starts without it
+    import torch
 
 COEFFICIENT = "entropy"
 _OUT_KEY = {"exact": "entropy", "sample": "entropy_sample"}

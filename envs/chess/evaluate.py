@@ -28,7 +28,7 @@ import torch
 from chessrl import checkpoint as ckpt_io
 from chessrl.envs.chess import encoding as enc
 from chessrl.envs.chess.game import ChessGame, ChessState
-from chessrl.envs.chess.options import ChessOptions
+from chessrl.envs.chess.options import ELO_RANGE, ChessOptions
 from chessrl.envs.chess.pgn import game_record, result_string, write_game
 from chessrl.envs.chess.starts import random_play
 from chessrl.envs.chess.stockfish import EngineFailure, StockfishPool
@@ -37,7 +37,6 @@ from chessrl.match import MatchError, MatchResult, play_match
 from chessrl.policy import Policy
 from chessrl.schema import build
 
-ELO_RANGE = (1350, 2850)   # Stockfish 15.1's UCI_Elo option (min, max)
 SKILL_MAX_DEPTH = 12       # depth cap of Skill Level / UCI_Elo opponents (see Opponent)
 
 
@@ -395,36 +394,3 @@ def cmd_eval(args: argparse.Namespace) -> int:
     elif args.pgn:
         print(f"PGN: {args.pgn}")
     return 0
-
-
-def add_eval_command(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="play a checkpoint against Stockfish; score with a 95%% CI "
-                              "(docs/evaluation.md)")
-    p.add_argument("checkpoint", help="a checkpoint file (step_*.pt, initial.pt, a pretrained .pt) or a run directory")
-    p.add_argument("--games", type=int, default=16, help="games (even: each opening with both colours; default 16)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--skill", type=int, help="Stockfish Skill Level 0..20")
-    g.add_argument("--depth", type=int, help="full-strength Stockfish limited to this depth")
-    g.add_argument("--nodes", type=int, help="full-strength Stockfish limited to this many nodes")
-    g.add_argument("--elo", type=int, help=f"UCI_LimitStrength at this UCI_Elo ({ELO_RANGE[0]}..{ELO_RANGE[1]})")
-    p.add_argument("--pgn", help="write every game to this PGN file")
-    p.add_argument("--json", action="store_true", help="print machine-readable results")
-    p.add_argument("--baselines", action="store_true",
-                   help="also play a random mover and the run's initial.pt under the same protocol")
-    p.add_argument("--seed", type=int, default=0, help="seed of the openings and of sampling (default 0)")
-    p.add_argument("--opening-plies", type=int, default=8, help="random plies of each opening (default 8; 0 = start position)")
-    p.add_argument("--balance", type=float, default=0.15,
-                   help="keep openings whose Stockfish value is within this of 0 (value scale [-1, 1]; default 0.15 ~ 80 cp)")
-    p.add_argument("--max-plies", type=int, default=200, help="adjudicate games still running after this many plies (default 200)")
-    p.add_argument("--adjudicate", type=float, default=0.5,
-                   help="value (side to move, [-1, 1]) an adjudicated game's winner needs (default 0.5 ~ 300 cp)")
-    p.add_argument("--sample", action="store_true", help="sample the policy's moves instead of playing greedily")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature with --sample (default 1)")
-    p.add_argument("--engines", type=int, help="Stockfish processes (default: the checkpoint's [env] engines)")
-    p.add_argument("--benchmark", action="store_true",
-                   help="score the held-out benchmark instead of playing one opponent: top-1/top-3 agreement with "
-                        "Stockfish, mate in one, material wins, with 95%% CIs (docs/benchmark.md)")
-    p.add_argument("--ladder", action="store_true",
-                   help="with the benchmark, play --games games against every rated rung of the checkpoint's "
-                        "[env] eval_ladder and estimate an Elo on the ladder's scale (random mover = 0)")
-    p.set_defaults(func=cmd_eval)

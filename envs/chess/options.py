@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from chessrl.schema import opt
 
+ELO_RANGE = (1350, 2850)   # Stockfish 15.1's UCI_Elo option (min, max)
+
 
 def rung_metric_name(rung: str) -> str:
     """The metrics name of a ladder rung: 'skill:0' -> 'skill_0', 'eps0.5:random' -> 'eps05_random'."""

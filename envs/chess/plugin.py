@@ -1,23 +1,30 @@
-"""The chess plugin: registers the "chess" game and builds the ``chessrl/Chess-v0`` Gym env."""
+"""The chess plugin: registers the "chess" game and builds the ``chessrl/Chess-v0`` Gym env.
+
+Every ``chessrl`` command imports this module when it starts, so the game (python-chess,
+Stockfish, NumPy) is imported only when a game is built.
+"""
 
 from __future__ import annotations
 
 import functools
 import shutil
 import subprocess
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 import chessrl
-from chessrl.envs.chess.game import ChessGame
 from chessrl.envs.chess.options import ChessOptions
 from chessrl.errors import UserError
 from chessrl.schema import build
 
+if TYPE_CHECKING:
+    from chessrl.envs.chess.game import ChessGame
+
+
 def factory(options: ChessOptions, seed: int) -> ChessGame:
     """The game for a validated ``[env]`` section and a run seed; an engine path that is not a
     UCI engine is a :class:`UserError` here, before a run writes anything."""
+    from chessrl.envs.chess.game import ChessGame
+
     game = ChessGame(options, seed)
     if options.reward == "stockfish":
         check_uci(shutil.which(options.stockfish_path) or options.stockfish_path)
@@ -46,23 +53,11 @@ def chessrl_register_games(register) -> None:
 
 @chessrl.hookimpl
 def chessrl_register_commands(subparsers) -> None:
-    """``chessrl eval`` (matches against Stockfish) and ``chessrl pretrain`` (distillation)."""
-    from chessrl.envs.chess.evaluate import add_eval_command
+    """``chessrl eval`` (matches against Stockfish) and ``chessrl pretrain`` (distillation); the
+    arguments only: each command imports its implementation when it runs."""
+    from chessrl.envs.chess.commands import add_commands
 
-    add_eval_command(subparsers)
-    p = subparsers.add_parser("pretrain", help="pretrain the chess policy by Stockfish distillation "
-                              "(docs/pretraining.md)")
-    p.add_argument("config", help="pretraining TOML, e.g. examples/pretrain.toml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value (repeatable), e.g. --set train.epochs=2")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    def run(args) -> int:
-        from chessrl.envs.chess.pretrain import cmd_pretrain
-
-        return cmd_pretrain(args)
-
-    p.set_defaults(func=run)
+    add_commands(subparsers)
 
 
 def _legal_action_space(env: Any):
@@ -72,6 +67,7 @@ def _legal_action_space(env: Any):
     ``check_env`` and most example loops do) would almost always play an illegal move.
     An explicit ``mask`` or ``probability`` argument is honoured as in Gymnasium.
     """
+    import numpy as np
     from gymnasium import spaces
 
     class LegalDiscrete(spaces.Discrete):
@@ -89,6 +85,7 @@ def make_gym_env(render_mode: str | None = None, seed: int = 0, **kwargs: Any):
     the side to move. kwargs are ``[env]`` options, checked strictly (an unknown key or a bad
     value is a UserError); ``reset(options={"fen": FEN})`` starts from a position."""
     from chessrl.env import GymView
+    from chessrl.envs.chess.game import ChessGame
 
     options = build(ChessOptions, kwargs, prefix="env")
     env = GymView(ChessGame(options, seed), render_mode=render_mode)
@@ -96,4 +93,4 @@ def make_gym_env(render_mode: str | None = None, seed: int = 0, **kwargs: Any):
     return env
 
 
-__all__ = ["ChessOptions", "ChessGame", "chessrl_register_games", "chessrl_register_commands", "factory", "make_gym_env"]
+__all__ = ["ChessOptions", "chessrl_register_games", "chessrl_register_commands", "factory", "make_gym_env"]

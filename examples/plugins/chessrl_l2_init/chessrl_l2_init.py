@@ -12,12 +12,14 @@ found through the ``chessrl`` entry-point group. It adds the term
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from chessrl import hookimpl
 from chessrl.regularisers import Coefficients, LossTerm, PluginReport, Regulariser
 from chessrl.schema import opt
+
+if TYPE_CHECKING:  # imported where used: every chessrl command imports this module when it starts
+    import torch
 
 __version__ = "0.1.0"
 COEFFICIENT = "l2_init"
@@ -71,6 +73,8 @@ class L2Init(Regulariser):
         return {"anchor": {n: t.cpu() for n, t in self.anchor.items()}}
 
     def load_state_dict(self, state: dict) -> None:
+        import torch
+
         self.anchor = {n: torch.as_tensor(t) for n, t in state.get("anchor", {}).items()}
 
 
