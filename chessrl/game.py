@@ -74,6 +74,27 @@ class Game:
         """
         raise NotImplementedError(f"game '{self.name}' has no engine to choose moves")
 
+    def check_state(self, state: Any) -> None:
+        """Raise ``ValueError`` (one line: what is wrong with it) if ``state`` cannot start a game.
+
+        The core calls it on every start a user asks for (the Gym view's ``reset(options=...)``)
+        and the contract tests on the game's own starts. The default refuses a finished
+        position (one with no legal move); override it to add the game's own checks (a board
+        that cannot arise, too many pieces, ...) and call ``super().check_state(state)``.
+        """
+        obs = self.observe([state])
+        if obs.terminated[0] or not obs.action_mask[0].any():
+            reason = obs.reason[0] or "no legal move"
+            raise ValueError(f"the position is already finished ({reason}): {self.state_to_str(state)}; "
+                             "start from a position with a move to play")
+
+    def state_from_options(self, options: dict[str, Any]) -> Any:
+        """Optional: the start state for the Gym view's ``reset(options=...)`` (e.g.
+        ``{"fen": ...}``, ``{"moves": [...]}``). Raise ``ValueError`` naming the unknown or bad
+        option; the core adds the game and the request and calls :meth:`check_state` on the
+        result. The default takes no options."""
+        raise ValueError(f"game '{self.name}' takes no reset options")
+
     def action_to_str(self, action: int) -> str:
         """A human-readable name of an action index (a UCI move, a column, ...)."""
         return str(action)

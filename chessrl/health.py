@@ -20,7 +20,8 @@ from typing import Any
 from chessrl.stats import Trend, peak_is_noise, score_difference, trend
 
 __all__ = [
-    "Finding", "HealthMonitor", "PluginSummary", "KeyStats",
+    "Finding", "NotEvaluated", "HealthMonitor", "PluginSummary", "KeyStats", "Declared",
+    "DECLARED_KINDS", "declared_key", "parse_declared",
     "SATURATED_FRAC", "DOMINANT_SHARE", "OPPOSES_COS", "CLIP_HIGH", "RATIO_MEAN_TOL",
     "RATIO_MAXDEV_TOL", "ENTROPY_COLLAPSE_FRAC", "ENTROPY_DECLINE_WINDOWS", "ENTROPY_DECLINE_DROP",
     "ZERO_STD_FRAC", "TREND_MIN_WINDOWS", "EVAL_MIN_EVALS", "EVAL_ALPHA",
@@ -47,9 +48,60 @@ ENTROPY_KEY = "train/entropy"
 RETURN_KEY = "rollout/return_mean"
 SEVERITIES = ("error", "warning", "info")
 
-_MAX_KEYS = ("coef_max", "max_coef", "max")
-_MIN_KEYS = ("coef_min", "min_coef", "min")
 _FLAG_KEYS = ("acted", "at_bound")
+
+# --- reference lines a plugin declares (PluginReport.bounds / targets / floors) ------------
+# Logged as ``plugin/<name>/<key>@<kind>``; ``<key>`` is one of the plugin's own metrics
+# ("coef") or, when it has a slash, any metrics key ("train/entropy"). docs/diagnostics.md.
+DECLARED_KINDS = ("min", "max", "target", "floor")
+
+
+def declared_key(plugin: str, key: str, kind: str) -> str:
+    """The metrics key under which ``plugin`` logs a ``kind`` line ("min", "max", "target", "floor") for ``key``."""
+    if kind not in DECLARED_KINDS:
+        raise ValueError(f"kind must be one of {DECLARED_KINDS}; got {kind!r}")
+    return f"plugin/{plugin}/{key}@{kind}"
+
+
+def parse_declared(metric: str) -> tuple[str, str, str] | None:
+    """``(plugin, full metrics key it refers to, kind)`` of a declared-line key, or None."""
+    if not metric.startswith("plugin/") or "@" not in metric:
+        return None
+    head, kind = metric.rsplit("@", 1)
+    parts = head.split("/", 2)
+    if kind not in DECLARED_KINDS or len(parts) < 3 or not parts[1] or not parts[2]:
+        return None
+    plugin, key = parts[1], parts[2]
+    return plugin, (key if "/" in key else f"plugin/{plugin}/{key}"), kind
+
+
+@dataclass(frozen=True)
+class Declared:
+    """A reference line a plugin declared: ``kind`` ("min", "max", "target", "floor") of the
+    metrics key ``key``, its last ``value``, and whether it changed during the run."""
+
+    plugin: str
+    key: str
+    kind: str
+    value: float
+    constant: bool
+    metric: str   # the plugin/<name>/<key>@<kind> key it is logged under
+
+    def describe(self) -> str:
+        short = self.key[len(f"plugin/{self.plugin}/"):] if self.key.startswith(f"plugin/{self.plugin}/") else self.key
+        return f"{short} {self.kind} {_fmt(self.value)}" + ("" if self.constant else " (last)")
+
+
+@dataclass(frozen=True)
+class NotEvaluated:
+    """A health rule that could not run on this run (yet), and why."""
+
+    code: str
+    subject: str
+    reason: str
+
+    def line(self) -> str:
+        return f"`{self.code}` ({self.subject}): {self.reason}" if self.subject else f"`{self.code}`: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -197,19 +249,17 @@ class HealthMonitor:
     ``window`` is ``trainer.health_window``: window rules look at the values logged in the
     last ``window`` steps and wait until ``window`` steps have been seen. ``plugin_kinds``
     maps plugin names to "controller", "monitor" or "term" (inferred from the keys when
-    absent). ``plugin_config`` is the resolved ``[plugins.<name>]`` tables; messages take a
-    bound (``max``, ``max_coef``, ...) or a ``floor`` from there when the plugin does not log
-    it (findings never depend on it). Rows are dicts as written to metrics.jsonl; missing keys and non-numeric values
-    are ignored, so rows of any age or completeness are fine.
+    absent). Bounds, targets and floors come from what the plugins declare
+    (``plugin/<name>/<key>@<kind>``, :func:`parse_declared`), never from option names; findings
+    never depend on them, only messages. Rows are dicts as written to metrics.jsonl; missing
+    keys and non-numeric values are ignored, so rows of any age or completeness are fine.
     """
 
-    def __init__(self, window: int, plugin_kinds: dict[str, str] | None = None,
-                 plugin_config: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(self, window: int, plugin_kinds: dict[str, str] | None = None) -> None:
         if window < 2:
             raise ValueError(f"window must be at least 2; got {window}")
         self.window = window
         self.plugin_kinds = dict(plugin_kinds or {})
-        self.plugin_config = {k: dict(v) for k, v in (plugin_config or {}).items() if isinstance(v, dict)}
         self.first_step: int | None = None
         self.last_step: int | None = None
         self.steps_seen = 0
@@ -261,6 +311,48 @@ class HealthMonitor:
         """All findings that hold after the last row, most severe first."""
         return list(self._current)
 
+    def not_evaluated(self) -> list[NotEvaluated]:
+        """The rules that could not run on the rows seen so far, each with what it needs.
+
+        "No findings" means something only next to this list: a 40-step run with a 50-step
+        window has run none of the window rules. Rules whose metrics a run never logs (no
+        plugin logs ``acted``) are not listed; rules that wait for a window, for windows of a
+        metric or for evaluations are, with the numbers (needs 50 steps, run has 40).
+        """
+        w, seen, out = self.window, self.steps_seen, []
+
+        def steps(n: int, has: int, what: str = "steps") -> str:
+            return f"needs {n} {what}, run has {has}"
+
+        for name in self.plugin_names():
+            acted = self.stats.get(f"plugin/{name}/acted")
+            if acted is not None and self.plugin_summary(name).acted == 0 and not (acted.count >= w and self.window_full):
+                out.append(NotEvaluated("dead", name, steps(w, min(acted.count, seen))))
+            if f"plugin/{name}/at_bound" in self.stats and not self.window_full:
+                out.append(NotEvaluated("saturated", name, steps(w, seen)))
+        if not self.window_full:
+            if any(t != OBJECTIVE for t in self.budget_terms()):
+                out.append(NotEvaluated("dominant", "", steps(w, seen)))
+                out.append(NotEvaluated("opposes_objective", "", steps(w, seen)))
+            for code, key in (("clip_high", "train/clip_fraction"), ("zero_std_groups", "rollout/zero_std_frac")):
+                if key in self.stats:
+                    out.append(NotEvaluated(code, key, steps(w, seen)))
+        if ENTROPY_KEY in self.stats:
+            n = self.stats[ENTROPY_KEY].count
+            if not self._blocks[ENTROPY_KEY].means:
+                out.append(NotEvaluated("entropy_collapse", ENTROPY_KEY, steps(w, n, f"values of {ENTROPY_KEY}")))
+            elif len(self._blocks[ENTROPY_KEY].means) < ENTROPY_DECLINE_WINDOWS:
+                out.append(NotEvaluated("entropy_collapse", ENTROPY_KEY + " (steady decline)",
+                                        steps(ENTROPY_DECLINE_WINDOWS * w, n, f"values of {ENTROPY_KEY}")))
+        if RETURN_KEY in self.stats and (self._return_trend is None or self._return_trend.n < TREND_MIN_WINDOWS):
+            out.append(NotEvaluated("reward_trend", RETURN_KEY,
+                                    steps(TREND_MIN_WINDOWS * w, self.stats[RETURN_KEY].count, f"values of {RETURN_KEY}")))
+        for opp, evals in self._evals.items():
+            for code, n in (("eval_trend", EVAL_TREND_MIN_EVALS), ("eval_noise", EVAL_MIN_EVALS)):
+                if len(evals) < n:
+                    out.append(NotEvaluated(code, eval_key(opp), steps(n, len(evals), "evaluations")))
+        return out
+
     def raised(self) -> list[Finding]:
         """Every finding ever reported, as first reported (including ones that no longer hold)."""
         return list(self._raised.values())
@@ -305,7 +397,7 @@ class HealthMonitor:
         recent = self.window_values(bound_key)
         prefix = f"plugin/{name}/"
         metrics = {k[len(prefix):]: s.last for k, s in self.stats.items()
-                   if k.startswith(prefix) and k[len(prefix):] not in _FLAG_KEYS}
+                   if k.startswith(prefix) and k[len(prefix):] not in _FLAG_KEYS and parse_declared(k) is None}
         steps = max((s.count for k, s in self.stats.items() if k.startswith(prefix)), default=0)
         return PluginSummary(
             name=name, kind=kind, steps=steps, acted=acted, last_acted_step=last_acted,
@@ -314,6 +406,16 @@ class HealthMonitor:
             at_bound_frac_window=sum(recent) / len(recent) if recent else math.nan,
             metrics=metrics,
         )
+
+    def declared(self, plugin: str | None = None) -> list[Declared]:
+        """The reference lines plugins declared (all, or ``plugin``'s), in the order first logged."""
+        out = []
+        for metric, st in self.stats.items():
+            parsed = parse_declared(metric)
+            if parsed is None or (plugin is not None and parsed[0] != plugin):
+                continue
+            out.append(Declared(parsed[0], parsed[1], parsed[2], st.last, st.min == st.max, metric))
+        return out
 
     @property
     def return_trend(self) -> Trend | None:
@@ -435,44 +537,43 @@ class HealthMonitor:
         return out
 
     def _dead_detail(self, name: str, s: PluginSummary) -> str:
-        """Why a plugin never acted, from its own metrics where it reports them."""
-        floor = s.metrics.get("floor", self._option(name, "floor"))
-        if floor is not None:
-            watched = f"plugin/{name}/entropy" if f"plugin/{name}/entropy" in self.stats else ENTROPY_KEY
-            ws = self.stats.get(watched)
-            if ws is not None:
-                return (f" ({watched.rsplit('/', 1)[-1]} {_fmt(ws.min)}–{_fmt(ws.max)}, last {_fmt(ws.last)}, "
-                        f"stayed above floor {_fmt(floor)})")
-            return f" (floor {_fmt(floor)})"
+        """Why a plugin never acted: the range of a metric it declared a floor or target on,
+        else its own metrics."""
+        for d in self.declared(name):
+            ws = self.stats.get(d.key)
+            if d.kind not in ("floor", "target") or ws is None:
+                continue
+            watched = d.key.rsplit("/", 1)[-1]
+            side = (f"stayed above {d.kind} {_fmt(d.value)}" if ws.min >= d.value
+                    else f"stayed below {d.kind} {_fmt(d.value)}" if ws.max <= d.value else f"{d.kind} {_fmt(d.value)}")
+            return f" ({watched} {_fmt(ws.min)}–{_fmt(ws.max)}, last {_fmt(ws.last)}, {side})"
         if s.metrics:
             return " (" + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(s.metrics.items())) + ")"
         return ""
 
     def _bound_of(self, name: str) -> tuple[str | None, float, str]:
-        """(coefficient metric, its last value, "max" / "min" / "a bound") for a controller."""
-        prefix = f"plugin/{name}/"
-        keys = [k[len(prefix):] for k in self.stats if k.startswith(prefix)]
-        coef_key = "coef" if "coef" in keys else next(
-            (k for k in keys if "coef" in k and k not in _MAX_KEYS + _MIN_KEYS), None)
-        if coef_key is None:
-            return None, math.nan, "a bound"
-        cs = self.stats[prefix + coef_key]
-        coef = cs.last
-        for names, label in ((_MAX_KEYS, "max"), (_MIN_KEYS, "min")):
-            for k in names:
-                bound = self.stats[prefix + k].last if k in keys else self._option(name, k)
-                if bound is not None and math.isclose(coef, bound, rel_tol=1e-9, abs_tol=1e-12):
-                    return coef_key, coef, label
-        if coef == cs.max and coef > cs.first:
-            return coef_key, coef, "max"
-        if coef == cs.min and coef < cs.first:
-            return coef_key, coef, "min"
-        return coef_key, coef, "a bound"
+        """(coefficient, its last value, "max" / "min" / "a bound") for a controller.
 
-    def _option(self, plugin: str, key: str) -> float | None:
-        """A numeric option of the plugin's config table, or None."""
-        v = self.plugin_config.get(plugin, {}).get(key)
-        return float(v) if _number(v) else None
+        The coefficient is the metric the plugin declared bounds on (else its documented
+        ``plugin/<name>/coef``); the bound is the declared one it sits at, else inferred from
+        its history (it rose to its run maximum: max).
+        """
+        prefix = f"plugin/{name}/"
+        bounds = [d for d in self.declared(name) if d.kind in ("min", "max")]
+        key = bounds[0].key if bounds else prefix + "coef"
+        cs = self.stats.get(key)
+        if cs is None:
+            return None, math.nan, "a bound"
+        label = key[len(prefix):] if key.startswith(prefix) else key
+        coef = cs.last
+        for d in bounds:
+            if d.key == key and math.isclose(coef, d.value, rel_tol=1e-9, abs_tol=1e-12):
+                return label, coef, d.kind
+        if coef == cs.max and coef > cs.first:
+            return label, coef, "max"
+        if coef == cs.min and coef < cs.first:
+            return label, coef, "min"
+        return label, coef, "a bound"
 
     def _budget_findings(self) -> list[Finding]:
         out: list[Finding] = []

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from chessrl.errors import UserError
+from chessrl.health import declared_key
 from chessrl.hookspecs import hookimpl
 
 if TYPE_CHECKING:  # torch is imported by the code that runs a step; the CLI starts without it
@@ -41,6 +42,13 @@ class PluginReport:
     anything this step (a controller changed its coefficient, a monitor fired); None for
     plugins that act every step by construction (a fixed loss term). ``at_bound`` is True
     when a controlled coefficient sits at its min or max.
+
+    ``bounds``, ``targets`` and ``floors`` declare the reference lines of a metric: its
+    ``(min, max)`` (None for an open side), the value it is steered towards, the value it
+    should stay above. A key without a slash is one of ``metrics`` (``"coef"``), a key with one
+    any metrics key (``"train/entropy"``). They are logged as ``plugin/<name>/<key>@min``
+    (``@max``, ``@target``, ``@floor``); the health messages and the report's plots take
+    bounds, targets and floors from there alone, for any plugin (docs/plugins.md).
     """
 
     metrics: dict[str, float] = field(default_factory=dict)
@@ -48,6 +56,28 @@ class PluginReport:
     at_bound: bool | None = None
     stop: str | None = None      # a reason to stop training (an entropy floor in 'stop' mode)
     message: str | None = None   # one line the trainer prints (a monitor's warning)
+    bounds: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    targets: dict[str, float] = field(default_factory=dict)
+    floors: dict[str, float] = field(default_factory=dict)
+
+    def declared_metrics(self, name: str) -> dict[str, float]:
+        """The declared lines as ``plugin/<name>/<key>@<kind>`` metrics (non-finite sides left out)."""
+        lines: list[tuple[str, str, Any]] = []
+        for key, pair in self.bounds.items():
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise TypeError(f"plugin {name}: bounds['{key}'] must be a (min, max) pair, got {pair!r}")
+            lines += [(key, "min", pair[0]), (key, "max", pair[1])]
+        lines += [(k, "target", v) for k, v in self.targets.items()]
+        lines += [(k, "floor", v) for k, v in self.floors.items()]
+        out = {}
+        for key, kind, value in lines:
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"plugin {name}: the {kind} of '{key}' must be a number, got {value!r}")
+            if math.isfinite(value):
+                out[declared_key(name, key, kind)] = float(value)
+        return out
 
 
 @dataclass

@@ -9,6 +9,7 @@ finished, crashed or still-running run. See docs/diagnostics.md, "Reading a repo
 from __future__ import annotations
 
 import argparse
+import base64
 import html
 import json
 import math
@@ -110,13 +111,6 @@ class _Run:
                 ys.append(float(v))
         return xs, ys
 
-    def plugin_option(self, plugin: str, *names: str) -> float | None:
-        table = self.config.get("plugins", {}).get(plugin, {})
-        for n in names:
-            if isinstance(table.get(n), (int, float)) and not isinstance(table.get(n), bool):
-                return float(table[n])
-        return None
-
 
 def _analyse(run_dir: str | Path, window: int | None = None) -> _Run:
     path = Path(run_dir)
@@ -127,8 +121,7 @@ def _analyse(run_dir: str | Path, window: int | None = None) -> _Run:
     if window is None:
         window = config.get("trainer", {}).get("health_window", DEFAULT_WINDOW)
         window = window if isinstance(window, int) and window >= 2 else DEFAULT_WINDOW
-    plugins = config.get("plugins", {})
-    monitor = HealthMonitor(window, plugin_config=plugins if isinstance(plugins, dict) else None)
+    monitor = HealthMonitor(window)
     for row in rows:
         monitor.update(row)
     text = (path / METRICS_FILE).read_text(errors="replace") if bad else ""
@@ -174,6 +167,8 @@ def _report_data(run: _Run) -> dict[str, Any]:
             "steps": s.steps, "acted": s.acted, "steps_since_acted": s.steps_since_acted,
             "at_bound_frac": s.at_bound_frac, "at_bound_frac_window": s.at_bound_frac_window,
             "metrics": s.metrics, "flags": flags.get(name, []),
+            "declared": [{"key": d.key, "kind": d.kind, "value": d.value, "text": d.describe()}
+                         for d in mon.declared(name)],
         })
 
     training = []
@@ -214,6 +209,8 @@ def _report_data(run: _Run) -> dict[str, Any]:
         "ignored_lines": len(run.ignored_lines), "ignored_line_numbers": run.ignored_lines,
         "ignored_note": run.ignored_note, "config_note": run.config_note, "window": mon.window,
         "findings": [f.to_dict() for f in current],
+        "not_evaluated": [{"code": n.code, "subject": n.subject, "reason": n.reason, "text": n.line()}
+                          for n in mon.not_evaluated()],
         "earlier_findings": [f.to_dict() for f in mon.raised() if f.key not in current_keys],
         "budget": budget, "plugins": plugins, "training": training, "reward_trend": reward_trend,
         "learning": learning, "evaluation": evaluation,
@@ -221,9 +218,28 @@ def _report_data(run: _Run) -> dict[str, Any]:
 
 
 # --- plots -------------------------------------------------------------------------------
+# A plot is drawn only when it shows something: a series that is constant (KL to a policy
+# synced every step, a clip fraction of 0, a fixed coefficient) is left out and said in one
+# line instead, and an evaluation plot needs two evaluations. Noisy series are drawn faint
+# with their rolling mean on top; step axes have integer ticks.
+
+@dataclass
+class Plot:
+    """One plot of a report: drawn (``path``) or skipped (``path`` None); ``note`` says what the
+    plot leaves out, or why it was skipped."""
+
+    title: str
+    path: Path | None
+    note: str = ""
+
+
+_STYLE = {"min": ":", "max": "--", "target": "-.", "floor": "--"}
+SMOOTH_MIN_POINTS = 10   # shorter series are drawn as they are
+
 
 def _figure(title: str, ylabel: str):
     from matplotlib.figure import Figure  # Agg canvas by default: no pyplot, no global state
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(8, 3.6), dpi=100, layout="constrained")
     ax = fig.add_subplot()
@@ -231,6 +247,7 @@ def _figure(title: str, ylabel: str):
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are integers: no "22.5"
     return fig, ax
 
 
@@ -240,127 +257,184 @@ def _save(fig, out: Path, name: str) -> Path:
     return path
 
 
-def _hline(ax, y: float | None, label: str, color: str = "tab:red") -> None:
+def _constant(ys: list[float]) -> bool:
+    return bool(ys) and max(ys) - min(ys) <= 1e-12 * max(1.0, abs(max(ys)), abs(min(ys)))
+
+
+def _smooth_window(n: int, window: int) -> int:
+    """Points per rolling mean for a series of ``n`` points (0: draw it as it is)."""
+    return min(window, max(2, n // 5)) if n >= SMOOTH_MIN_POINTS else 0
+
+
+def _rolling(ys: list[float], k: int) -> list[float]:
+    """Trailing mean of ``k`` points (fewer at the start)."""
+    out, total = [], 0.0
+    for i, y in enumerate(ys):
+        total += y - (ys[i - k] if i >= k else 0.0)
+        out.append(total / min(i + 1, k))
+    return out
+
+
+def _curve(ax, xs: list[int], ys: list[float], label: str, window: int, color: str | None = None,
+           smooth: bool = True) -> str:
+    """Draw a series: faint, with its rolling mean on top, when long enough to be noisy; returns its colour."""
+    k = _smooth_window(len(ys), window) if smooth else 0
+    if k:
+        raw, = ax.plot(xs, ys, alpha=0.25, linewidth=0.8, color=color)
+        ax.plot(xs, _rolling(ys, k), color=raw.get_color(), linewidth=1.6, label=f"{label} (mean of {k} steps)")
+        return raw.get_color()
+    line, = ax.plot(xs, ys, marker="o" if len(xs) < SMOOTH_MIN_POINTS else None, markersize=3, label=label,
+                    color=color)
+    return line.get_color()
+
+
+def _hline(ax, y: float | None, label: str, color: str = "tab:red", style: str = "--") -> None:
     if y is not None and math.isfinite(y):
-        ax.axhline(y, color=color, linestyle="--", linewidth=1, label=label)
+        ax.axhline(y, color=color, linestyle=style, linewidth=1, label=label)
 
 
-def _metric_last(run: _Run, key: str) -> float | None:
-    st = run.monitor.stats.get(key)
-    return st.last if st else None
+def _declared_lines(ax, run: _Run, keys: set[str], colors: dict[str, str]) -> list[str]:
+    """Draw the lines plugins declared on ``keys`` (a bound, a target, a floor); returns their labels."""
+    labels = []
+    for d in run.monitor.declared():
+        if d.key not in keys:
+            continue
+        label = f"{d.plugin}: {d.describe()}"
+        color, style = colors.get(d.key, "tab:red"), _STYLE[d.kind]
+        if d.constant:
+            _hline(ax, d.value, label, color=color, style=style)
+        else:
+            ax.plot(*run.series(d.metric), color=color, linestyle=style, linewidth=1, drawstyle="steps-post",
+                    label=label)
+        labels.append(label)
+    return labels
 
 
-def _plot_grad_shares(run: _Run, out: Path) -> Path | None:
+def _declared_text(run: _Run, key: str) -> str:
+    lines = [f"{d.kind} {_f(d.value)}" for d in run.monitor.declared() if d.key == key]
+    return f" (declared {', '.join(lines)})" if lines else ""
+
+
+def _constant_text(run: _Run, keys: list[str]) -> str:
+    return "; ".join(f"{k} is {_f(run.series(k)[1][0])} at every step{_declared_text(run, k)}" for k in keys)
+
+
+def _same_policy(run: _Run) -> bool:
+    """Whether the loss sees the policy that sampled: one PPO epoch on a policy synced every step."""
+    t = run.config.get("trainer", {})
+    return t.get("sync_every", 1) == 1 and t.get("ppo_steps", 1) == 1 and bool(run.config)
+
+
+def _lines_plot(run: _Run, out: Path, covered: set[str], title: str, ylabel: str, file: str,
+                keys: list[str], labels: dict[str, str] | None = None, smooth: bool = True,
+                why_constant: str = "") -> Plot | None:
+    """A plot of ``keys`` with the lines declared on them; constant keys are named, not drawn."""
+    keys = [k for k in keys if run.series(k)[0]]
+    if not keys:
+        return None
+    covered.update(keys)
+    flat = [k for k in keys if _constant(run.series(k)[1])]
+    note = _constant_text(run, flat) + (f" ({why_constant})" if flat and why_constant else "")
+    moving = [k for k in keys if k not in flat]
+    if not moving:
+        return Plot(title, None, note)
+    fig, ax = _figure(title, ylabel)
+    colors = {k: _curve(ax, *run.series(k), (labels or {}).get(k, k), run.monitor.window, smooth=smooth)
+              for k in moving}
+    drawn = _declared_lines(ax, run, set(moving), colors)
+    values = [v for line in ax.get_lines() for v in line.get_ydata()]
+    if ylabel == "coefficient" and values and min(values) > 0 and max(values) / min(values) >= 10:
+        ax.set_yscale("log")  # only when the coefficients span a decade or more
+    ax.legend(fontsize="small")
+    parts = [f"lines declared by plugins: {', '.join(drawn)}" if drawn else "",
+             f"not drawn, constant: {note}" if note else ""]
+    return Plot(title, _save(fig, out, file), "; ".join(filter(None, parts)))
+
+
+def _plot_grad_shares(run: _Run, out: Path, covered: set[str]) -> Plot | None:
     terms = run.monitor.budget_terms()
     steps = sorted({r["step"] for r in run.rows if any(f"budget/{t}/grad_share" in r for t in terms)})
     if not steps:
         return None
+    title = "Gradient share per loss term"
+    if all(_constant(run.series(f"budget/{t}/grad_share")[1]) for t in terms):
+        return Plot(title, None, "the grad share of every term is constant: " + ", ".join(
+            f"{t} {_f(run.series(f'budget/{t}/grad_share')[1][0], '.3f')}" for t in terms))
     by_step = {r["step"]: r for r in run.rows}
     ys = [[float(by_step[s].get(f"budget/{t}/grad_share") or 0.0) for s in steps] for t in terms]
-    fig, ax = _figure("Gradient share per loss term", "grad_share")
+    fig, ax = _figure(title, "grad_share")
     ax.stackplot(steps, ys, labels=terms, alpha=0.85)
     ax.set_ylim(0, 1)
     ax.legend(loc="upper left", fontsize="small")
-    return _save(fig, out, "grad_shares.png")
+    return Plot(title, _save(fig, out, "grad_shares.png"))
 
 
-def _plot_coefficients(run: _Run, out: Path) -> Path | None:
-    fig, ax = _figure("Coefficients", "coefficient")
-    drawn = False
-    for term in run.monitor.budget_terms():
-        if term == OBJECTIVE:
-            continue
-        xs, ys = run.series(f"budget/{term}/coef")
-        if xs:
-            ax.plot(xs, ys, label=f"{term} (budget)")
-            drawn = True
-    for name in run.monitor.plugin_names():
-        xs, ys = run.series(f"plugin/{name}/coef")
-        if not xs:
-            continue
-        line, = ax.plot(xs, ys, linestyle=":", linewidth=2, label=f"{name} coef")
-        drawn = True
-        for bound in ("max", "min"):
-            v = _metric_last(run, f"plugin/{name}/coef_{bound}") or _metric_last(run, f"plugin/{name}/{bound}")
-            if v is None:
-                v = run.plugin_option(name, f"coef_{bound}", f"{bound}_coef", f"kl_coef_{bound}", bound)
-            _hline(ax, v, f"{name} {bound}", color=line.get_color())
-    if not drawn:
-        return None
-    values = [v for line in ax.get_lines() for v in line.get_ydata()]
-    if values and min(values) > 0:
-        ax.set_yscale("log")
-    ax.legend(fontsize="small")
-    return _save(fig, out, "coefficients.png")
+def _plot_coefficients(run: _Run, out: Path, covered: set[str]) -> Plot | None:
+    keys = [f"budget/{t}/coef" for t in run.monitor.budget_terms() if t != OBJECTIVE]
+    keys += [f"plugin/{name}/coef" for name in run.monitor.plugin_names()]
+    labels = {k: (f"{k.split('/')[1]} coef" if k.startswith("plugin/") else f"{k.split('/')[1]} (budget)") for k in keys}
+    return _lines_plot(run, out, covered, "Coefficients", "coefficient", "coefficients.png", keys, labels,
+                       smooth=False)
 
 
-def _plot_entropy(run: _Run, out: Path) -> Path | None:
-    xs, ys = run.series("train/entropy")
-    if not xs:
-        return None
-    fig, ax = _figure("Policy entropy", "nats")
-    ax.plot(xs, ys, label="train/entropy")
-    sx, sy = run.series("train/entropy_sample")
-    if sx:
-        ax.plot(sx, sy, linestyle=":", label="train/entropy_sample")
-    for name in run.monitor.plugin_names():
-        floor = _metric_last(run, f"plugin/{name}/floor")
-        _hline(ax, floor if floor is not None else run.plugin_option(name, "floor"), f"{name} floor")
-    if "entropy_floor" in run.config.get("plugins", {}) and "entropy_floor" not in run.monitor.plugin_names():
-        _hline(ax, run.plugin_option("entropy_floor", "floor"), "entropy_floor floor")
-    ax.legend(fontsize="small")
-    return _save(fig, out, "entropy.png")
+def _plot_entropy(run: _Run, out: Path, covered: set[str]) -> Plot | None:
+    return _lines_plot(run, out, covered, "Policy entropy", "nats", "entropy.png",
+                       ["train/entropy", "train/entropy_sample"])
 
 
-def _plot_kl(run: _Run, out: Path) -> Path | None:
+def _plot_kl(run: _Run, out: Path, covered: set[str]) -> Plot | None:
     keys = sorted(k for k in run.monitor.stats if k.startswith("train/kl_"))
-    if not keys:
-        return None
-    fig, ax = _figure("KL divergence", "nats")
-    for key in keys:
-        ax.plot(*run.series(key), label=key)
-    for name in set(run.monitor.plugin_names()) | set(run.config.get("plugins", {})):
-        target = _metric_last(run, f"plugin/{name}/target")
-        _hline(ax, target if target is not None else run.plugin_option(name, "target", "target_kl"), f"{name} target")
-    ax.legend(fontsize="small")
-    return _save(fig, out, "kl.png")
+    why = ("the loss sees the policy that sampled: trainer.sync_every = 1 and trainer.ppo_steps = 1"
+           if _same_policy(run) and any(k.startswith("train/kl_old") for k in keys) else "")
+    return _lines_plot(run, out, covered, "KL divergence", "nats", "kl.png", keys, why_constant=why)
 
 
-def _plot_clip(run: _Run, out: Path) -> Path | None:
+def _plot_clip(run: _Run, out: Path, covered: set[str]) -> Plot | None:
     xs, ys = run.series("train/clip_fraction")
     if not xs:
         return None
-    fig, ax = _figure("Clip fraction", "fraction of plies")
-    ax.plot(xs, ys, label="train/clip_fraction")
+    covered.add("train/clip_fraction")
+    title = "Clip fraction"
+    if _constant(ys):
+        why = " (one PPO epoch on the policy that sampled: the ratio is 1, nothing to clip)" if _same_policy(run) else ""
+        return Plot(title, None, _constant_text(run, ["train/clip_fraction"]) + why)
+    fig, ax = _figure(title, "fraction of plies")
+    _curve(ax, xs, ys, "train/clip_fraction", run.monitor.window)
     _hline(ax, CLIP_HIGH, f"clip_high threshold {CLIP_HIGH}")
-    ax.set_ylim(0, max(1.0, max(ys)))
+    ax.set_ylim(0, max(CLIP_HIGH * 1.5, max(ys) * 1.1))
     ax.legend(fontsize="small")
-    return _save(fig, out, "clip_fraction.png")
+    return Plot(title, _save(fig, out, "clip_fraction.png"))
 
 
-def _plot_reward(run: _Run, out: Path) -> Path | None:
+def _plot_reward(run: _Run, out: Path, covered: set[str]) -> Plot | None:
     xs, ys = run.series(RETURN_KEY)
     if not xs:
         return None
+    covered.add(RETURN_KEY)
+    title = "Returns"
+    if _constant(ys):
+        return Plot(title, None, _constant_text(run, [RETURN_KEY]))
     w = run.monitor.window
-    fig, ax = _figure("Returns", RETURN_KEY)
-    ax.plot(xs, ys, alpha=0.3, linewidth=0.8, label=RETURN_KEY)
-    if len(ys) >= w:
-        rolling = [sum(ys[i - w + 1:i + 1]) / w for i in range(w - 1, len(ys))]
-        ax.plot(xs[w - 1:], rolling, label=f"rolling mean ({w} steps)")
+    fig, ax = _figure(title, RETURN_KEY)
+    _curve(ax, xs, ys, RETURN_KEY, w)
     bx, by = block_means(xs, ys, w)
     if bx:
-        ax.plot(bx, by, "o", markersize=3, label=f"window means ({w} steps)")
+        ax.plot(bx, by, "o", markersize=4, color="black", label=f"window means ({w} steps)")
     t = trend(xs, ys, w)
     if math.isfinite(t.slope):
         ax.plot([bx[0], bx[-1]], [t.intercept + t.slope * bx[0], t.intercept + t.slope * bx[-1]], "k--",
                 label=f"trend: {t.verdict} ({t.slope:+.2g}/step)")
     ax.legend(fontsize="small")
-    return _save(fig, out, "reward.png")
+    return Plot(title, _save(fig, out, "reward.png"))
 
 
-def _plot_eval(run: _Run, out: Path, opp: str, evals: list[tuple[int, float, int]]) -> Path:
-    fig, ax = _figure(f"Evaluation: {opp}" if "/" in opp else f"Evaluation vs {opp}", eval_key(opp))
+def _plot_eval(run: _Run, out: Path, opp: str, evals: list[tuple[int, float, int]]) -> Plot:
+    title = f"Evaluation: {opp}" if "/" in opp else f"Evaluation vs {opp}"
+    if len(evals) < 2:
+        step, score, games = evals[0]
+        return Plot(title, None, f"one evaluation ({eval_key(opp)} {score:.3f} at step {step}, {games} "
+                                 f"{'items' if '/' in opp else 'games'}): see the table above")
+    fig, ax = _figure(title, eval_key(opp))
     steps = [e[0] for e in evals]
     scores = [e[1] for e in evals]
     bands = [wilson(s * g, g) for _, s, g in evals]
@@ -371,25 +445,44 @@ def _plot_eval(run: _Run, out: Path, opp: str, evals: list[tuple[int, float, int
     _hline(ax, pooled, f"pooled score {pooled:.3f} ({total} games)", color="gray")
     ax.set_ylim(0, 1)
     ax.legend(fontsize="small")
-    return _save(fig, out, f"eval_{_safe_name(opp)}.png")
+    return Plot(title, _save(fig, out, f"eval_{_safe_name(opp)}.png"))
 
 
-def _plots(run: _Run) -> list[Path]:
-    out = run.path / PLOT_DIR
+def _plot_declared(run: _Run, out: Path, covered: set[str]) -> list[Plot]:
+    """A plot for each metric a plugin declared lines on that no plot above shows (any plugin)."""
+    plots: list[Plot] = []
+    by_key: dict[str, str] = {}
+    for d in run.monitor.declared():
+        by_key.setdefault(d.key, d.plugin)
+    for key, plugin in by_key.items():
+        if key in covered:
+            continue
+        short = key[len(f"plugin/{plugin}/"):] if key.startswith(f"plugin/{plugin}/") else key
+        if not run.series(key)[0]:
+            plots.append(Plot(f"{plugin}: {short}", None, f"{plugin} declares lines on {key}, which is not logged"))
+            continue
+        p = _lines_plot(run, out, covered, f"{plugin}: {short}", short, f"declared_{_safe_name(key)}.png", [key])
+        if p is not None:
+            plots.append(p)
+    return plots
+
+
+def _plots(run: _Run, out: Path) -> list[Plot]:
     out.mkdir(exist_ok=True)
-    paths = [p for p in (_plot_grad_shares(run, out), _plot_coefficients(run, out), _plot_entropy(run, out),
-                         _plot_kl(run, out), _plot_clip(run, out), _plot_reward(run, out)) if p is not None]
-    paths += [_plot_eval(run, out, opp, evals) for opp, evals in run.monitor.eval_history().items()]
-    return paths
+    covered: set[str] = set()
+    plots = [p for p in (f(run, out, covered) for f in (_plot_grad_shares, _plot_coefficients, _plot_entropy,
+                                                         _plot_kl, _plot_clip, _plot_reward)) if p is not None]
+    plots += [_plot_eval(run, out, opp, evals) for opp, evals in run.monitor.eval_history().items()]
+    return plots + _plot_declared(run, out, covered)
 
 
 # --- rendering ---------------------------------------------------------------------------
 # The report is a list of blocks rendered twice, to Markdown and to HTML, so both say the same.
 
-Block = tuple  # ("h1"|"h2"|"p", text) | ("ul", [text]) | ("table", headers, rows) | ("img", relpath, alt)
+Block = tuple  # ("h1"|"h2"|"h3"|"p", text) | ("ul", [text]) | ("table", headers, rows) | ("img", path, alt)
 
 
-def _blocks(data: dict[str, Any], plots: list[Path], run_dir: Path) -> list[Block]:
+def _blocks(data: dict[str, Any], plots: list[Plot]) -> list[Block]:
     w = data["window"]
     b: list[Block] = [("h1", f"Run report: {data['name']}")]
     first = data["first_step"]
@@ -406,14 +499,7 @@ def _blocks(data: dict[str, Any], plots: list[Path], run_dir: Path) -> list[Bloc
     b.append(("p", _learning_line(data)))
 
     b.append(("h2", "Findings"))
-    if data["findings"]:
-        b.append(("ul", [f"**{f['severity']}** `{f['code']}` — {f['message']}" for f in data["findings"]]))
-    else:
-        b.append(("p", "No findings: every health rule passed."))
-    if data["earlier_findings"]:
-        b.append(("p", "Raised during the run, no longer holding at its end:"))
-        b.append(("ul", [f"step {f['step']}: **{f['severity']}** `{f['code']}` — {f['message']}"
-                         for f in data["earlier_findings"]]))
+    b += _findings_blocks(data)
 
     b.append(("h2", "Loss budget"))
     if data["budget"]:
@@ -431,13 +517,13 @@ def _blocks(data: dict[str, Any], plots: list[Path], run_dir: Path) -> list[Bloc
     b.append(("h2", "Plugins"))
     if data["plugins"]:
         b.append(("table", ["plugin", "kind", "steps", "acted", "steps since acted", "at bound (run / window)",
-                            "last metrics", "flags"],
+                            "last metrics", "declared lines", "flags"],
                   [[p["name"] + ("" if p["enabled"] is not False else " (not in config)"), p["kind"], p["steps"],
                     p["acted"] if p["kind"] != "term" else "—",
                     "never" if p["steps_since_acted"] is None and p["kind"] != "term" else _f(p["steps_since_acted"]),
                     f"{_f(p['at_bound_frac'], '.0%')} / {_f(p['at_bound_frac_window'], '.0%')}",
                     ", ".join(f"{k}={_f(v)}" for k, v in sorted(p["metrics"].items())),
-                    ", ".join(p["flags"])] for p in data["plugins"]]))
+                    ", ".join(d["text"] for d in p["declared"]), ", ".join(p["flags"])] for p in data["plugins"]]))
     else:
         b.append(("p", "No plugins enabled."))
 
@@ -467,10 +553,42 @@ def _blocks(data: dict[str, Any], plots: list[Path], run_dir: Path) -> list[Bloc
         b.append(("p", "No evaluations were logged (trainer.eval_every = 0?)."))
 
     b.append(("h2", "Plots"))
-    if plots:
-        for p in plots:
-            b.append(("img", p.relative_to(run_dir).as_posix(), p.stem.replace("_", " ")))
+    b += _plot_blocks(plots)
+    return b
+
+
+def _findings_blocks(data: dict[str, Any]) -> list[Block]:
+    """Findings, the findings that no longer hold, and the rules that could not run yet."""
+    b: list[Block] = []
+    pending = data["not_evaluated"]
+    if data["findings"]:
+        b.append(("ul", [f"**{f['severity']}** `{f['code']}` — {f['message']}" for f in data["findings"]]))
+    elif pending:
+        b.append(("p", f"No findings from the rules that ran; {len(pending)} rule check(s) could not run yet (below)."))
     else:
+        b.append(("p", "No findings: every health rule passed."))
+    if data["earlier_findings"]:
+        b.append(("p", "Raised during the run, no longer holding at its end:"))
+        b.append(("ul", [f"step {f['step']}: **{f['severity']}** `{f['code']}` — {f['message']}"
+                         for f in data["earlier_findings"]]))
+    if pending:
+        b.append(("p", f"Not evaluated yet (the run is too short for them; `--window N` judges on a shorter window):"))
+        b.append(("ul", [n["text"] for n in pending]))
+    return b
+
+
+def _plot_blocks(plots: list[Plot]) -> list[Block]:
+    b: list[Block] = []
+    for p in plots:
+        if p.path is not None:
+            b.append(("img", p.path, p.title))
+            if p.note:
+                b.append(("p", p.note[0].upper() + p.note[1:] + "."))
+    skipped = [p for p in plots if p.path is None]
+    if skipped:
+        b.append(("p", "Not plotted, nothing to show:"))
+        b.append(("ul", [f"{p.title}: {p.note}." for p in skipped]))
+    if not plots:
         b.append(("p", "No plottable metrics."))
     return b
 
@@ -488,7 +606,7 @@ def _learning_line(data: dict[str, Any]) -> str:
             f"{_f(rt['slope'], '+.3g')}/step (95% CI {_f(rt['lo'], '+.3g')} to {_f(rt['hi'], '+.3g')}).")
 
 
-def _render_md(blocks: list[Block]) -> str:
+def _render_md(blocks: list[Block], base: Path) -> str:
     out: list[str] = []
     for blk in blocks:
         kind = blk[0]
@@ -496,6 +614,8 @@ def _render_md(blocks: list[Block]) -> str:
             out.append(f"# {blk[1]}")
         elif kind == "h2":
             out.append(f"## {blk[1]}")
+        elif kind == "h3":
+            out.append(f"### {blk[1]}")
         elif kind == "p":
             out.append(blk[1])
         elif kind == "ul":
@@ -506,7 +626,7 @@ def _render_md(blocks: list[Block]) -> str:
             lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
             out.append("\n".join(lines))
         elif kind == "img":
-            out.append(f"![{blk[2]}]({blk[1]})")
+            out.append(f"![{blk[2]}]({blk[1].relative_to(base).as_posix()})")
     return "\n\n".join(out) + "\n"
 
 
@@ -534,11 +654,12 @@ th{background:#f3f3f3}code{background:#f3f3f3;padding:0 .2em}img{max-width:100%;
 
 
 def _render_html(blocks: list[Block], title: str) -> str:
+    """One self-contained page: the plots are embedded as data URIs, so it can be mailed alone."""
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"]
     for blk in blocks:
         kind = blk[0]
-        if kind in ("h1", "h2", "p"):
+        if kind in ("h1", "h2", "h3", "p"):
             out.append(f"<{kind}>{_inline_html(blk[1])}</{kind}>")
         elif kind == "ul":
             out.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in blk[1]) + "</ul>")
@@ -547,7 +668,8 @@ def _render_html(blocks: list[Block], title: str) -> str:
             body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in blk[2])
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif kind == "img":
-            out.append(f'<img src="{html.escape(blk[1])}" alt="{html.escape(blk[2])}">')
+            data = base64.b64encode(blk[1].read_bytes()).decode("ascii")
+            out.append(f'<img src="data:image/png;base64,{data}" alt="{html.escape(blk[2])}">')
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
@@ -555,21 +677,21 @@ def _render_html(blocks: list[Block], title: str) -> str:
 def write_report(run_dir: str | Path, window: int | None = None) -> list[Path]:
     """Write ``report.md``, ``report.html`` and ``report/*.png`` into the run directory.
 
-    Returns the paths written (the two documents first). A plot whose metrics are absent is
-    skipped. The HTML is self-contained apart from the PNGs, which it references relatively,
-    so the run directory can be copied or served as is.
+    Returns the paths written (the two documents first, then the plots drawn). A plot whose
+    metrics are absent or constant is skipped (the report says which and why). The Markdown
+    links the PNGs; the HTML embeds them, so ``report.html`` alone can be mailed or attached.
     """
     return _write(_analyse(run_dir, window))
 
 
 def _write(run: _Run) -> list[Path]:
     data = _report_data(run)
-    plots = _plots(run)
-    blocks = _blocks(data, plots, run.path)
+    plots = _plots(run, run.path / PLOT_DIR)
+    blocks = _blocks(data, plots)
     md, page = run.path / "report.md", run.path / "report.html"
-    md.write_text(_render_md(blocks))
+    md.write_text(_render_md(blocks, run.path))
     page.write_text(_render_html(blocks, f"chessrl report: {data['name']}"))
-    return [md, page, *plots]
+    return [md, page, *(p.path for p in plots if p.path is not None)]
 
 
 # --- CLI ---------------------------------------------------------------------------------

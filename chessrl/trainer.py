@@ -32,9 +32,9 @@ from chessrl.errors import EngineFailure, Interrupted, NonFinite, RunFailure, Us
 from chessrl.loss import GRPOLoss
 from chessrl.metrics import MetricsLogger, read_metrics
 from chessrl.policy import build_policy, log_probs
+from chessrl.progress import Progress, echo as echo_above_bar
 from chessrl.regularisers import Coefficients, LossTerm, PluginReport
 from chessrl.rollout import RolloutTimes, collect
-from chessrl.schema import to_dict
 
 
 @dataclass
@@ -270,6 +270,7 @@ def _plugin_metrics(name: str, report: PluginReport) -> dict[str, float]:
         out[f"plugin/{name}/acted"] = float(bool(report.acted))
     if report.at_bound is not None:
         out[f"plugin/{name}/at_bound"] = float(bool(report.at_bound))
+    out.update(report.declared_metrics(name))
     return out
 
 
@@ -442,7 +443,7 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
     ddp = dist_.init(resolve_device(cfg.device))
     run_dir = Path(dist_.broadcast(ddp, str(run_dir)))
     ckpt_dir = run_dir / "checkpoints"
-    say = echo or (lambda line: print(line, file=sys.stderr))
+    say = echo or echo_above_bar  # stderr; on a terminal, above the progress bar
 
     def log(line: str) -> None:
         if ddp.main:
@@ -468,6 +469,8 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
             raise UserError("--allow-change works with --resume only: a new run takes any config")
         elif rundir.holds_a_run(run_dir):
             raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
+        log(f"{cfg.name}: building the run in {run_dir} (the {cfg.env.name} game and its engines, the policy, "
+            f"{len(cfg.plugins)} plugin(s))")
         run = build_run(cfg, run_dir, log, ddp)  # fails before anything is written (e.g. no engine)
     except BaseException:
         if lock is not None:
@@ -496,8 +499,7 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
             for group in run.optimizer.param_groups:  # the checkpoint's lr unless --allow-change trainer.lr
                 group["lr"] = cfg.trainer.lr
         step = last_saved = start
-        health = HealthMonitor(window=cfg.trainer.health_window,
-                               plugin_config={k: to_dict(v) for k, v in cfg.plugins.items()})
+        health = HealthMonitor(window=cfg.trainer.health_window)
         kept: list[dict[str, Any]] = []
         if ddp.main:
             if not (ckpt_dir / "initial.pt").exists():  # the state before the first update, written first
@@ -520,6 +522,8 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
             _reseed(run.game, derived_seed(cfg.seed, 0, step, 2))
             if step == 0:
                 log("evaluating the initial policy (step 0): the baseline of every later evaluation")
+            else:
+                log(f"evaluating step {step} ({cfg.trainer.eval_games} games per evaluation opponent)")
             out = run_eval(run, step)
             log(eval_line(step, out))
             return out
@@ -529,8 +533,7 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
             record({"step": 0, **evaluate(0)})  # the initial policy: the baseline of every later eval
         end = cfg.trainer.steps if max_steps is None else min(cfg.trainer.steps, start + max_steps)
         if ddp.main and (cfg.logging.progress if progress is None else progress):
-            from tqdm import tqdm
-            bar = tqdm(total=end, initial=start, desc=cfg.name, unit="step", dynamic_ncols=True, file=sys.stderr)
+            bar = Progress(cfg.name, end, start)  # a bar on a terminal, plain periodic lines elsewhere
         diverged = None
         for step in range(start + 1, end + 1):
             _reseed(run.game, derived_seed(cfg.seed, run.dist.rank, step, 1))  # engine tie-breaks
@@ -562,10 +565,8 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
             if ddp.main:
                 record(row)
                 if bar is not None:
-                    bar.set_postfix(ret=f"{row.get('rollout/return_mean', float('nan')):+.3f}",
-                                    H=f"{row.get('train/entropy', 0):.2f}",
-                                    clip=f"{row.get('train/clip_fraction', 0):.2f}", refresh=False)
-                    bar.update(1)
+                    bar.update(step, ret=f"{row.get('rollout/return_mean', float('nan')):+.3f}",
+                               H=f"{row.get('train/entropy', 0):.2f}", clip=f"{row.get('train/clip_fraction', 0):.2f}")
                 if diverged is None and (step % cfg.trainer.checkpoint_every == 0 or step == end or run.stop_reason
                                          or interrupted):
                     why = _save(run, ckpt_dir, step, keep=cfg.trainer.keep_checkpoints)
@@ -589,6 +590,8 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
         if stop.requested or (run.stop_reason or "").startswith("interrupted"):
             raise Interrupted(stop.exit_code)  # after the checkpoint: the CLI exits with 130 / 143
     except BaseException as exc:
+        if isinstance(exc, Interrupted):  # the CLI prints the command that resumes from here
+            exc.run_dir, exc.step = run_dir, last_saved
         failure = _as_run_failure(exc, run_dir, last_saved)
         if logfile is not None and (failure is not None or not isinstance(exc, (KeyboardInterrupt, UserError))):
             # train.log keeps why the run ended; the terminal gets the line once, from the CLI

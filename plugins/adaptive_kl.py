@@ -98,7 +98,10 @@ class AdaptiveKL(Regulariser):
 
     @hookimpl
     def chessrl_step_end(self) -> PluginReport:
-        """Reports coef, kl, kl_ratio; ``acted`` = the coefficient changed, ``at_bound`` = it sits at a bound."""
+        """Reports coef, kl, kl_ratio; ``acted`` = the coefficient changed, ``at_bound`` = it sits at a bound.
+
+        Declares the coefficient's bounds ``[min, max]`` and the KL's ``target`` for the report.
+        """
         coef = self.coefs.get(COEFFICIENT)
         at_bound = (math.isclose(coef, self.config.min, rel_tol=1e-9, abs_tol=1e-12)
                     or math.isclose(coef, self.config.max, rel_tol=1e-9, abs_tol=1e-12)
@@ -110,6 +113,7 @@ class AdaptiveKL(Regulariser):
         return PluginReport(
             metrics={"coef": coef, "kl": self._kl, "kl_ratio": self._kl / self.config.target},
             acted=acted, at_bound=at_bound, message=message,
+            bounds={"coef": (self.config.min, self.config.max)}, targets={"kl": self.config.target},
         )
 
     def state_dict(self) -> dict:

@@ -94,7 +94,11 @@ class EntropyFloor(Regulariser):
 
     @hookimpl
     def chessrl_step_end(self) -> PluginReport:
-        """Reports entropy, below_floor, consecutive_low_steps, times_fired and (boost) coef."""
+        """Reports entropy, below_floor, consecutive_low_steps, times_fired and (boost) coef.
+
+        Declares the ``floor`` of the watched metric and, when boosting, ``max_coef`` as the
+        coefficient's upper bound.
+        """
         cfg = self.config
         m = {"entropy": self._entropy, "below_floor": float(self._entropy < cfg.floor),
              "consecutive_low_steps": float(self.consecutive_low), "times_fired": float(self.times_fired)}
@@ -108,7 +112,9 @@ class EntropyFloor(Regulariser):
             at_bound = fired and self.coefs.get(COEFFICIENT) >= cfg.max_coef * (1 - 1e-9)
         return PluginReport(metrics=m, acted=fired, at_bound=at_bound,
                             stop=self._message if fired and cfg.action == "stop" else None,
-                            message=self._message if fired else None)
+                            message=self._message if fired else None,
+                            floors={cfg.metric: cfg.floor},
+                            bounds={"coef": (None, cfg.max_coef)} if "coef" in m and cfg.action == "boost" else {})
 
     def state_dict(self) -> dict:
         return {"consecutive_low": self.consecutive_low, "times_fired": self.times_fired}

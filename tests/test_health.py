@@ -56,12 +56,13 @@ def synthetic_rows(n: int = 120, *, seed: int = 0, sick: bool = False, evals: bo
             "rollout/return_mean": ret,
             "rollout/zero_std_frac": 0.1,
             "plugin/adaptive_kl/coef": coef,
-            "plugin/adaptive_kl/max": 0.1,
-            "plugin/adaptive_kl/min": 0.001,
-            "plugin/adaptive_kl/target": 0.012,
+            "plugin/adaptive_kl/kl": 0.04 + g.normal(0, 0.005),
+            "plugin/adaptive_kl/coef@max": 0.1,       # declared by the plugin (PluginReport.bounds)
+            "plugin/adaptive_kl/coef@min": 0.001,
+            "plugin/adaptive_kl/kl@target": 0.012,    # PluginReport.targets
             "plugin/adaptive_kl/acted": int(acted),
             "plugin/adaptive_kl/at_bound": int(coef in (0.1, 0.001)),
-            "plugin/entropy_floor/floor": 1.5,
+            "plugin/entropy_floor/train/entropy@floor": 1.5,   # PluginReport.floors, on a train/ key
             "plugin/entropy_floor/acted": floor_acted,
         }
         values = {"objective": -0.005, "entropy_bonus": -0.28, "kl_penalty": 0.004}
@@ -219,26 +220,59 @@ def test_junk_values_are_ignored():
     assert mon.stats == {}
 
 
-def test_bounds_and_floor_from_plugin_config():
-    # the metrics the built-in plugins log: no bounds, no floor; those live in [plugins.*]
+def test_bounds_and_floor_come_from_what_the_plugins_declare():
+    # the keys the built-in plugins log (adaptive_kl, entropy_floor: PluginReport.bounds / floors)
     rows = []
     coef = 0.012
     for s in range(1, 41):
         new = min(coef * 1.5, 0.1)
         acted, coef = new != coef, new
         rows.append({"step": s, "plugin/adaptive_kl/coef": coef, "plugin/adaptive_kl/kl": 0.05,
+                     "plugin/adaptive_kl/coef@min": 1e-5, "plugin/adaptive_kl/coef@max": 0.1,
+                     "plugin/adaptive_kl/kl@target": 0.012,
                      "plugin/adaptive_kl/acted": int(acted), "plugin/adaptive_kl/at_bound": int(coef == 0.1),
                      "plugin/entropy_floor/entropy": 2.7, "plugin/entropy_floor/times_fired": 0.0,
+                     "plugin/entropy_floor/train/entropy@floor": 1.5,
                      "plugin/entropy_floor/acted": 0, "train/entropy": 2.7})
-    mon = HealthMonitor(WINDOW, plugin_kinds={"entropy_floor": "monitor"},
-                        plugin_config={"adaptive_kl": {"min": 1e-5, "max": 0.1, "target": 0.012},
-                                       "entropy_floor": {"floor": 1.5, "max_coef": 0.1}})
+    mon = HealthMonitor(WINDOW, plugin_kinds={"entropy_floor": "monitor"})
     for r in rows:
         mon.update(r)
     by = {f.code: f for f in mon.findings()}
     assert "adaptive_kl coef 0.1 at max for 100% of the last 20 steps" in by["saturated"].message
     assert by["dead"].message == ("entropy_floor never acted in 40 steps "
                                   "(entropy 2.7–2.7, last 2.7, stayed above floor 1.5)")
+    declared = {(d.plugin, d.key, d.kind): d.value for d in mon.declared()}
+    assert declared == {("adaptive_kl", "plugin/adaptive_kl/coef", "min"): 1e-5,
+                        ("adaptive_kl", "plugin/adaptive_kl/coef", "max"): 0.1,
+                        ("adaptive_kl", "plugin/adaptive_kl/kl", "target"): 0.012,
+                        ("entropy_floor", "train/entropy", "floor"): 1.5}
+    assert "coef@max" not in mon.plugin_summary("adaptive_kl").metrics   # lines are not metrics
+
+
+def test_option_names_are_not_guessed():
+    # a plugin metric called 'max' is a metric like any other, not a bound
+    rows = [{"step": s, "plugin/c/coef": 0.1, "plugin/c/max": 0.1, "plugin/c/at_bound": 1} for s in range(1, 21)]
+    mon, _ = run(rows)
+    [f] = [f for f in mon.findings() if f.code == "saturated"]
+    assert f.numbers["bound"] == "a bound" and mon.declared() == []
+
+
+def test_not_evaluated_says_which_rules_wait_and_for_what():
+    rows = synthetic_rows(n=40, sick=True)
+    mon, _ = run(rows, window=50)
+    pending = {(p.code, p.subject): p.reason for p in mon.not_evaluated()}
+    assert pending[("dead", "entropy_floor")] == "needs 50 steps, run has 40"
+    assert pending[("saturated", "adaptive_kl")] == "needs 50 steps, run has 40"
+    assert {("dominant", ""), ("clip_high", "train/clip_fraction"), ("reward_trend", "rollout/return_mean")} <= set(pending)
+    assert not any(f.severity == "warning" for f in mon.findings())
+    # with a window that fits, the same rows are judged and nothing window-bound is left waiting
+    mon, _ = run(rows, window=20)
+    assert {"dead", "saturated"} <= {f.code for f in mon.findings()}
+    assert not {p.code for p in mon.not_evaluated()} & {"dead", "saturated", "dominant", "clip_high"}
+    mon, _ = run(_evals([0.1]))
+    assert [p.line() for p in mon.not_evaluated()] == [
+        "`eval_trend` (eval/solver/score): needs 2 evaluations, run has 1",
+        "`eval_noise` (eval/solver/score): needs 3 evaluations, run has 1"]
 
 
 def _evals(scores, games=200, every=50, opp="solver"):

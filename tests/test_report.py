@@ -42,16 +42,38 @@ def sick_run(tmp_path_factory) -> Path:
 def test_complete_run_writes_every_file(sick_run):
     paths = write_report(sick_run)
     names = {p.relative_to(sick_run).as_posix() for p in paths}
-    assert {"report.md", "report.html", "report/grad_shares.png", "report/coefficients.png", "report/entropy.png",
-            "report/kl.png", "report/clip_fraction.png", "report/reward.png", "report/eval_stockfish.png"} <= names
+    assert {"report.md", "report.html", "report/coefficients.png", "report/entropy.png", "report/kl.png",
+            "report/clip_fraction.png", "report/reward.png", "report/eval_stockfish.png",
+            "report/declared_plugin_adaptive_kl_kl.png"} <= names
     assert all(p.stat().st_size > 0 for p in paths)
     md = (sick_run / "report.md").read_text()
     for heading in ("## Findings", "## Loss budget", "## Plugins", "## Training health", "## Evaluation", "## Plots"):
         assert heading in md
     assert md.index("## Findings") < md.index("## Loss budget") < md.index("## Plugins")
-    assert "entropy_floor never acted in 120 steps" in md and "![reward](report/reward.png)" in md
+    assert "entropy_floor never acted in 120 steps" in md and "![Returns](report/reward.png)" in md
+    # the grad shares of the scripted run never move: named, not plotted
+    assert "report/grad_shares.png" not in names
+    assert "- Gradient share per loss term: the grad share of every term is constant: objective 0.030" in md
+    # the lines the plugins declare, drawn where their metric is
+    assert "Lines declared by plugins: adaptive_kl: coef max 0.1, adaptive_kl: coef min 0.001" in md
+    assert "Lines declared by plugins: entropy_floor: train/entropy floor 1.5." in md
+    assert "Lines declared by plugins: adaptive_kl: kl target 0.012." in md
     page = (sick_run / "report.html").read_text()
-    assert '<img src="report/grad_shares.png"' in page and "<table>" in page and "http" not in page
+    assert "<table>" in page and "http" not in page
+
+
+def test_html_is_one_file_with_the_plots_embedded(sick_run, tmp_path):
+    import base64
+    import shutil
+
+    paths = write_report(sick_run)
+    page = (sick_run / "report.html").read_text()
+    embedded = page.split('<img src="data:image/png;base64,')[1:]
+    assert len(embedded) == len(paths) - 2 and 'src="report/' not in page
+    assert base64.b64decode(embedded[0].split('"')[0]) == paths[2].read_bytes()
+    alone = tmp_path / "mailed.html"   # nothing else travels with it
+    shutil.copy(sick_run / "report.html", alone)
+    assert alone.read_text() == page
 
 
 def test_build_report_numbers(sick_run):
@@ -82,7 +104,7 @@ def test_crashed_run_ignores_partial_line(tmp_path):
 
 
 def test_sparse_rows_skip_plots(tmp_path):
-    run = make_run(tmp_path, [{"step": s, "train/clip_fraction": 0.1} for s in range(1, 6)], config=None)
+    run = make_run(tmp_path, [{"step": s, "train/clip_fraction": 0.1 * s} for s in range(1, 6)], config=None)
     paths = write_report(run)
     assert [p.name for p in paths[2:]] == ["clip_fraction.png"]
 
