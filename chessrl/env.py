@@ -9,6 +9,11 @@ Keys (see docs/rollouts.md): ``observation`` int64 [*B, L], ``action_mask`` bool
 (a finished board shows only action 0, so masked samplers stay well defined), ``to_play``
 int64 [*B], ``ply`` int64 [*B], ``action`` int64 [*B], ``reward`` / ``value`` float [*B, 1]
 (for the player who just moved), ``done`` / ``terminated`` / ``truncated`` bool [*B, 1].
+
+TorchRL interop (docs/envs.md#torchrl-collectors-and-random-actions): a partial reset (a
+``"_reset"`` mask, what collectors send when some boards are done) resets exactly the masked
+boards; the action spec is a :class:`LegalActions` whose mask is the current legal moves, so
+``env.rand_action()`` and a collector without a policy play legal moves.
 """
 
 from __future__ import annotations
@@ -23,6 +28,28 @@ from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
 from chessrl.game import Game, Observation
+
+
+class LegalActions(Categorical):
+    """The action spec of :class:`BoardGameEnv`: a ``Categorical`` whose mask is always the
+    env's current legal moves.
+
+    TorchRL's ``RandomPolicy`` (a collector's policy when none is given) samples from a
+    *clone* of the env's action spec, made once; a plain ``Categorical`` clone would keep the
+    mask of the first position forever. Here every clone shares one mask tensor, which the env
+    updates in place after every reset and step, so any copy samples legal moves.
+    """
+
+    def update_mask(self, mask) -> None:
+        current = getattr(self, "mask", None)  # unset while __init__ runs
+        if mask is not None and current is not None and torch.as_tensor(mask).shape == current.shape:
+            self.mask.copy_(torch.as_tensor(mask, dtype=torch.bool, device=self.mask.device))
+        else:
+            super().update_mask(mask)
+
+    def clone(self) -> "LegalActions":
+        return self.__class__(n=self.space.n, shape=self.shape, device=self.device, dtype=self.dtype,
+                              mask=self.mask)  # shared on purpose: the live legal-move mask
 
 
 class BoardGameEnv(EnvBase):
@@ -52,7 +79,8 @@ class BoardGameEnv(EnvBase):
             value=Unbounded(shape=(*B, 1), dtype=torch.float32, device=device),
             shape=B, device=device,
         )
-        self.action_spec = Categorical(game.n_actions, shape=B, dtype=torch.int64, device=device)
+        self.action_spec = LegalActions(game.n_actions, shape=B, dtype=torch.int64, device=device,
+                                        mask=torch.ones(*B, game.n_actions, dtype=torch.bool, device=device))
         self.reward_spec = Unbounded(shape=(*B, 1), dtype=torch.float32, device=device)
         self.done_spec = Composite(
             {k: Categorical(2, shape=(*B, 1), dtype=torch.bool, device=device)
@@ -71,11 +99,17 @@ class BoardGameEnv(EnvBase):
         mask[dead] = False
         mask[dead, 0] = True
         self._mask = mask
-        self.action_spec.update_mask(self._tensor(mask, torch.bool))
-        return {"observation": self._tensor(obs.tokens, torch.int64),
-                "action_mask": self._tensor(mask, torch.bool),
-                "to_play": self._tensor(obs.to_play, torch.int64),
-                "ply": self._tensor(self.ply, torch.int64)}, obs
+        self._tokens, self._to_play = np.asarray(obs.tokens), np.asarray(obs.to_play)
+        return self._fields(), obs
+
+    def _fields(self) -> dict:
+        """The observation entries of every board, from the last observation; updates the
+        action spec's live mask."""
+        self.action_spec.update_mask(self._tensor(self._mask, torch.bool))
+        return {"observation": self._tensor(self._tokens, torch.int64),
+                "action_mask": self._tensor(self._mask, torch.bool),
+                "to_play": self._tensor(self._to_play, torch.int64),
+                "ply": self._tensor(self.ply, torch.int64)}
 
     def _flags(self, terminated: np.ndarray, truncated: np.ndarray) -> dict:
         b = lambda a: self._tensor(a[:, None], torch.bool)  # noqa: E731
@@ -83,6 +117,11 @@ class BoardGameEnv(EnvBase):
 
     # --- EnvBase ---------------------------------------------------------------------
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
+        mask = tensordict.get("_reset", None) if tensordict is not None else None
+        if mask is not None and self.states:
+            rows = mask.reshape(self.n, -1).any(-1).cpu().numpy()
+            if not rows.all():
+                return self._partial_reset(np.flatnonzero(rows))
         roots = self.game.initial_states(self.n // self.group, self.rng)
         # group members share a root: observe and score each root once, then copy it
         root_obs = self.game.observe(roots)
@@ -94,6 +133,29 @@ class BoardGameEnv(EnvBase):
                           to_play=np.repeat(root_obs.to_play, g), terminated=np.repeat(root_obs.terminated, g),
                           reason=[r for r in root_obs.reason for _ in range(g)])
         return self.load_states(states, root_values, observation=obs)
+
+    def _partial_reset(self, rows: np.ndarray) -> TensorDictBase:
+        """Reset the flat boards ``rows`` only (TorchRL's ``"_reset"`` mask); the others keep
+        their game, ply and flags. The rows of one group reset in the same call start from
+        copies of one new root; a group whose members reset at different times holds
+        different games (the trainer always resets every board at once)."""
+        groups, member_of = np.unique(rows // self.group, return_inverse=True)
+        roots = self.game.initial_states(len(groups), self.rng)
+        obs = self.game.observe(roots)
+        values = np.asarray(self.game.values(roots), dtype=np.float32)
+        for k, i in enumerate(rows):
+            r = member_of[k]
+            self.states[i] = self.game.copy_state(roots[r])
+            self.ply[i], self.truncated[i] = 0, False
+            self.terminated[i], self.reasons[i] = bool(obs.terminated[r]), obs.reason[r]
+            self.values[i] = self._value[i] = values[r]
+            dead = obs.terminated[r] or not obs.action_mask[r].any()
+            self._mask[i] = obs.action_mask[r] if not dead else np.arange(self.game.n_actions) == 0
+            self._tokens[i], self._to_play[i] = obs.tokens[r], obs.to_play[r]
+        fields = self._fields()
+        fields["value"] = self._tensor(self._value[:, None], torch.float32)
+        fields.update(self._flags(self.terminated, self.truncated))
+        return TensorDict(fields, batch_size=self.batch_size, device=self.device)
 
     def load_states(self, states: list[Any], values: np.ndarray | None = None,
                     observation: Observation | None = None) -> TensorDictBase:
@@ -111,6 +173,7 @@ class BoardGameEnv(EnvBase):
         if values is None:
             values = self.game.values(self.states)
         self.values = np.asarray(values, dtype=np.float32).copy()
+        self._value = self.values.copy()  # the "value" entry each board last reported
         fields["value"] = self._tensor(self.values[:, None], torch.float32)
         fields.update(self._flags(self.terminated, self.truncated))
         return TensorDict(fields, batch_size=self.batch_size, device=self.device)
@@ -151,6 +214,7 @@ class BoardGameEnv(EnvBase):
             self.truncated[idx[trunc]] = True
             for i in idx[trunc]:
                 self.reasons[i] = "max_plies"
+        self._value = value
         fields["reward"] = self._tensor(reward[:, None], torch.float32)
         fields["value"] = self._tensor(value[:, None], torch.float32)
         fields.update(self._flags(self.terminated, self.truncated))
@@ -176,14 +240,64 @@ class BoardGameEnv(EnvBase):
         return np.asarray(self.game.engine_actions([self.states[i] for i in rows]), dtype=np.int64)
 
 
+def make_gym_env(game: str, render_mode: str | None = None, seed: int = 0, illegal_action: str = "lose",
+                 **options: Any):
+    """The Gymnasium view of the installed game ``game``; ``options`` are its ``[env]`` options,
+    validated by the game's own schema exactly like a config's ``[env]`` section (an unknown key
+    or a bad value is a one-line :class:`~chessrl.errors.UserError`); ``seed`` seeds the game's
+    own generators; ``illegal_action`` is what ``step`` does with an illegal action ("lose":
+    the mover loses the game; "raise": ``ValueError``). A game package's ``chessrl.gymnasium``
+    entry point calls it (docs/envs.md#the-gymnasium-view-chessrlenvgymview)."""
+    from chessrl import pluginmanager
+    from chessrl.errors import UserError
+    from chessrl.schema import build
+
+    reg = pluginmanager.games().get(game)
+    if reg is None:
+        raise UserError(f"game '{game}' is not installed (installed: {', '.join(sorted(pluginmanager.games()))})"
+                        + pluginmanager.missing_hint(game))
+    return GymView(reg.obj(build(reg.schema, options, prefix="env"), seed), render_mode, illegal_action)
+
+
+def reset_state(game: Game, options: dict[str, Any]) -> Any:
+    """The start state a Gym ``reset(options=...)`` asks for, checked by the game's
+    :meth:`~chessrl.game.Game.check_state`; a bad request is one :class:`InvalidState` line."""
+    from chessrl.errors import InvalidState
+
+    where = f"{game.name}: reset(options={options!r})"
+    try:
+        if "state" in options:
+            if len(options) != 1:
+                raise ValueError("'state' cannot be combined with other options")
+            state = game.copy_state(options["state"])
+        elif getattr(type(game), "state_from_options", Game.state_from_options) is Game.state_from_options:
+            raise ValueError(f"game '{game.name}' takes no reset options but 'state' (it defines no "
+                             "state_from_options)")
+        else:
+            state = game.state_from_options(dict(options))
+        getattr(game, "check_state", lambda s: Game.check_state(game, s))(state)
+    except InvalidState:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InvalidState(f"{where}: {exc}") from None
+    return state
+
+
 class GymView:
     """Gymnasium view of one board of a game: the agent plays whichever side is to move.
+
+    The action space is a :class:`Discrete` whose ``sample()`` without a mask draws a legal
+    move of the current position, so Gymnasium's ``check_env`` and unmasked example loops
+    play legal moves; an explicit ``mask`` or ``probability`` is honoured as in Gymnasium.
+    The observation's ``action_mask`` of a finished position shows only action 0 (as in
+    :class:`BoardGameEnv`), so masked samplers stay well defined; ``step`` after the end, or
+    with an illegal action, raises ``ValueError``.
 
     Built lazily so that importing chessrl does not import gymnasium's env machinery.
     """
 
-    def __new__(cls, game: Game, render_mode: str | None = None):
-        return _gym_class()(game, render_mode)
+    def __new__(cls, game: Game, render_mode: str | None = None, illegal_action: str = "lose"):
+        return _gym_class()(game, render_mode, illegal_action)
 
 
 _GYM_CLASS = None
@@ -196,42 +310,77 @@ def _gym_class():
     import gymnasium as gym
     from gymnasium import spaces
 
+    class LegalDiscrete(spaces.Discrete):
+        """``Discrete(n_actions)``: an unmasked ``sample()`` draws a legal move of ``env``'s position."""
+
+        def __init__(self, n: int, env: "GameGymEnv"):
+            super().__init__(n)
+            self._env = env
+
+        def sample(self, mask=None, probability=None):  # type: ignore[override]
+            shown = getattr(self._env, "_shown_mask", None)
+            if mask is None and probability is None and shown is not None:
+                mask = shown
+            return super().sample(mask=mask, probability=probability)
+
     class GameGymEnv(gym.Env):
         metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
-        def __init__(self, game: Game, render_mode: str | None = None):
+        def __init__(self, game: Game, render_mode: str | None = None, illegal_action: str = "lose"):
+            if illegal_action not in ("lose", "raise"):
+                from chessrl.errors import UserError
+
+                raise UserError(f"illegal_action = {illegal_action!r}: use 'lose' (the mover loses the game) "
+                                "or 'raise' (ValueError)")
             self.game = game
+            self.illegal_action = illegal_action
             self.render_mode = render_mode
             self.observation_space = spaces.Dict({
                 "board": spaces.Box(0, game.obs_vocab - 1, shape=(game.obs_len,), dtype=np.int64),
                 "action_mask": spaces.MultiBinary(game.n_actions),
             })
-            self.action_space = spaces.Discrete(game.n_actions)
+            self.action_space = LegalDiscrete(game.n_actions, self)
             self.state = None
+            self._over = True
 
         def _obs(self):
             o = self.game.observe([self.state])
             self._last = o
-            return {"board": o.tokens[0].astype(np.int64), "action_mask": o.action_mask[0].astype(np.int8)}
+            mask = o.action_mask[0].astype(np.int8)
+            if not mask.any():  # finished: only action 0, as in BoardGameEnv
+                mask[0] = 1
+            self._shown_mask = mask
+            return {"board": o.tokens[0].astype(np.int64), "action_mask": mask.copy()}
 
         def reset(self, *, seed: int | None = None, options: dict | None = None):
             super().reset(seed=seed)
             options = options or {}
-            if "state" in options:
-                self.state = self.game.copy_state(options["state"])
-            elif hasattr(self.game, "state_from_options") and options:
-                self.state = self.game.state_from_options(options)
+            if options:
+                self.state = reset_state(self.game, options)
             else:
                 rng = np.random.default_rng(self.np_random.integers(2**63))
                 self.state = self.game.initial_states(1, rng)[0]
-            self.ply = 0
+            self.ply, self._over = 0, False
             self.value = float(self.game.values([self.state])[0])
             return self._obs(), {"to_play": int(self.game.observe([self.state]).to_play[0])}
 
         def step(self, action):
+            if self._over:
+                raise ValueError("step() after the episode ended (or before reset()); call reset()")
             if not self._last.action_mask[0, int(action)]:
-                raise ValueError(f"illegal action {action} ({self.game.action_to_str(int(action))}) "
-                                 f"in {self.game.state_to_str(self.state)}")
+                why = (f"illegal action {action} ({self.game.action_to_str(int(action))}) "
+                       f"in {self.game.state_to_str(self.state)}")
+                if self.illegal_action == "raise":
+                    raise ValueError(why)
+                # the mover loses (PettingZoo's convention): a deterministic, terminal transition
+                self._over = True
+                reward, self.value = -1.0 - self.value, 1.0
+                obs = self._obs()
+                obs["action_mask"][:] = 0
+                obs["action_mask"][0] = 1  # over: only action 0, as for a finished game
+                self._shown_mask = obs["action_mask"].copy()
+                return (obs, reward, True, False,
+                        {"reason": "illegal_action", "to_play": int(self._last.to_play[0]), "illegal": why})
             self.state = self.game.play([self.state], np.array([int(action)]))[0]
             self.ply += 1
             obs = self._obs()
@@ -241,6 +390,7 @@ def _gym_class():
             terminated = bool(self._last.terminated[0])
             truncated = not terminated and self.ply >= self.game.max_plies
             reason = self._last.reason[0] or ("max_plies" if truncated else "")
+            self._over = terminated or truncated
             return obs, reward, terminated, truncated, {"reason": reason, "to_play": int(self._last.to_play[0])}
 
         def render(self):

@@ -19,6 +19,12 @@ class PluginError(Exception):
         super().__init__(f"plugin '{plugin}' failed in hook {hook}: {type(error).__name__}: {error}")
 
 
+class InvalidState(UserError, ValueError):
+    """A start state a user asked for cannot start a game (a finished position, a malformed
+    board, unknown reset options): one line naming the game, the request and what is wrong.
+    A ``ValueError`` too, as Gymnasium users expect of a bad ``reset(options=...)``."""
+
+
 class RunFailure(Exception):
     """A run cannot go on for a reason outside the code: it diverged, the disk is full or
     read-only, an engine failed for good. The trainer writes the line to ``train.log``; the

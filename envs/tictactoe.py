@@ -26,7 +26,7 @@ import numpy as np
 
 import chessrl
 from chessrl.game import Game, Observation
-from chessrl.schema import build, opt
+from chessrl.schema import opt
 
 NAME = "tictactoe"
 N_CELLS = 9
@@ -281,7 +281,8 @@ def chessrl_register_games(register) -> None:
 
 
 def make_gym_env(render_mode: str | None = None, seed: int = 0, **options: Any):
-    """Gymnasium entry point of ``chessrl/TicTacToe-v0``; keyword args are ``[env]`` options."""
-    from chessrl.env import GymView
+    """Gymnasium entry point of ``chessrl/TicTacToe-v0``: :func:`chessrl.env.make_gym_env` (keyword args are
+    ``[env]`` options, validated, plus ``illegal_action``)."""
+    from chessrl.env import make_gym_env as core_make_gym_env
 
-    return GymView(make_game(build(TicTacToeOptions, options, prefix="env"), seed), render_mode)
+    return core_make_gym_env(NAME, render_mode=render_mode, seed=seed, **options)

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import chessrl
 from chessrl.envs.chess.options import ChessOptions
 from chessrl.errors import UserError
-from chessrl.schema import build
 
 if TYPE_CHECKING:
     from chessrl.envs.chess.game import ChessGame
@@ -60,37 +59,13 @@ def chessrl_register_commands(subparsers) -> None:
     add_commands(subparsers)
 
 
-def _legal_action_space(env: Any):
-    """A ``Discrete(1968)`` whose unmasked ``sample()`` draws a legal move of ``env``'s position.
-
-    Out of 1968 actions only ~30 are legal, so plain uniform sampling (what Gymnasium's
-    ``check_env`` and most example loops do) would almost always play an illegal move.
-    An explicit ``mask`` or ``probability`` argument is honoured as in Gymnasium.
-    """
-    import numpy as np
-    from gymnasium import spaces
-
-    class LegalDiscrete(spaces.Discrete):
-        def sample(self, mask=None, probability=None):  # type: ignore[override]
-            last = getattr(env, "_last", None)
-            if mask is None and probability is None and last is not None and last.action_mask[0].any():
-                mask = last.action_mask[0].astype(np.int8)
-            return super().sample(mask=mask, probability=probability)
-
-    return LegalDiscrete(env.game.n_actions)
-
-
 def make_gym_env(render_mode: str | None = None, seed: int = 0, **kwargs: Any):
     """``gymnasium.make("chessrl/Chess-v0", **kwargs)``: one board of chess, the agent plays
-    the side to move. kwargs are ``[env]`` options, checked strictly (an unknown key or a bad
-    value is a UserError); ``reset(options={"fen": FEN})`` starts from a position."""
-    from chessrl.env import GymView
-    from chessrl.envs.chess.game import ChessGame
+    the side to move; :func:`chessrl.env.make_gym_env` (kwargs are ``[env]`` options, checked
+    strictly, plus ``illegal_action``); ``reset(options={"fen": FEN})`` starts from a position."""
+    from chessrl.env import make_gym_env as core_make_gym_env
 
-    options = build(ChessOptions, kwargs, prefix="env")
-    env = GymView(ChessGame(options, seed), render_mode=render_mode)
-    env.action_space = _legal_action_space(env)
-    return env
+    return core_make_gym_env("chess", render_mode=render_mode, seed=seed, **kwargs)
 
 
 __all__ = ["ChessOptions", "chessrl_register_games", "chessrl_register_commands", "factory", "make_gym_env"]
