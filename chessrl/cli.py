@@ -71,8 +71,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from chessrl import report
 
-    return report.main([args.run_dir] + (["--json"] if args.json else [])
-                       + (["--window", str(args.window)] if args.window else []))
+    return report.run_command(args.run_dir, json_out=args.json, window=args.window, out=args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,11 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser("report", help="write RUN_DIR/report.md and report.html (the run's post-mortem)")
-    p.add_argument("run_dir", help="a run directory (runs/<name>-<timestamp>/ or the run's --run-dir); it needs "
-                   "only metrics.jsonl and config.toml, so a running or crashed run works too")
+    p = sub.add_parser("report", help="write RUN_DIR/report.md and report.html (the run's post-mortem); "
+                       "with several runs, a side-by-side comparison")
+    p.add_argument("run_dir", nargs="+", metavar="RUN_DIR",
+                   help="a run directory (runs/<name>-<timestamp>/ or the run's --run-dir); it needs "
+                   "only metrics.jsonl and config.toml, so a running or crashed run works too; give several to "
+                   "compare them side by side")
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
     p.add_argument("--window", type=int, help="steps per health window (default: the run's trainer.health_window)")
+    p.add_argument("--out", metavar="DIR", help="with several runs: where the comparison is written "
+                   "(default: compare-<runs> beside the first run)")
     p.set_defaults(func=cmd_report)
 
     pm = pluginmanager.get_plugin_manager()

@@ -23,7 +23,8 @@ from chessrl.health import CLIP_HIGH, OBJECTIVE, RETURN_KEY, HealthMonitor, eval
 from chessrl.metrics import describe_bad_lines, parse_rows
 from chessrl.stats import block_means, elo_ci, trend, wilson
 
-__all__ = ["load_metrics", "read_metrics", "build_report", "write_report", "main"]
+__all__ = ["load_metrics", "read_metrics", "build_report", "write_report", "compare_report", "write_comparison",
+           "config_differences", "main"]
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.toml"
@@ -694,32 +695,239 @@ def _write(run: _Run) -> list[Path]:
     return [md, page, *(p.path for p in plots if p.path is not None)]
 
 
+# --- comparing runs ----------------------------------------------------------------------
+# ``chessrl report RUN_A RUN_B ...``: the runs side by side, one column per run, and their
+# curves overlaid, in one report.md / report.html written outside the runs.
+
+COMPARE_KEYS = (  # (metrics key, plot title, y label), overlaid when some run logs them
+    (RETURN_KEY, "Returns", RETURN_KEY), ("train/entropy", "Policy entropy", "nats"),
+    ("train/clip_fraction", "Clip fraction", "fraction of plies"), ("train/kl_old_exact", "KL to the old policy", "nats"),
+    ("train/kl_ref_exact", "KL to the reference policy", "nats"),
+    (f"budget/{OBJECTIVE}/grad_share", "The objective's gradient share", "grad_share"),
+)
+
+
+def _labels(runs: list[_Run]) -> list[str]:
+    """Short, distinct names for the runs (their directory names, else their paths)."""
+    names = [r.path.name for r in runs]
+    return names if len(set(names)) == len(names) else [str(r.path) for r in runs]
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in table.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}.") if v else {f"{prefix}{k}": "(enabled)"})
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(configs: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Dotted config keys whose values differ between the runs: key -> one value per run (None: not set)."""
+    flat = [_flatten(c) for c in configs]
+    keys = sorted({k for f in flat for k in f})
+    return {k: [f.get(k) for f in flat] for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1}
+
+
+def compare_report(run_dirs: list[str | Path], window: int | None = None) -> dict[str, Any]:
+    """Each run's :func:`build_report` data and the config differences, as JSON-able data."""
+    runs = [_analyse(d, window) for d in run_dirs]
+    return _json_safe({"runs": [_report_data(r) for r in runs],
+                       "config_differences": config_differences([r.config for r in runs])})
+
+
+def _compare_plots(runs: list[_Run], labels: list[str], out: Path) -> list[Plot]:
+    out.mkdir(parents=True, exist_ok=True)
+    plots: list[Plot] = []
+    w = min(r.monitor.window for r in runs)
+    for key, title, ylabel in COMPARE_KEYS:
+        series = [(i, *r.series(key)) for i, r in enumerate(runs) if r.series(key)[0]]
+        if not series:
+            continue
+        if all(_constant(ys) for _, _, ys in series):
+            plots.append(Plot(title, None, "; ".join(f"{labels[i]}: {key} is {_f(ys[0])} at every step"
+                                                       for i, _, ys in series)))
+            continue
+        fig, ax = _figure(title, ylabel)
+        for i, xs, ys in series:
+            _curve(ax, xs, ys, labels[i], w, color=f"C{i}")
+        ax.legend(fontsize="small")
+        plots.append(Plot(title, _save(fig, out, f"compare_{_safe_name(key)}.png")))
+    opponents = sorted({o for r in runs for o in r.monitor.eval_history()})
+    for opp in opponents:
+        title = f"Evaluation: {opp}" if "/" in opp else f"Evaluation vs {opp}"
+        fig, ax = _figure(title, eval_key(opp))
+        for i, r in enumerate(runs):
+            evals = r.monitor.eval_history().get(opp)
+            if not evals:
+                continue
+            steps = [e[0] for e in evals]
+            bands = [wilson(s * g, g) for _, s, g in evals]
+            ax.fill_between(steps, [b[0] for b in bands], [b[1] for b in bands], alpha=0.15, color=f"C{i}")
+            ax.plot(steps, [e[1] for e in evals], "o-", color=f"C{i}", label=f"{labels[i]} (95% CI shaded)")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize="small")
+        plots.append(Plot(title, _save(fig, out, f"compare_eval_{_safe_name(opp)}.png")))
+    return plots
+
+
+def _compare_blocks(datas: list[dict[str, Any]], labels: list[str], diffs: dict[str, list[Any]],
+                    plots: list[Plot]) -> list[Block]:
+    b: list[Block] = [("h1", f"Comparison of {len(datas)} runs: {', '.join(labels)}")]
+    b.append(("table", ["run", "directory", "steps", "health window", "learning", "findings (error / warning / info)",
+                        "rules not evaluated yet"],
+              [[lab, d["run_dir"], f"{d['last_step']}" + (f" of {d['planned_steps']}" if d["planned_steps"] else ""),
+                d["window"], (d["learning"]["verdict"] or "no verdict yet")
+                + (f" ({d['learning']['basis'].replace('_', ' ')})" if d["learning"]["basis"] else ""),
+                " / ".join(str(sum(f["severity"] == s for f in d["findings"])) for s in ("error", "warning", "info")),
+                len(d["not_evaluated"])] for lab, d in zip(labels, datas)]))
+
+    b.append(("h2", "Config differences"))
+    notes = [f"{lab}: {d['config_note']}." for lab, d in zip(labels, datas) if d["config_note"]]
+    if diffs:
+        b.append(("table", ["key", *labels], [[k, *("—" if v is None else json.dumps(v) if isinstance(v, (list, dict))
+                                                   else str(v) for v in vals)] for k, vals in diffs.items()]))
+    else:
+        b.append(("p", "The runs' configs are the same."))
+    if notes:
+        b.append(("ul", notes))
+
+    b.append(("h2", "Findings"))
+    for lab, d in zip(labels, datas):
+        b.append(("h3", lab))
+        b += _findings_blocks(d)
+
+    b.append(("h2", "Loss budget"))
+    terms = list(dict.fromkeys(t["term"] for d in datas for t in d["budget"]))
+    if terms:
+        b.append(("p", "Per term and run, means over each run's last window: grad share, cos with the objective, "
+                       "value share, and the last coefficient."))
+        cells = {(lab, t["term"]): (f"grad {_f(t['grad_share_window'], '.3f')}, cos {_f(t['cos_objective_window'], '+.3f')}, "
+                                    f"value {_f(t['value_share_window'], '.3f')}, coef {_f(t['coef'])}"
+                                    + (f"; {', '.join(t['flags'])}" if t["flags"] else ""))
+                 for lab, d in zip(labels, datas) for t in d["budget"]}
+        b.append(("table", ["term", *labels], [[t, *(cells.get((lab, t), "—") for lab in labels)] for t in terms]))
+    else:
+        b.append(("p", "No budget/ metrics were logged in any run."))
+
+    b.append(("h2", "Plugins"))
+    names = list(dict.fromkeys(p["name"] for d in datas for p in d["plugins"]))
+    if names:
+        cells = {(lab, p["name"]): (f"{p['kind']}, acted {p['acted']} of {p['steps']} steps" if p["kind"] != "term"
+                                    else f"term, {p['steps']} steps")
+                 + (f", at bound {_f(p['at_bound_frac'], '.0%')}" if p["at_bound_frac"] == p["at_bound_frac"] else "")
+                 + (f"; {', '.join(p['flags'])}" if p["flags"] else "")
+                 for lab, d in zip(labels, datas) for p in d["plugins"]}
+        b.append(("table", ["plugin", *labels], [[n, *(cells.get((lab, n), "—") for lab in labels)] for n in names]))
+    else:
+        b.append(("p", "No plugins in any run."))
+
+    b.append(("h2", "Training health"))
+    keys = [k for k in HEALTH_KEYS if any(t["key"] == k for d in datas for t in d["training"])]
+    if keys:
+        b.append(("p", "Mean over each run's last window (first → last in brackets)."))
+        cells = {(lab, t["key"]): f"{_f(t['window_mean'])} ({_f(t['first'])} → {_f(t['last'])})"
+                 for lab, d in zip(labels, datas) for t in d["training"]}
+        b.append(("table", ["metric", *labels], [[k, *(cells.get((lab, k), "—") for lab in labels)] for k in keys]))
+
+    b.append(("h2", "Evaluation"))
+    opps = list(dict.fromkeys(o for d in datas for o in d["evaluation"]))
+    if opps:
+        b.append(("p", "First and last evaluation of each run, with the last one's 95% Wilson interval."))
+        def cell(ev: dict[str, Any]) -> str:
+            first, last = ev["evals"][0], ev["evals"][-1]
+            return (f"{_f(first['score'], '.3f')} (step {first['step']}) → {_f(last['score'], '.3f')} "
+                    f"[{_f(last['lo'], '.3f')}, {_f(last['hi'], '.3f')}] (step {last['step']}, {last['games']})")
+        b.append(("table", ["opponent", *labels], [[o, *(cell(d["evaluation"][o]) if o in d["evaluation"] else "—"
+                                                        for d in datas)] for o in opps]))
+    else:
+        b.append(("p", "No evaluations were logged in any run."))
+
+    b.append(("h2", "Curves, overlaid"))
+    b += _plot_blocks(plots)
+    return b
+
+
+def write_comparison(run_dirs: list[str | Path], out: str | Path | None = None,
+                     window: int | None = None) -> list[Path]:
+    """Write a side-by-side ``report.md``, ``report.html`` and ``report/*.png`` of several runs.
+
+    ``out`` defaults to ``compare-<run>-<run>...`` beside the first run. Returns the paths
+    written, the two documents first. Each run is judged on its own health window unless
+    ``window`` is given.
+    """
+    runs = [_analyse(d, window) for d in run_dirs]
+    labels = _labels(runs)
+    if out is None:
+        out = runs[0].path.parent / ("compare-" + "-".join(r.path.name for r in runs))[:120]
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    plots = _compare_plots(runs, labels, out / PLOT_DIR)
+    blocks = _compare_blocks([_report_data(r) for r in runs], labels,
+                             config_differences([r.config for r in runs]), plots)
+    md, page = out / "report.md", out / "report.html"
+    md.write_text(_render_md(blocks, out))
+    page.write_text(_render_html(blocks, f"chessrl comparison: {', '.join(labels)}"))
+    return [md, page, *(p.path for p in plots if p.path is not None)]
+
+
 # --- CLI ---------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    """``chessrl report RUN_DIR [--json] [--window N]``; returns the exit code.
+    """``chessrl report RUN_DIR [RUN_DIR ...] [--json] [--window N] [--out DIR]``; returns the exit code.
 
-    Without ``--json`` it writes the report files, prints their paths and one line per
-    finding. With ``--json`` it writes nothing and prints ``build_report``'s data as JSON.
+    With one run it writes the run's report into it, prints the paths and one line per
+    finding and per rule that could not run yet. With several it writes a side-by-side
+    comparison into ``--out``. With ``--json`` it writes nothing and prints the data as JSON.
     A missing or empty run directory raises :class:`UserError` (the CLI prints one line, exit 2).
     """
     parser = argparse.ArgumentParser(prog="chessrl report",
-                                     description="Diagnose a run: findings, loss budget, plugins, plots.")
-    parser.add_argument("run_dir", help="the run directory (holds metrics.jsonl and config.toml)")
+                                     description="Diagnose a run (findings, loss budget, plugins, plots), "
+                                                 "or compare several side by side.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run_command(args.run_dir, json_out=args.json, window=args.window, out=args.out)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``chessrl report`` (shared with the CLI's sub-command)."""
+    parser.add_argument("run_dir", nargs="+", metavar="RUN_DIR",
+                        help="a run directory made by 'chessrl run' (holds metrics.jsonl and config.toml); "
+                             "give several to compare them side by side")
     parser.add_argument("--json", action="store_true", help="print findings and summary as JSON; write no files")
     parser.add_argument("--window", type=int, default=None,
-                        help="health window in steps (default: trainer.health_window of the run)")
-    args = parser.parse_args(argv)
-    if args.window is not None and args.window < 2:
-        raise UserError(f"--window {args.window}: the health window must be at least 2 steps")
-    if args.json:
-        print(json.dumps(build_report(args.run_dir, args.window), indent=2))
+                        help="health window in steps (default: trainer.health_window of each run)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="with several runs: the directory the comparison is written to "
+                             "(default: compare-<runs> beside the first run)")
+
+
+def run_command(run_dirs: list[str], *, json_out: bool = False, window: int | None = None, out: str | None = None) -> int:
+    """What ``chessrl report`` does with its parsed arguments; returns the exit code."""
+    if window is not None and window < 2:
+        raise UserError(f"--window {window}: the health window must be at least 2 steps")
+    if out is not None and len(run_dirs) < 2:
+        raise UserError("--out is for comparisons: give two or more run directories (one run's report is written into it)")
+    if len(run_dirs) > 1:
+        if json_out:
+            print(json.dumps(compare_report(run_dirs, window), indent=2))
+            return 0
+        paths = write_comparison(run_dirs, out, window)
+        print(f"wrote {paths[0]}, {paths[1]} and {len(paths) - 2} plot(s) comparing {len(run_dirs)} runs")
         return 0
-    run = _analyse(args.run_dir, args.window)
-    paths = _write(run)
-    print(f"wrote {paths[0]}, {paths[1]} and {len(paths) - 2} plot(s) in {run.path / PLOT_DIR}")
-    for finding in run.monitor.findings():
+    if json_out:
+        print(json.dumps(build_report(run_dirs[0], window), indent=2))
+        return 0
+    analysed = _analyse(run_dirs[0], window)
+    paths = _write(analysed)
+    print(f"wrote {paths[0]}, {paths[1]} and {len(paths) - 2} plot(s) in {analysed.path / PLOT_DIR}")
+    for finding in analysed.monitor.findings():
         print(finding.line())
+    for pending in analysed.monitor.not_evaluated():
+        print(f"health not evaluated yet [{pending.code}] {pending.subject + ': ' if pending.subject else ''}{pending.reason}")
     return 0
 
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from chessrl import hookimpl
 from chessrl.errors import UserError
+from chessrl.regularisers import NoOptions, PluginReport, Regulariser
 from chessrl.report import build_report, load_metrics, main, read_metrics, write_report
 from test_health import synthetic_rows
 
@@ -154,3 +156,151 @@ def test_learning_line_rests_on_evaluations_when_there_are_any(tmp_path):
     assert "steps 1–100 of 100 planned" in md and "step 0 is the initial policy's evaluation" in md
     assert "Learning: **improving**, judged on evaluations" in md
     assert md.index("Learning:") < md.index("## Findings")
+
+
+# --- rules that could not run ------------------------------------------------------------
+
+def test_a_run_shorter_than_its_window_says_which_rules_did_not_run(tmp_path, capsys):
+    run = make_run(tmp_path, synthetic_rows(n=40, sick=True), config=CONFIG.replace("health_window = 20",
+                                                                                    "health_window = 50"))
+    write_report(run)
+    md = (run / "report.md").read_text()
+    assert "every health rule passed" not in md and "**warning**" not in md
+    assert "Not evaluated yet" in md
+    assert "- `dead` (entropy_floor): needs 50 steps, run has 40" in md
+    assert "- `saturated` (adaptive_kl): needs 50 steps, run has 40" in md
+    assert main([str(run)]) == 0
+    assert "health not evaluated yet [dead] entropy_floor: needs 50 steps, run has 40" in capsys.readouterr().out
+    # judged on a window the run fills, the same rows have findings and nothing window-bound waits
+    data = build_report(run, window=20)
+    assert {"dead", "saturated"} <= {f["code"] for f in data["findings"]}
+    assert not {n["code"] for n in data["not_evaluated"]} & {"dead", "saturated", "clip_high"}
+
+
+# --- plots that carry nothing ------------------------------------------------------------
+
+def test_constant_series_are_named_not_plotted(tmp_path):
+    rows = []
+    for s in range(1, 31):
+        rows.append({"step": s, "train/kl_old_exact": 0.0, "train/kl_old_k1": 0.0, "train/clip_fraction": 0.0,
+                     "train/entropy": 2.0 - 0.01 * s, "budget/objective/coef": 1.0, "budget/objective/grad_share": 0.6,
+                     "budget/entropy_bonus/coef": 0.01, "budget/entropy_bonus/grad_share": 0.4,
+                     "rollout/return_mean": 0.01 * s})
+    rows[0].update({"eval/solver/score": 0.25, "eval/solver/games": 8})
+    run = make_run(tmp_path, rows, config="[trainer]\nsteps = 30\nsync_every = 1\nppo_steps = 1\n")
+    names = [p.name for p in write_report(run)[2:]]
+    assert names == ["entropy.png", "reward.png"]
+    md = (run / "report.md").read_text()
+    assert ("- KL divergence: train/kl_old_exact is 0 at every step; train/kl_old_k1 is 0 at every step (the loss "
+            "sees the policy that sampled: trainer.sync_every = 1 and trainer.ppo_steps = 1).") in md
+    assert "- Clip fraction: train/clip_fraction is 0 at every step (one PPO epoch" in md
+    assert "- Coefficients: budget/entropy_bonus/coef is 0.01 at every step." in md
+    assert "No findings from the rules that ran" in md
+    assert "- Evaluation vs solver: one evaluation (eval/solver/score 0.250 at step 1, 8 games)" in md
+
+
+def test_step_ticks_are_integers_and_noisy_series_are_smoothed():
+    from chessrl import report
+
+    fig, ax = report._figure("t", "y")
+    ax.plot([1, 2, 3, 4], [0.0, 1.0, 0.0, 1.0])
+    fig.canvas.draw()
+    assert [t for t in ax.get_xticks() if t != int(t)] == []
+    assert report._smooth_window(40, 50) == 8 and report._smooth_window(9, 50) == 0
+    assert report._rolling([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    fig, ax = report._figure("t", "y")
+    report._curve(ax, list(range(40)), [float(i % 2) for i in range(40)], "noisy", 50)
+    raw, smooth = ax.get_lines()
+    assert raw.get_alpha() == 0.25 and smooth.get_label() == "noisy (mean of 8 steps)"
+    assert raw.get_color() == smooth.get_color()
+
+
+# --- lines a plugin declares ---------------------------------------------------------------
+
+class EntropyBand(Regulariser):
+    """A third-party-style monitor: reports a margin and declares its bounds, and a target on
+    a metric of the core. Nothing in chessrl knows its name or its options."""
+
+    Config = NoOptions
+
+    @hookimpl
+    def chessrl_step_end(self, metrics):
+        entropy = float(metrics.get("train/entropy", float("nan")))
+        return PluginReport(metrics={"margin": entropy - 0.5}, acted=False,
+                            bounds={"margin": (0.0, 2.5)}, targets={"train/entropy": 1.25})
+
+
+class EntropyBandModule:
+    @staticmethod
+    @hookimpl
+    def chessrl_register_regularisers(register):
+        register("entropy_band", EntropyBand)
+
+
+def test_a_third_party_plugin_declares_lines_that_the_report_draws(tiny_config, tmp_path, register_plugin):
+    from chessrl.config import load_config
+    from chessrl.trainer import train
+
+    register_plugin(EntropyBandModule, "entropy_band_module")
+    cfg = load_config(tiny_config, ["plugins.entropy_band={}", "trainer.steps=4"])
+    run_dir = train(cfg, tmp_path / "run", progress=False, echo=lambda s: None)
+    rows = load_metrics(run_dir)
+    assert rows[-1]["plugin/entropy_band/margin@min"] == 0.0 and rows[-1]["plugin/entropy_band/margin@max"] == 2.5
+    assert rows[-1]["plugin/entropy_band/train/entropy@target"] == 1.25
+    names = [p.name for p in write_report(run_dir)[2:]]
+    assert "declared_plugin_entropy_band_margin.png" in names and "entropy.png" in names
+    md = (run_dir / "report.md").read_text()
+    assert "![entropy_band: margin](report/declared_plugin_entropy_band_margin.png)" in md
+    assert "Lines declared by plugins: entropy_band: margin min 0, entropy_band: margin max 2.5." in md
+    assert "Lines declared by plugins: entropy_band: train/entropy target 1.25." in md
+    [plugin] = [p for p in build_report(run_dir)["plugins"] if p["name"] == "entropy_band"]
+    assert [d["text"] for d in plugin["declared"]] == ["margin min 0", "margin max 2.5", "train/entropy target 1.25"]
+    assert "margin@max" not in plugin["metrics"]
+
+
+def test_a_malformed_declaration_names_the_plugin():
+    with pytest.raises(TypeError, match="plugin p: bounds\\['coef'\\] must be a \\(min, max\\) pair"):
+        PluginReport(bounds={"coef": 0.5}).declared_metrics("p")
+    assert PluginReport(bounds={"coef": (None, float("inf"))}, floors={"train/entropy": 1}).declared_metrics("p") == {
+        "plugin/p/train/entropy@floor": 1.0}
+
+
+# --- comparing runs ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory) -> tuple[Path, Path]:
+    a, b = tmp_path_factory.mktemp("a"), tmp_path_factory.mktemp("b")
+    return (make_run(a, synthetic_rows(sick=True)),
+            make_run(b, synthetic_rows(sick=False), config=CONFIG.replace("floor = 1.5", "floor = 2.0")))
+
+
+def test_compare_runs_side_by_side(two_runs, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main([str(two_runs[0]), str(two_runs[1]), "--out", str(out)]) == 0
+    assert "comparing 2 runs" in capsys.readouterr().out
+    md = (out / "report.md").read_text()
+    assert "| plugins.entropy_floor.floor | 1.5 | 2.0 |" in md             # config differences
+    assert md.count("### ") == 2                                          # findings per run
+    assert "- **warning** `dead` — entropy_floor never acted in 120 steps" in md   # findings per run
+    budget = md[md.index("## Loss budget"):md.index("## Plugins")]
+    assert "| entropy_bonus | grad 0.950, cos +0.050" in budget and "grad 0.200, cos +0.100" in budget
+    assert "![Returns](report/compare_rollout_return_mean.png)" in md   # curves overlaid
+    assert (out / "report" / "compare_eval_stockfish.png").stat().st_size > 0
+    page = (out / "report.html").read_text()
+    assert page.count('<img src="data:image/png;base64,') == len(list((out / "report").glob("*.png")))
+
+
+def test_compare_json_and_usage_errors(two_runs, capsys):
+    assert main([str(two_runs[0]), str(two_runs[1]), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["runs"]) == 2 and data["config_differences"] == {"plugins.entropy_floor.floor": [1.5, 2.0]}
+    with pytest.raises(UserError, match="--out is for comparisons"):
+        main([str(two_runs[0]), "--out", "x"])
+
+
+def test_cli_compares_runs(two_runs, tmp_path, cli):
+    r = cli("report", str(two_runs[0]), str(two_runs[1]), "--out", str(tmp_path / "c"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "c" / "report.html").exists()
+    r = cli("report", str(two_runs[0]), "--out", str(tmp_path / "c"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--out is for comparisons" in r.stderr
