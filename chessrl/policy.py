@@ -9,11 +9,12 @@ and no batch statistics: its output does not depend on train/eval mode or on bat
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chessrl.errors import NonFinite
+from chessrl.errors import NonFinite, UserError
 
 
 class Block(nn.Module):
@@ -36,6 +37,39 @@ class Block(nn.Module):
         return x + self.ff(self.norm2(x))
 
 
+class PairHead(nn.Module):
+    """Scores an action by the two tokens it connects: ``<q(x_src) + e_kind, k(x_dst)> / sqrt(h) + b_a``.
+
+    ``structure`` is int64 [A, 3]: each action's source token, target token and kind (a chess
+    move's from-square, to-square and promotion piece; a placement's cell twice). A move's
+    logit is then a function of the two squares' contextual features, shared by every move
+    between squares alike, instead of a separate row of a 1968-wide linear layer: what the
+    network learns about one move transfers to every move of the same shape. The structure is
+    a buffer, so a checkpoint carries it.
+    """
+
+    def __init__(self, d_model: int, obs_len: int, n_actions: int, dim: int, n_kinds: int,
+                 structure: torch.Tensor | None = None):
+        super().__init__()
+        self.obs_len, self.dim = obs_len, dim
+        self.q = nn.Linear(d_model, dim)
+        self.k = nn.Linear(d_model, dim)
+        self.kind = nn.Embedding(n_kinds, dim)
+        nn.init.normal_(self.kind.weight, std=0.02)
+        self.bias = nn.Parameter(torch.zeros(n_actions))
+        if structure is None:
+            structure = torch.zeros(n_actions, 3, dtype=torch.long)
+        self.register_buffer("structure", torch.as_tensor(structure, dtype=torch.long).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k = self.q(x), self.k(x)                                   # [N, L, h]
+        src, dst, kind = self.structure.unbind(-1)
+        pairs = torch.matmul(q, k.transpose(1, 2)).flatten(1)        # [N, L*L]
+        kinds = torch.matmul(k, self.kind.weight.t()).flatten(1)     # [N, L*K]
+        logits = pairs[:, src * self.obs_len + dst] + kinds[:, dst * self.kind.num_embeddings + kind]
+        return logits * self.dim ** -0.5 + self.bias
+
+
 class Policy(nn.Module):
     """Maps int64 tokens [N, L] to action logits [N, A] with a transformer.
 
@@ -44,13 +78,23 @@ class Policy(nn.Module):
     action's logit can depend directly on particular squares. A CLS-only head tends to learn
     a state-independent move preference first (the features of all boards collapse onto one
     direction) and escapes that plateau slowly; the token head does not have it.
+
+    ``head = "pairs"`` scores each action from the two tokens it connects (:class:`PairHead`,
+    ``pair_dim`` features, ``pair_kinds`` kinds); the game declares which tokens those are
+    (:meth:`chessrl.game.Game.action_structure`), passed here as ``structure``.
     """
 
     def __init__(self, obs_vocab: int, obs_len: int, n_actions: int, d_model: int = 256,
-                 n_layers: int = 4, n_heads: int = 8, d_ff: int = 1024, head_dim: int = 0):
+                 n_layers: int = 4, n_heads: int = 8, d_ff: int = 1024, head_dim: int = 0,
+                 head: str = "linear", pair_dim: int = 64, pair_kinds: int = 1,
+                 structure: torch.Tensor | None = None):
         super().__init__()
         self.sizes = dict(obs_vocab=obs_vocab, obs_len=obs_len, n_actions=n_actions, d_model=d_model,
                           n_layers=n_layers, n_heads=n_heads, d_ff=d_ff, head_dim=head_dim)
+        if head == "pairs":  # older checkpoints' sizes lack the keys: they are linear
+            self.sizes.update(head=head, pair_dim=pair_dim, pair_kinds=pair_kinds)
+        elif head != "linear":
+            raise ValueError(f"unknown policy head {head!r}: use 'linear' or 'pairs'")
         self.embed = nn.Embedding(obs_vocab, d_model)
         self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
         self.pos = nn.Parameter(torch.zeros(1, obs_len + 1, d_model))
@@ -60,6 +104,10 @@ class Policy(nn.Module):
         nn.init.normal_(self.pos, std=0.02)
         self.layers = nn.ModuleList(Block(d_model, n_heads, d_ff) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
+        self.pair_head = None
+        if head == "pairs":
+            self.pair_head = PairHead(d_model, obs_len, n_actions, pair_dim, pair_kinds, structure)
+            return
         self.token_proj = nn.Linear(d_model, head_dim) if head_dim else None
         self.head = nn.Linear(d_model + obs_len * head_dim, n_actions)
         nn.init.normal_(self.head.weight, std=0.02)  # near-uniform at init, but state-dependent
@@ -72,6 +120,8 @@ class Policy(nn.Module):
         for layer in self.layers:
             x = layer(x)
         x = self.norm(x)
+        if self.pair_head is not None:
+            return self.pair_head(x[:, 1:])
         if self.token_proj is None:
             return self.head(x[:, 0])
         return self.head(torch.cat([x[:, 0], self.token_proj(x[:, 1:]).flatten(1)], dim=-1))
@@ -138,8 +188,17 @@ def sample(logp: torch.Tensor, generator: torch.Generator | None) -> torch.Tenso
 
 def build_policy(cfg, game) -> Policy:
     """The policy a config asks for, sized for ``game``, optionally loaded and frozen."""
+    extra = {}
+    if cfg.head == "pairs":
+        structure = game.action_structure()
+        if structure is None:
+            raise UserError(f"policy.head = 'pairs' needs a game that declares action_structure(); game "
+                            f"'{game.name}' does not: use policy.head = 'linear'")
+        structure = torch.as_tensor(np.asarray(structure), dtype=torch.long)
+        extra = dict(head="pairs", pair_dim=cfg.pair_dim, pair_kinds=int(structure[:, 2].max()) + 1,
+                     structure=structure)
     p = Policy(game.obs_vocab, game.obs_len, game.n_actions, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff,
-               cfg.head_dim)
+               cfg.head_dim, **extra)
     if cfg.init_checkpoint:
         from chessrl.checkpoint import load_policy_weights
 

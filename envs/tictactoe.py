@@ -193,6 +193,11 @@ class TicTacToe(Game):
             raise ValueError(f"{bad} is not a reachable tic-tac-toe position")
         return codes
 
+    def action_structure(self) -> np.ndarray:
+        """A placement connects its cell's token with itself (kind 0)."""
+        cells = np.arange(N_CELLS)
+        return np.stack([cells, cells, np.zeros(N_CELLS, dtype=np.int64)], axis=1)
+
     def observe(self, states: Sequence[int]) -> Observation:
         """Tokens per cell: 0 empty, 1 the side to move's mark, 2 the opponent's."""
         t, codes = self.t, self._codes(states)

@@ -134,6 +134,23 @@ def test_starts_are_seeded_and_leave_global_rngs_alone():
     assert before[0] == after[0] and np.array_equal(before[1], after[1]) and torch.equal(before[2], after[2])
 
 
+def test_tactics_roots_hold_a_mate_in_one_or_a_tempting_capture_and_skip_held_out_positions():
+    from chessrl.envs.chess.starts import StartSampler, mating_moves, tempting
+
+    sampler = StartSampler("random", phase_mix=[0, 0, 0, 0, 1], exclude=set())
+    a = [b.fen() for b in sampler.sample(40, np.random.default_rng(7))]
+    assert a == [b.fen() for b in sampler.sample(40, np.random.default_rng(7))]
+    boards = [chess.Board(f) for f in a]
+    mates = sum(bool(mating_moves(b)) for b in boards)
+    assert 8 <= mates <= 32 and all(mating_moves(b) or tempting(b) for b in boards)
+    assert all(b.is_valid() and not b.is_game_over(claim_draw=True) for b in boards)
+    # a held-out (benchmark) position is never a root: exclude the first draw's positions
+    held = {chess.Board(f).epd() for f in a}
+    again = StartSampler("random", phase_mix=[0, 0, 0, 0, 1], exclude=held)
+    assert not held & {b.epd() for b in again.sample(40, np.random.default_rng(7))}
+    assert again.excluded > 0
+
+
 def test_start_file_positions_and_bad_line(tmp_path):
     good = tmp_path / "starts.epd"
     good.write_text("# two positions\n"

@@ -47,7 +47,8 @@ import torch
 
 from chessrl.envs.chess import encoding as enc
 from chessrl.envs.chess.game import ChessGame, ChessState, repetitions, terminal_reason
-from chessrl.envs.chess.starts import MIDDLEGAME_PLIES, random_endgame, random_play
+from chessrl.envs.chess.starts import (MIDDLEGAME_PLIES, PIECE_VALUES, mating_moves, random_endgame,  # noqa: F401
+                                       random_play, tempting)
 from chessrl.envs.chess.stockfish import StockfishPool, check_stockfish
 from chessrl.errors import UserError
 from chessrl.policy import log_probs
@@ -76,7 +77,6 @@ _TAG_SELFPLAY, _TAG_ENDGAME, _TAG_ORDER = 0xBE0C01, 0xBE0C02, 0xBE0C03
 _TAG_MATES, _TAG_MATERIAL, _TAG_RANDOM_MOVER, _TAG_GREEDY = 0xBE0C04, 0xBE0C05, 0xBE0C06, 0xBE0C07
 _TAG_EPSILON = 0xBE0C08
 
-PIECE_VALUES = {chess.PAWN: 1, chess.KNIGHT: 3, chess.BISHOP: 3, chess.ROOK: 5, chess.QUEEN: 9, chess.KING: 0}
 
 
 @dataclass(frozen=True)
@@ -138,18 +138,6 @@ class BenchmarkSpec:
 
 # --- positions -----------------------------------------------------------------------------
 
-def mating_moves(board: chess.Board) -> list[chess.Move]:
-    """Every legal move that checkmates, in python-chess's move order."""
-    out = []
-    for move in board.legal_moves:
-        if board.gives_check(move):
-            board.push(move)
-            if board.is_checkmate():
-                out.append(move)
-            board.pop()
-    return out
-
-
 def material_gain(board: chess.Board, move: chess.Move) -> int:
     """How much ``move`` changes the mover's material balance (P 1, N/B 3, R 5, Q 9), on the spot."""
     gain = 0
@@ -176,19 +164,6 @@ def _recapture_square(board: chess.Board) -> int | None:
     captured = board.is_capture(last)
     board.push(last)
     return last.to_square if captured else None
-
-
-def _tempting(board: chess.Board) -> bool:
-    """A cheap pre-filter for the material set: a capture of an undefended or bigger piece, or a promotion."""
-    for move in board.legal_moves:
-        if move.promotion:
-            return True
-        if board.is_capture(move):
-            if board.is_en_passant(move) or not board.is_attacked_by(not board.turn, move.to_square):
-                return True
-            if PIECE_VALUES[board.piece_type_at(move.to_square)] > PIECE_VALUES[board.piece_type_at(move.from_square)]:
-                return True
-    return False
 
 
 @dataclass
@@ -230,7 +205,7 @@ def _selfplay(pool: StockfishPool, rng: np.random.Generator, want: int, depth: i
                 if epd not in seen_mates and board.legal_moves.count() >= 2 and mating_moves(board):
                     seen_mates.add(epd)
                     mates.append(_Candidate(board.copy(stack=False), "selfplay", board.ply()))
-                elif rng.random() < MATERIAL_P and _tempting(board):
+                elif rng.random() < MATERIAL_P and tempting(board):
                     material.append(_Candidate(board.copy(stack=False), "selfplay", board.ply(),
                                                _recapture_square(board)))
             live = playing
@@ -280,7 +255,7 @@ def _random_material(rng: np.random.Generator) -> Iterator[_Candidate]:
     while True:
         board = chess.Board()
         if random_play(board, int(rng.integers(MIDDLEGAME_PLIES[0], MIDDLEGAME_PLIES[1] + 1)), rng) \
-                and _tempting(board):
+                and tempting(board):
             yield _Candidate(board.copy(stack=False), "random", board.ply(), _recapture_square(board))
 
 

@@ -72,6 +72,12 @@ assert N_ACTIONS == 1968, N_ACTIONS
 
 UCI: list[str] = [m.uci() for m in MOVES]
 
+# ACTION_STRUCTURE[a] = (from-square, to-square, kind) of MOVES[a] on the side to move's board:
+# the square indices are the observation's square tokens, kind 0 = no promotion, 1..4 = q r b n.
+ACTION_STRUCTURE = np.array(
+    [(m.from_square, m.to_square, 0 if m.promotion is None else 1 + _PROMOTIONS.index(m.promotion))
+     for m in MOVES], dtype=np.int64)
+
 
 def _key(frm: int, to: int, promotion: int | None) -> int:
     """A dense integer key of a move: 6 bits from, 6 bits to, 3 bits promotion piece."""

@@ -327,6 +327,11 @@ class ChessGame(Game):
         pool = self.pool if self.options.reward == "stockfish" else None
         return [ChessState(b) for b in balanced_openings(n, plies, seed, pool, balance)]
 
+    def action_structure(self) -> np.ndarray:
+        """Each move's from-square, to-square (token = square index of the mirrored board) and
+        promotion (0 none, 1..4 queen, rook, bishop, knight)."""
+        return enc.ACTION_STRUCTURE
+
     def action_to_str(self, action: int) -> str:
         """The UCI move of ``action`` as white plays it (black plays its vertical mirror)."""
         return enc.UCI[action]

@@ -65,7 +65,9 @@ class ChessOptions:
                             ge=0, le=200)
     phase_mix: list[float] = opt([1.0, 0.0, 0.0], "weights of opening, middlegame (20-40 random plies) and "
                                  "endgame (kings + 1-4 random pieces) starts, for start='random'; a 4th weight "
-                                 "draws that share of the roots from self-play games as start='selfplay' does")
+                                 "draws that share of the roots from self-play games as start='selfplay' does, "
+                                 "a 5th from tactics: random-game positions with a mate in one (half) or a "
+                                 "tempting capture or promotion (half)")
     selfplay_depth: int = opt(2, "search depth of the engine moves in start = 'selfplay' games (each a search "
                               "from a cleared hash, so the positions are a function of the seed)", ge=1, le=20)
     max_plies: int = opt(200, "plies after which a game is truncated", ge=1, le=10_000)
@@ -74,9 +76,9 @@ class ChessOptions:
         if sum((self.depth > 0, self.nodes > 0, self.static_eval)) != 1:
             raise ValueError(f"pin the reward engine's strength with exactly one of depth ({self.depth}) > 0, "
                              f"nodes ({self.nodes}) > 0 or static_eval = true ({str(self.static_eval).lower()})")
-        if len(self.phase_mix) not in (3, 4) or any(w < 0 for w in self.phase_mix) or sum(self.phase_mix) <= 0:
-            raise ValueError(f"phase_mix = {self.phase_mix} must be 3 or 4 non-negative weights "
-                             "(opening, middlegame, endgame[, selfplay]) with a positive sum")
+        if len(self.phase_mix) not in (3, 4, 5) or any(w < 0 for w in self.phase_mix) or sum(self.phase_mix) <= 0:
+            raise ValueError(f"phase_mix = {self.phase_mix} must be 3 to 5 non-negative weights "
+                             "(opening, middlegame, endgame[, selfplay[, tactics]]) with a positive sum")
         from chessrl.envs.chess.benchmark import _parse_rung
 
         for rung in self.eval_ladder:

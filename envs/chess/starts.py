@@ -24,6 +24,9 @@ SELFPLAY_ROOTS_PER_GAME = 16   # start positions taken from one self-play game, 
 SELFPLAY_PLIES = (12, 160)     # a self-play game is played to a length drawn from this range ...
 SELFPLAY_MIN_PLY = 6           # ... and its positions from this ply on are candidates
 SELFPLAY_EPSILON = 0.2         # chance that a self-play move is a uniformly random legal move
+TACTIC_MIN_PLY = 10            # a "tactics" root is at least this deep into its random game
+MATES_PER_GAME = 4             # at most this many mate-in-one roots from one random game
+PIECE_VALUES = {chess.PAWN: 1, chess.KNIGHT: 3, chess.BISHOP: 3, chess.ROOK: 5, chess.QUEEN: 9, chess.KING: 0}
 
 
 def parse_position(text: str) -> chess.Board:
@@ -78,6 +81,55 @@ def random_play(board: chess.Board, plies: int, rng: np.random.Generator) -> boo
             return False
         board.push(moves[int(rng.integers(len(moves)))])
     return not board.is_game_over(claim_draw=True)
+
+
+def mating_moves(board: chess.Board) -> list[chess.Move]:
+    """Every legal move that checkmates, in python-chess's move order."""
+    out = []
+    for move in board.legal_moves:
+        if board.gives_check(move):
+            board.push(move)
+            if board.is_checkmate():
+                out.append(move)
+            board.pop()
+    return out
+
+
+def tempting(board: chess.Board) -> bool:
+    """A cheap test for a tactic: a capture of an undefended or bigger piece, or a promotion."""
+    for move in board.legal_moves:
+        if move.promotion:
+            return True
+        if board.is_capture(move):
+            if board.is_en_passant(move) or not board.is_attacked_by(not board.turn, move.to_square):
+                return True
+            if PIECE_VALUES[board.piece_type_at(move.to_square)] > PIECE_VALUES[board.piece_type_at(move.from_square)]:
+                return True
+    return False
+
+
+def random_mates(n: int, rng: np.random.Generator) -> list[chess.Board]:
+    """``n`` positions with a mate in one for the side to move, from uniformly random games
+    (at most ``MATES_PER_GAME`` from one game, each at least ``TACTIC_MIN_PLY`` plies deep)."""
+    out: list[chess.Board] = []
+    while len(out) < n:
+        board, taken = chess.Board(), 0
+        while taken < MATES_PER_GAME and len(out) < n and board.ply() < 300 and not _over(board):
+            if board.ply() >= TACTIC_MIN_PLY and board.legal_moves.count() >= 2 and mating_moves(board):
+                out.append(board.copy())
+                taken += 1
+            moves = list(board.legal_moves)
+            board.push(moves[int(rng.integers(len(moves)))])
+    return out
+
+
+def random_tempting(rng: np.random.Generator) -> chess.Board:
+    """A random middlegame (20-40 random plies) in which a capture or promotion tempts (:func:`tempting`)."""
+    while True:
+        board = chess.Board()
+        if random_play(board, int(rng.integers(MIDDLEGAME_PLIES[0], MIDDLEGAME_PLIES[1] + 1)), rng) \
+                and tempting(board):
+            return board
 
 
 def random_endgame(rng: np.random.Generator) -> chess.Board:
@@ -151,13 +203,25 @@ class StartSampler:
     def _sample(self, n: int, rng: np.random.Generator) -> list[chess.Board]:
         if self.start == "selfplay":
             return self._selfplay(n, rng)
-        if self.start == "random" and len(self.phase_p) == 4 and self.phase_p[3] > 0:
-            # the 4th phase weight: that share of the roots from self-play games, in draw order
-            from_selfplay = rng.random(n) < self.phase_p[3]
-            played = iter(self._selfplay(int(from_selfplay.sum()), rng))
-            rest = iter(self._random(int((~from_selfplay).sum()), rng))
-            return [next(played) if s else next(rest) for s in from_selfplay]
+        if self.start == "random" and len(self.phase_p) >= 4 and self.phase_p[3:].sum() > 0:
+            # the 4th and 5th phase weights: those shares of the roots from self-play games and
+            # from tactics (half mates in one, half tempting captures), in draw order
+            kind = rng.choice(3, size=n, p=np.concatenate([[self.phase_p[:3].sum()], self.phase_p[3:],
+                                                           np.zeros(5 - len(self.phase_p))]))
+            drawn = {0: iter(self._random(int((kind == 0).sum()), rng)) if (kind == 0).any() else iter(()),
+                     1: iter(self._selfplay(int((kind == 1).sum()), rng)) if (kind == 1).any() else iter(()),
+                     2: iter(self._tactics(int((kind == 2).sum()), rng)) if (kind == 2).any() else iter(())}
+            return [next(drawn[int(k)]) for k in kind]
         return self._random(n, rng)
+
+    def _tactics(self, n: int, rng: np.random.Generator) -> list[chess.Board]:
+        mates = int(rng.binomial(n, 0.5))
+        out = [b for b in random_mates(mates, rng) if not self._held_out(b)]
+        while len(out) < n:
+            board = random_mates(1, rng)[0] if len(out) < mates else random_tempting(rng)
+            if not self._held_out(board):
+                out.append(board)
+        return [out[i] for i in rng.permutation(len(out))]
 
     def _random(self, n: int, rng: np.random.Generator) -> list[chess.Board]:
         out: list[chess.Board] = []
