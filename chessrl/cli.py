@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
+import shutil
 import sys
 from pathlib import Path
 
 from chessrl import __version__, pluginmanager
-from chessrl.errors import PluginError, RunFailure, UserError
+from chessrl.errors import Interrupted, PluginError, RunFailure, UserError
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -31,10 +34,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.allow_change and not args.resume:
         raise UserError("--allow-change works with --resume only: a new run takes any config")
     run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(cfg)
-    train(cfg, run_dir, max_steps=args.max_steps, resume=args.resume,
-          progress=False if args.no_progress else None, allow_change=args.allow_change)
+    try:
+        train(cfg, run_dir, max_steps=args.max_steps, resume=args.resume,
+              progress=False if args.no_progress else None, allow_change=args.allow_change)
+    except Interrupted as exc:
+        if exc.run_dir is None:
+            raise
+        print(f"chessrl: interrupted; resume from the step-{exc.step} checkpoint with: "
+              f"{resume_command(args, exc.run_dir)}", file=sys.stderr)
+        return exc.exit_code
     print(f"run directory: {run_dir}")
     return 0
+
+
+def resume_command(args: argparse.Namespace, run_dir: Path) -> str:
+    """The shell command that continues ``run_dir``: this command's program, config and
+    ``--set`` overrides, with ``--resume --run-dir`` (no ``--max-steps``)."""
+    words = ["run", args.config, *[w for o in args.overrides for w in ("--set", o)], "--resume", "--run-dir",
+             str(run_dir)]
+    return " ".join([_program()] + [shlex.quote(w) for w in words])
+
+
+def _program() -> str:
+    """How this process was started, as a user would type it again: ``chessrl`` when that is
+    the one on PATH, else the script's path, or ``PYTHON -m chessrl``."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "chessrl"
+    if os.path.basename(argv0) == "__main__.py":
+        python = os.path.relpath(sys.executable)
+        return f"{shlex.quote(sys.executable if python.startswith('..') else python)} -m chessrl"
+    on_path = shutil.which("chessrl")
+    if on_path and os.path.exists(argv0) and os.path.samefile(on_path, argv0):
+        return "chessrl"
+    rel = os.path.relpath(argv0) if os.path.exists(argv0) else argv0
+    return shlex.quote(argv0 if rel.startswith("..") else rel)
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:

@@ -47,8 +47,11 @@ class NonFinite(ArithmeticError):
 
 class Interrupted(KeyboardInterrupt):
     """A run stopped by a signal after its checkpoint; the CLI exits with ``exit_code``
-    (130 for SIGINT, 143 for SIGTERM)."""
+    (130 for SIGINT, 143 for SIGTERM). The trainer sets ``run_dir`` and ``step`` (the last
+    checkpoint's) so that the CLI can print the command that resumes the run."""
 
     def __init__(self, exit_code: int = 130):
         super().__init__(exit_code)
         self.exit_code = exit_code
+        self.run_dir = None
+        self.step: int | None = None
