@@ -54,6 +54,10 @@ def test_sets_have_the_asked_sizes_and_distinct_positions(built):
     assert bench.keys() == {chess.Board(r["fen"]).epd()
                             for rows in (bench.agreement, bench.mate_in_one, bench.material) for r in rows}
     assert any("agreement labels" in line and f"{TINY.agreement}/{TINY.agreement}" in line for line in lines)
+    # the build says what it does before the first batch, so a terminal is never blank for minutes
+    assert lines[0].startswith("benchmark: building ") and "labels at depth 6" in lines[0], lines[0]
+    assert any(line.startswith("benchmark: self-play ") for line in lines)
+    assert any(line.startswith("benchmark: ladder ") for line in lines)
 
 
 @needs_stockfish

@@ -489,6 +489,11 @@ def build(spec: BenchmarkSpec, cache_dir: str | Path, log: Callable[[str], None]
             log(f"benchmark: loaded {path}")
             return bench
         log(f"benchmark: {path} is unreadable or from another format; rebuilding")
+    log(f"benchmark: building {path.name} with {spec.engines} Stockfish engine(s), once for this engine: "
+        f"self-play, then labels at depth {spec.label_depth} for {spec.agreement} agreement, {spec.mate_in_one} "
+        f"mate-in-one and {spec.material} material positions"
+        + (f", then {spec.ladder_games} games per ladder pair" if spec.ladder else "")
+        + " (minutes at the default size; a line per batch)")
     pool = StockfishPool(spec.stockfish_path, spec.engines, spec.hash_mb, depth=spec.label_depth, cache_size=0)
     try:
         bench = _generate(spec, engine, pool, log)
@@ -513,9 +518,9 @@ def user_cache() -> Path:
 def load_default(spec: BenchmarkSpec, log: Callable[[str], None] | None = None) -> Benchmark:
     """The benchmark of ``spec`` from the shipped copy when there is one for this engine, else
     from (or built into) :func:`user_cache`; build progress goes to ``log`` (stderr by default)."""
-    import sys
+    from chessrl.progress import echo
 
-    say = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    say = log or echo  # stderr, above a run's progress bar
     cache = user_cache()
     try:
         engine = engine_version(spec.stockfish_path, cache)
