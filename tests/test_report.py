@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -304,3 +306,36 @@ def test_cli_compares_runs(two_runs, tmp_path, cli):
     assert (tmp_path / "c" / "report.html").exists()
     r = cli("report", str(two_runs[0]), "--out", str(tmp_path / "c"))
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--out is for comparisons" in r.stderr
+
+
+# --- a real browser ------------------------------------------------------------------------
+
+BROWSER = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome") if shutil.which(b)),
+               None)
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no Chromium on this machine (Debian: apt-get install chromium)")
+def test_report_html_shows_its_plots_in_a_browser(sick_run, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    paths = write_report(sick_run)
+    page = tmp_path / "mailed" / "report.html"   # alone, away from the run's PNGs: what a recipient opens
+    page.parent.mkdir()
+    shutil.copy(sick_run / "report.html", page)
+    shot = tmp_path / "shot.png"
+    subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1100,5200",
+                    f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=True)
+    image = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert image.shape == (5200, 1100, 3)
+
+    def near(rgb, tol=40):
+        return int((np.abs(image - np.array(rgb)).max(axis=-1) <= tol).sum())
+
+    # matplotlib's first two line colours appear only inside the plots, never in the text or tables
+    assert near((31, 119, 180)) > 5000 and near((255, 127, 14)) > 500
+    # and the plot regions are pictures, not a broken-image icon: many distinct colours
+    packed = (image[..., 0] << 16) | (image[..., 1] << 8) | image[..., 2]
+    assert len(np.unique(packed)) > 500
+    assert len(paths) - 2 >= 6
