@@ -101,9 +101,17 @@ class TrainerConfig:
 
 @dataclass
 class LoggingConfig:
-    wandb: str = opt("auto", "'auto' (offline unless an API key is configured), 'offline', 'online' or 'disabled'.",
+    wandb: str = opt("auto", "'auto' (offline unless an API key is configured), 'offline', 'online' or 'disabled'; "
+                     "WANDB_MODE in the environment wins over it.",
                      choices=("auto", "offline", "online", "disabled"))
-    project: str = opt("chessrl", "wandb project.")
+    project: str = opt("chessrl", "wandb project (WANDB_PROJECT wins when set).")
+    entity: str = opt("", "wandb entity, a user or team ('' = wandb's default; WANDB_ENTITY wins when set).")
+    group: str = opt("", "wandb run group, e.g. a sweep's name ('' = none; WANDB_RUN_GROUP wins when set).")
+    tags: list[str] = opt([], "wandb tags of the run (WANDB_TAGS, comma-separated, wins when set).")
+    wandb_report: bool = opt(True, "When the run ends with wandb on: write the run's report (chessrl report) and "
+                             "upload it as a 'report' artifact.")
+    wandb_checkpoint: bool = opt(False, "When the run ends with wandb on: upload the latest checkpoint as a "
+                                 "'model' artifact.")
     progress: bool = opt(True, "Show a progress bar.")
 
 

@@ -3,6 +3,10 @@
 Keys must belong to the documented namespaces (docs/metrics.md); a key outside them is a bug
 and raises. wandb never blocks or fails a run: 'auto' means offline unless an API key is
 configured, and an online init that fails falls back to offline with one printed line.
+wandb's own environment variables (``WANDB_MODE``, ``WANDB_PROJECT``, ``WANDB_ENTITY``,
+``WANDB_RUN_GROUP``, ``WANDB_TAGS``, ``WANDB_RUN_ID``) win over the config. The run id is kept
+in ``RUN_DIR/wandb_run_id`` so that ``--resume`` continues the same wandb run
+(docs/training.md#wandb-and-the-progress-bar).
 """
 
 from __future__ import annotations
@@ -31,7 +35,18 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+WANDB_ID_FILE = "wandb_run_id"
+_ENV_MODES = {"dryrun": "offline", "run": "online"}  # wandb's older names
+
+
 def wandb_mode(setting: str) -> str:
+    """The mode a run uses: ``WANDB_MODE`` (or ``WANDB_DISABLED=true``) when set, else the
+    config's ``logging.wandb``, where 'auto' is online only with an API key configured."""
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env:
+        return _ENV_MODES.get(env, env)
+    if os.environ.get("WANDB_DISABLED", "").strip().lower() in ("true", "1", "yes"):
+        return "disabled"
     if setting != "auto":
         return setting
     if os.environ.get("WANDB_API_KEY"):
@@ -46,15 +61,20 @@ class MetricsLogger:
     """Appends rows to ``metrics.jsonl`` (flushed every step) and logs them to wandb."""
 
     def __init__(self, run_dir: Path, *, wandb: str = "auto", project: str = "chessrl", name: str = "run",
-                 config: dict | None = None, resume_step: int | None = None) -> None:
+                 config: dict | None = None, resume_step: int | None = None, entity: str = "", group: str = "",
+                 tags: list[str] | tuple[str, ...] = ()) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         if resume_step is not None:  # a resume from step N (0: from initial.pt) drops the rows after N
             truncate_metrics(self.path, resume_step)
         self.file = open(self.path, "a")
         self.run = None
+        self.where = ""  # one line: where wandb writes (the offline folder and its sync command, or the URL)
         mode = wandb_mode(wandb)
         if mode != "disabled":
-            self.run = _init_wandb(mode, project, name, config or {}, Path(run_dir))
+            kwargs = {k: v for k, v in (("project", project), ("entity", entity), ("group", group),
+                                        ("tags", list(tags))) if v and not os.environ.get(_ENV_OF[k])}
+            self.run = _init_wandb(mode, name, config or {}, Path(run_dir), kwargs)
+            self.where = _where(self.run)
 
     def log(self, row: dict[str, Any]) -> None:
         check_keys(row)
@@ -68,30 +88,95 @@ class MetricsLogger:
                 print(f"wandb: logging failed ({exc}); continuing with metrics.jsonl only", file=sys.stderr)
                 self.run = None
 
+    def finding(self, code: str, severity: str, line: str) -> None:
+        """A health finding: a wandb alert (WARN or ERROR; info findings only in the summary) and
+        the summary entry ``health/<code>`` holding its line (the latest finding of that rule)."""
+        if self.run is None:
+            return
+        try:
+            import wandb
+
+            self.run.summary[f"health/{code}"] = line
+            if severity in ("warning", "error"):
+                level = wandb.AlertLevel.ERROR if severity == "error" else wandb.AlertLevel.WARN
+                self.run.alert(title=f"chessrl {code}", text=line, level=level, wait_duration=0)
+        except Exception as exc:  # wandb must never break a run
+            print(f"wandb: sending a finding failed ({type(exc).__name__}: {exc})", file=sys.stderr)
+
+    def upload(self, name: str, kind: str, files: list[Path], description: str = "", base: Path | None = None) -> None:
+        """Upload ``files`` as one wandb artifact ``name`` of type ``kind``, each named by its path
+        under ``base`` (nothing without wandb)."""
+        if self.run is None or not files:
+            return
+        try:
+            import wandb
+
+            art = wandb.Artifact(name, type=kind, description=description)
+            for f in files:
+                rel = Path(f).relative_to(base) if base is not None and Path(f).is_relative_to(base) else Path(f).name
+                art.add_file(str(f), name=str(rel))
+            self.run.log_artifact(art)
+        except Exception as exc:  # wandb must never break a run
+            print(f"wandb: uploading {kind} artifact {name} failed ({type(exc).__name__}: {exc})", file=sys.stderr)
+
     def close(self) -> None:
         self.file.close()
         if self.run is not None:
             try:
-                self.run.finish(quiet=True)
-            except Exception:
-                pass
+                self.run.finish()
+            except Exception as exc:
+                print(f"wandb: finishing the run failed ({type(exc).__name__}: {exc})", file=sys.stderr)
             self.run = None
 
 
-def _init_wandb(mode: str, project: str, name: str, config: dict, run_dir: Path):
-    os.environ.setdefault("WANDB_SILENT", "true")
+_ENV_OF = {"project": "WANDB_PROJECT", "entity": "WANDB_ENTITY", "group": "WANDB_RUN_GROUP", "tags": "WANDB_TAGS"}
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The wandb run id of ``run_dir``: ``WANDB_RUN_ID`` when set, else the one stored in
+    ``RUN_DIR/wandb_run_id`` by an earlier invocation, else a new one, stored there."""
+    if os.environ.get("WANDB_RUN_ID"):
+        return os.environ["WANDB_RUN_ID"]
+    path = Path(run_dir) / WANDB_ID_FILE
+    if path.exists() and path.read_text().strip():
+        return path.read_text().strip()
+    import secrets
+    import string
+
+    run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # wandb's format
+    path.write_text(run_id + "\n")
+    return run_id
+
+
+def _where(run: Any) -> str:
+    """Where wandb writes: the offline folder with the command that uploads it, or the run's URL."""
+    if run is None:
+        return ""
+    try:
+        if run.settings.mode == "offline" or getattr(run, "offline", False):
+            folder = Path(run.dir).parent
+            return (f"wandb: offline run {run.id} in {folder}; upload it with: wandb sync {folder} "
+                    f"(a resumed run adds a folder with the same id: wandb sync {folder.parent}/offline-run-*-{run.id}*)")
+        return f"wandb: run {run.id} at {run.url}"
+    except Exception:
+        return ""
+
+
+def _init_wandb(mode: str, name: str, config: dict, run_dir: Path, kwargs: dict):
+    os.environ.setdefault("WANDB_SILENT", "true")  # chessrl prints where the run goes itself (_where)
     try:
         import wandb
     except ImportError:
         print("wandb is not installed; metrics go to metrics.jsonl only", file=sys.stderr)
         return None
     try:
-        return wandb.init(project=project, name=name, config=config, dir=str(run_dir), mode=mode,
-                          settings=wandb.Settings(init_timeout=30, console="off"), reinit="finish_previous")
+        return wandb.init(name=name, config=config, dir=str(run_dir), mode=mode, id=wandb_run_id(run_dir),
+                          resume="allow", settings=wandb.Settings(init_timeout=30, console="off"),
+                          reinit="finish_previous", **kwargs)
     except Exception as exc:
         if mode == "online":
             print(f"wandb: online init failed ({type(exc).__name__}); logging offline", file=sys.stderr)
-            return _init_wandb("offline", project, name, config, run_dir)
+            return _init_wandb("offline", name, config, run_dir, kwargs)
         print(f"wandb: init failed ({type(exc).__name__}: {exc}); metrics go to metrics.jsonl only", file=sys.stderr)
         return None
 

@@ -25,7 +25,8 @@ SAFE_CHANGES = (
     "trainer.steps", "trainer.lr", "trainer.grad_clip", "trainer.checkpoint_every", "trainer.keep_checkpoints",
     "trainer.eval_every", "trainer.eval_games", "trainer.eval_initial", "trainer.budget_every",
     "trainer.health_window", "trainer.max_consecutive_skips",
-    "logging.wandb", "logging.project", "logging.progress",
+    "logging.wandb", "logging.project", "logging.progress", "logging.entity", "logging.group", "logging.tags",
+    "logging.wandb_report", "logging.wandb_checkpoint",
 )
 
 

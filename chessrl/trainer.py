@@ -507,7 +507,10 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
                 if why is not None:
                     raise RunFailure(f"the initial policy is unusable: {why}; check policy.init_checkpoint")
             logger = MetricsLogger(run_dir, wandb=cfg.logging.wandb, project=cfg.logging.project, name=run_dir.name,
-                                   config=config_to_dict(cfg), resume_step=start if resume else None)
+                                   config=config_to_dict(cfg), resume_step=start if resume else None,
+                                   entity=cfg.logging.entity, group=cfg.logging.group, tags=cfg.logging.tags)
+            if logger.where:
+                log(logger.where)
             kept = read_metrics(run_dir / "metrics.jsonl")
             for row in kept:  # findings already reported stay quiet
                 health.update(row)
@@ -517,6 +520,7 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
             logger.log(row)
             for finding in health.update(row):
                 log(finding.line())
+                logger.finding(finding.code, finding.severity, finding.line())
 
         def evaluate(step: int) -> dict[str, float]:  # the opponents' generators derive from (seed, step)
             _reseed(run.game, derived_seed(cfg.seed, 0, step, 2))
@@ -608,6 +612,7 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
         finally:
             run.game.close()
             if logger is not None:
+                _upload_artifacts(logger, cfg, run_dir)
                 _quietly(logger.close)
             if logfile is not None:
                 _quietly(logfile.close)
@@ -620,6 +625,25 @@ def train(cfg: Config, run_dir: Path, *, max_steps: int | None = None, resume: b
             if lock is not None:
                 lock.release()
     return run_dir
+
+
+def _upload_artifacts(logger: MetricsLogger, cfg: Config, run_dir: Path) -> None:
+    """With wandb on: the run's report (``logging.wandb_report``) and the latest checkpoint
+    (``logging.wandb_checkpoint``) as artifacts. Never fails the run."""
+    if logger.run is None:
+        return
+    if cfg.logging.wandb_report:
+        try:
+            from chessrl.report import write_report
+
+            files = write_report(run_dir)
+            logger.upload(f"report-{logger.run.id}", "report", files, "chessrl report of " + run_dir.name, base=run_dir)
+        except Exception as exc:
+            print(f"wandb: the report was not uploaded ({type(exc).__name__}: {exc})", file=sys.stderr)
+    if cfg.logging.wandb_checkpoint:
+        latest = rundir.resume_checkpoint(run_dir)
+        if latest is not None:
+            logger.upload(f"model-{logger.run.id}", "model", [latest], f"{run_dir.name} {latest.name}")
 
 
 def _lock_run_dir(run_dir: Path, resume: bool) -> tuple[rundir.RunLock, bool]:
