@@ -106,6 +106,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return report.run_command(args.run_dir, json_out=args.json, window=args.window, out=args.out)
 
 
+def cmd_play(args: argparse.Namespace) -> int:
+    from chessrl.play import cmd_play as play
+
+    return play(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chessrl", description="GRPO for board games, with plugins and self-diagnosing runs.")
     parser.add_argument("--version", action="version", version=f"chessrl {__version__}")
@@ -146,6 +152,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="with several runs: where the comparison is written "
                    "(default: compare-<runs> beside the first run)")
     p.set_defaults(func=cmd_report)
+
+    from chessrl.evaluate import add_eval_command
+
+    add_eval_command(sub)
+    p = sub.add_parser("play", help="play against a checkpoint's policy in the terminal, any game "
+                       "(docs/evaluation.md#play-the-policy)")
+    p.add_argument("checkpoint", help="a checkpoint file (step_*.pt, initial.pt, a pretrained .pt) or a run directory")
+    p.add_argument("--side", choices=("first", "second"), default="first",
+                   help="the side you play: first (White, X) or second (default first)")
+    p.add_argument("--sample", action="store_true", help="the policy samples its moves instead of playing greedily")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature with --sample (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the start position and of sampling (default 0)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="env.KEY=VALUE",
+                   help="override a game option of the checkpoint (repeatable), e.g. --set env.start=standard")
+    p.set_defaults(func=cmd_play)
 
     pm = pluginmanager.get_plugin_manager()
     pluginmanager.call_hook(pm, "chessrl_register_commands", subparsers=sub)

@@ -103,6 +103,34 @@ class Game:
         """A one-line description of a state (a FEN, a board string, ...)."""
         return repr(state)
 
+    def render(self, state: Any) -> str:
+        """The state drawn for a person playing in a terminal (``chessrl play``); may span
+        lines. The default is :meth:`state_to_str`."""
+        return self.state_to_str(state)
+
+    def parse_action(self, state: Any, text: str) -> int:
+        """The legal action a person means by ``text`` in ``state`` (``chessrl play``).
+
+        The default accepts an :meth:`action_to_str` name (case and surrounding spaces
+        ignored) or an action index. Anything else, or an illegal action, raises
+        ``ValueError`` with one line saying why. Override to accept the game's notation.
+        """
+        legal = np.flatnonzero(self.observe([state]).action_mask[0])
+        text = text.strip()
+        names = {self.action_to_str(int(a)).lower(): int(a) for a in legal}
+        if text.lower() in names:
+            return names[text.lower()]
+        if text.isdigit():
+            if int(text) in set(legal.tolist()):
+                return int(text)
+            raise ValueError(f"action {text} is not legal here")
+        raise ValueError(f"'{text}' is not a legal move here")
+
+    def format_action(self, state: Any, action: int) -> str:
+        """How a person writes ``action`` played in ``state`` (what :meth:`parse_action` reads
+        back); the default is :meth:`action_to_str`."""
+        return self.action_to_str(action)
+
     def benchmark(self, policy: Any, matches: dict[str, tuple[float, int]]) -> dict[str, float]:
         """Held-out benchmark metrics of ``policy`` (the trainer logs each as ``eval/<key>``),
         given this evaluation's ``matches``: opponent name -> (score, games).

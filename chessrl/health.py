@@ -282,7 +282,7 @@ class HealthMonitor:
         if not _number(step):
             return []
         step = int(step)
-        if step != self.last_step:
+        if step != self.last_step and step > 0:  # step 0 is the initial policy's evaluation, not a step
             self.steps_seen += 1
         if self.first_step is None:
             self.first_step = step

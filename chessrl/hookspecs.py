@@ -31,6 +31,11 @@ def chessrl_register_commands(subparsers):
     """Add sub-commands to the ``chessrl`` CLI (an ``argparse`` sub-parsers object)."""
 
 
+@hookspec
+def chessrl_register_evaluators(register):
+    """Give a game its own ``chessrl eval``: call ``register(game, run, add_arguments)``."""
+
+
 # --- run hooks (called on enabled regulariser instances) -------------------------------
 
 @hookspec

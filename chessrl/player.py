@@ -55,8 +55,9 @@ def label(path: Path, step: int | None = None) -> str:
 
 
 def build_game(state: dict[str, Any], seed: int = 0, overrides: dict[str, Any] | None = None) -> Game:
-    """The checkpoint's game with its ``[env]`` options (and ``overrides``). Keys the installed
-    game no longer knows are dropped: a checkpoint outlives option renames."""
+    """The checkpoint's game with its ``[env]`` options and ``overrides``. The checkpoint's keys
+    that the installed game no longer knows are dropped (a checkpoint outlives option renames);
+    an unknown key in ``overrides`` is a :class:`UserError`."""
     name = game_name(state)
     games = pluginmanager.games()
     if name not in games:
@@ -64,10 +65,10 @@ def build_game(state: dict[str, Any], seed: int = 0, overrides: dict[str, Any] |
         raise UserError(f"the checkpoint plays game '{name}', which is not installed (installed: "
                         f"{', '.join(sorted(games)) or 'none'}){pluginmanager.missing_hint(name)}")
     reg = games[name]
-    env = dict((state.get("config") or {}).get("env") or {})
-    env.update(overrides or {})
     known = set(getattr(reg.schema, "__dataclass_fields__", {}))
-    return reg.obj(build(reg.schema, {k: v for k, v in env.items() if k in known}, prefix="env"), seed)
+    env = {k: v for k, v in ((state.get("config") or {}).get("env") or {}).items() if k in known}
+    env.update(overrides or {})  # the caller's keys are checked strictly
+    return reg.obj(build(reg.schema, env, prefix="env"), seed)
 
 
 def build_policy(state: dict[str, Any], game: Game, where: str) -> Policy:

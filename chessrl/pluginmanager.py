@@ -209,6 +209,12 @@ def regularisers() -> dict[str, Registration]:
     return _collect("chessrl_register_regularisers")
 
 
+def evaluators() -> dict[str, Registration]:
+    """Games' own ``chessrl eval``: game name -> Registration(obj=run(args) -> exit code,
+    schema=add_arguments(argument group))."""
+    return _collect("chessrl_register_evaluators")
+
+
 def plugin_info() -> list[dict[str, Any]]:
     """Name, version, distribution and hooks of every plugin module; ``broken`` is the import
     error of one that failed to load (None for the others)."""

@@ -78,3 +78,15 @@ def tiny_config(tmp_path):
     p = tmp_path / "tiny.toml"
     p.write_text(TINY_TTT)
     return p
+
+
+@pytest.fixture(scope="session")
+def tiny_ttt_run(tmp_path_factory):
+    """A tic-tac-toe run directory trained for 2 steps of TINY_TTT (initial.pt and step_0000002.pt)."""
+    from chessrl.config import load_config
+    from chessrl.trainer import train
+
+    root = tmp_path_factory.mktemp("tiny_ttt")
+    (root / "tiny.toml").write_text(TINY_TTT)
+    train(load_config(root / "tiny.toml"), root / "run", max_steps=2, progress=False, echo=lambda line: None)
+    return root / "run"

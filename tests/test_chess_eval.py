@@ -61,16 +61,22 @@ def test_random_and_policy_vs_skill0_pgn_reads_back(tmp_path):
             h = g.headers
             policy_white = i % 2 == 0
             assert (h["White"] if policy_white else h["Black"]) == name
-            assert "skill 0" in (h["Black"] if policy_white else h["White"])
-            assert h["Termination"] in r.reasons and h["OpeningPlies"] == "4" and h["Round"] == str(i + 1)
+            assert (h["Black"] if policy_white else h["White"]) == "Stockfish (Skill Level 0, depth 1)"
+            # standard Termination values; chessrl's own reason in a custom tag and the last comment
+            assert h["TerminationReason"] in r.reasons and h["OpeningPlies"] == "4" and h["Round"] == str(i + 1)
+            assert h["Termination"] == ("adjudication" if h["TerminationReason"] == "adjudicated" else "normal")
+            assert g.end().comment.endswith(h["TerminationReason"].replace("_", " "))
+            assert "Opening" not in h and "FEN" not in h and "SetUp" not in h
             assert h["Result"] == {1.0: "1-0" if policy_white else "0-1", 0.0: "0-1" if policy_white else "1-0",
                                    0.5: "1/2-1/2"}[r.results[i]]
             board = g.end().board()
             if h["Termination"] == "checkmate":
                 assert board.is_checkmate() and h["Result"] == ("0-1" if board.turn == chess.WHITE else "1-0")
             assert len(list(g.mainline_moves())) <= 4 + 16
-        # both colours of an opening start from the same position
-        assert games[4 * k].headers["Opening"] == games[4 * k + 1].headers["Opening"]
+        # both colours of an opening start with the same moves, which are in the movetext
+        first, second = (list(g.mainline_moves())[:4] for g in games[4 * k: 4 * k + 2])
+        assert first == second and len(first) == 4
+        assert games[4 * k].variations[0].variations[0].variations[0].variations[0].comment.startswith("end of the opening")
 
 
 def cli(*args):
@@ -89,14 +95,23 @@ def cli(*args):
 
 
 def test_cli_json_and_elo_range(tmp_path):
-    ckpt = tiny_checkpoint(tmp_path / "step_0000002.pt")
-    tiny_checkpoint(tmp_path / "initial.pt")
-    rc, stdout, stderr = cli("eval", str(ckpt), "--games", "2", "--depth", "1", "--max-plies", "6",
+    (tmp_path / "myrun" / "checkpoints").mkdir(parents=True)
+    ckpt = tiny_checkpoint(tmp_path / "myrun" / "checkpoints" / "step_0000002.pt")
+    tiny_checkpoint(tmp_path / "myrun" / "checkpoints" / "initial.pt")
+    rc, stdout, stderr = cli("eval", str(tmp_path / "myrun"), "--games", "2", "--depth", "1", "--max-plies", "6",
                              "--opening-plies", "2", "--json", "--baselines", "--pgn", str(tmp_path / "b.pgn"))
     assert rc == 0, stderr
     out = json.loads(stdout)
     assert set(out["rows"]) == {"checkpoint", "random", "initial"} and out["opponent"] == "stockfish depth 1"
     assert all(row["games"] == 2 and 0 <= row["score_lo"] <= row["score_hi"] <= 1 for row in out["rows"].values())
+    # the PGN names the checkpoint by run and step, and the opponent with its settings
+    fh = io.StringIO((tmp_path / "b.pgn").read_text())
+    headers = []
+    while (g := chess.pgn.read_game(fh)) is not None:
+        headers.append(g.headers)
+    assert [h["White"] for h in headers] == ["chessrl myrun step 2", "Stockfish (depth 1)", "random mover (seed 0)",
+                                             "Stockfish (depth 1)", "chessrl myrun initial", "Stockfish (depth 1)"]
+    assert all(h["Termination"] in ("normal", "adjudication") for h in headers)
     rc, _, stderr = cli("eval", str(ckpt), "--elo", "1000")
     assert rc == 2 and "1350..2850" in stderr and "Traceback" not in stderr
     rc, _, stderr = cli("eval", str(ckpt), "--skill", "0", "--depth", "3")
@@ -125,3 +140,18 @@ def test_bad_checkpoint_is_a_user_error(tmp_path):
     (tmp_path / "x.pt").write_text("not a checkpoint")
     with pytest.raises(UserError):
         load_policy(tmp_path / "x.pt")
+
+
+def test_a_set_up_start_is_recorded_with_fen_and_setup():
+    from chessrl.envs.chess.pgn import game_record
+
+    board = chess.Board("6k1/5ppp/8/8/8/8/8/R5K1 w - - 0 1")
+    for uci in ("a1a8",):
+        board.push_uci(uci)
+    g = game_record(board, white="a", black="b", result="1-0", termination="checkmate", opening_plies=0, round_=1)
+    back = chess.pgn.read_game(io.StringIO(str(g)))
+    h = back.headers
+    assert h["FEN"] == "6k1/5ppp/8/8/8/8/8/R5K1 w - - 0 1" and h["SetUp"] == "1" and "Opening" not in h
+    assert h["Termination"] == "normal" and h["TerminationReason"] == "checkmate" and h["Result"] == "1-0"
+    assert back.end().board().is_checkmate() and back.end().comment == "checkmate"
+

@@ -310,3 +310,13 @@ def test_learning_verdict_prefers_evaluations_to_the_reward_trend():
     mon, _ = run(rows)
     assert mon.learning_verdict() == ("mixed", "evaluation")
     assert HealthMonitor(WINDOW).learning_verdict() == (None, "")
+
+
+def test_the_initial_evaluation_is_not_a_step_of_the_window():
+    rows = [{"step": 0, "eval/solver/score": 0.1, "eval/solver/games": 100}]
+    rows += [{"step": s, "train/clip_fraction": 0.9} for s in range(1, WINDOW)]
+    mon, _ = run(rows)
+    assert not mon.window_full and "clip_high" not in {f.code for f in mon.findings()}
+    assert [p.reason for p in mon.not_evaluated() if p.code == "clip_high"] == [f"needs {WINDOW} steps, run has {WINDOW - 1}"]
+    mon.update({"step": WINDOW, "train/clip_fraction": 0.9})
+    assert "clip_high" in {f.code for f in mon.findings()}

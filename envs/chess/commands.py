@@ -1,4 +1,5 @@
-"""The chess plugin's commands, ``chessrl eval`` and ``chessrl pretrain``: their arguments only.
+"""The chess plugin's commands, ``chessrl pretrain`` and ``chessrl uci``, and its flags of
+``chessrl eval``: their arguments only.
 
 This module is imported whenever the ``chessrl`` command starts (``--help`` and ``--version``
 included), so it imports nothing heavy: each command imports its implementation (torch,
@@ -14,50 +15,44 @@ from chessrl.envs.chess.options import ELO_RANGE
 
 
 def add_commands(subparsers) -> None:
-    """Add ``eval`` and ``pretrain`` to the ``chessrl`` command's subparsers."""
-    add_eval_command(subparsers)
+    """Add ``pretrain`` and ``uci`` to the ``chessrl`` command's subparsers (chess's ``eval`` flags join
+    the core command through :func:`add_eval_arguments`)."""
     add_pretrain_command(subparsers)
     add_uci_command(subparsers)
 
 
-def add_eval_command(subparsers) -> None:
-    """``chessrl eval CHECKPOINT``: a match against Stockfish, or the held-out benchmark."""
-    p = subparsers.add_parser("eval", help="play a checkpoint against Stockfish; score with a 95%% CI "
-                              "(docs/evaluation.md)")
-    p.add_argument("checkpoint", help="a checkpoint file (step_*.pt, initial.pt, a pretrained .pt) or a run directory")
-    p.add_argument("--games", type=int, default=16, help="games (even: each opening with both colours; default 16)")
-    g = p.add_mutually_exclusive_group()
+def add_eval_arguments(group) -> None:
+    """Chess's own flags of ``chessrl eval`` (an argument group of the core command): a
+    Stockfish opponent, balanced openings, PGN records, the held-out benchmark and ladder."""
+    g = group.add_mutually_exclusive_group()
     g.add_argument("--skill", type=int, help="Stockfish Skill Level 0..20")
     g.add_argument("--depth", type=int, help="full-strength Stockfish limited to this depth")
     g.add_argument("--nodes", type=int, help="full-strength Stockfish limited to this many nodes")
     g.add_argument("--elo", type=int, help=f"UCI_LimitStrength at this UCI_Elo ({ELO_RANGE[0]}..{ELO_RANGE[1]})")
-    p.add_argument("--pgn", help="write every game to this PGN file")
-    p.add_argument("--json", action="store_true", help="print machine-readable results")
-    p.add_argument("--baselines", action="store_true",
-                   help="also play a random mover and the run's initial.pt under the same protocol")
-    p.add_argument("--seed", type=int, default=0, help="seed of the openings and of sampling (default 0)")
-    p.add_argument("--opening-plies", type=int, default=8, help="random plies of each opening (default 8; 0 = start position)")
-    p.add_argument("--balance", type=float, default=0.15,
-                   help="keep openings whose Stockfish value is within this of 0 (value scale [-1, 1]; default 0.15 ~ 80 cp)")
-    p.add_argument("--max-plies", type=int, default=200, help="adjudicate games still running after this many plies (default 200)")
-    p.add_argument("--adjudicate", type=float, default=0.5,
-                   help="value (side to move, [-1, 1]) an adjudicated game's winner needs (default 0.5 ~ 300 cp)")
-    p.add_argument("--sample", action="store_true", help="sample the policy's moves instead of playing greedily")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature with --sample (default 1)")
-    p.add_argument("--engines", type=int, help="Stockfish processes (default: the checkpoint's [env] engines)")
-    p.add_argument("--benchmark", action="store_true",
-                   help="score the held-out benchmark instead of playing one opponent: top-1/top-3 agreement with "
-                        "Stockfish, mate in one, material wins, with 95%% CIs (docs/benchmark.md)")
-    p.add_argument("--ladder", action="store_true",
-                   help="with the benchmark, play --games games against every rated rung of the checkpoint's "
-                        "[env] eval_ladder and estimate an Elo on the ladder's scale (random mover = 0)")
+    group.add_argument("--pgn", help="write every game to this PGN file")
+    group.add_argument("--opening-plies", type=int, default=8,
+                       help="random plies of each opening (default 8; 0 = start position)")
+    group.add_argument("--balance", type=float, default=0.15,
+                       help="keep openings whose Stockfish value is within this of 0 (value scale [-1, 1]; "
+                            "default 0.15 ~ 80 cp)")
+    group.add_argument("--max-plies", type=int, default=200,
+                       help="adjudicate games still running after this many plies (default 200)")
+    group.add_argument("--adjudicate", type=float, default=0.5,
+                       help="value (side to move, [-1, 1]) an adjudicated game's winner needs (default 0.5 ~ 300 cp)")
+    group.add_argument("--engines", type=int, help="Stockfish processes (default: the checkpoint's [env] engines)")
+    group.add_argument("--benchmark", action="store_true",
+                       help="score the held-out benchmark instead of playing one opponent: top-1/top-3 agreement "
+                            "with Stockfish, mate in one, material wins, with 95%% CIs (docs/benchmark.md)")
+    group.add_argument("--ladder", action="store_true",
+                       help="with the benchmark, play --games games against every rated rung of the checkpoint's "
+                            "[env] eval_ladder and estimate an Elo on the ladder's scale (random mover = 0)")
 
-    def run(args: argparse.Namespace) -> int:
-        from chessrl.envs.chess.evaluate import cmd_eval
 
-        return cmd_eval(args)
+def run_eval(args: argparse.Namespace) -> int:
+    """``chessrl eval`` of a chess checkpoint (:func:`chessrl.envs.chess.evaluate.cmd_eval`)."""
+    from chessrl.envs.chess.evaluate import cmd_eval
 
-    p.set_defaults(func=run)
+    return cmd_eval(args)
 
 
 def add_pretrain_command(subparsers) -> None:

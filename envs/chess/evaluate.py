@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,9 @@ from chessrl.envs.chess.pgn import game_record, result_string, write_game
 from chessrl.envs.chess.starts import random_play
 from chessrl.envs.chess.stockfish import EngineFailure, StockfishPool
 from chessrl.errors import UserError
+from chessrl.evaluate import HEADER, format_row
 from chessrl.match import MatchError, MatchResult, play_match
+from chessrl.player import label
 from chessrl.policy import Policy
 from chessrl.schema import build
 
@@ -81,6 +82,13 @@ class Opponent:
         if self.kind == "env":
             return f"stockfish skill {self.value} depth {self.depth}"
         return f"stockfish {self.kind} {self.value}"
+
+    def pgn_name(self) -> str:
+        """The opponent with the settings it plays under, e.g. ``Stockfish (Skill Level 0, depth 1)``."""
+        limit, options = self.limit_and_options()
+        settings = [f"{k} {v}" for k, v in options.items() if k != "UCI_LimitStrength"]
+        settings.append(f"depth {limit.depth}" if limit.depth else f"nodes {limit.nodes}")
+        return f"Stockfish ({', '.join(settings)})"
 
 
 def stockfish_opponent(pool: StockfishPool, spec: Opponent) -> Callable[[Sequence[ChessState]], np.ndarray]:
@@ -145,6 +153,9 @@ def load_policy(path: str | Path) -> tuple[Policy, dict[str, Any], Path]:
     if any(v is None for v in d.values()) or "policy" not in state:
         raise UserError(f"{path}: no policy weights or sizes in the checkpoint")
     d["head_dim"] = sizes.get("head_dim", pol.get("head_dim", 0))
+    if sizes.get("head", pol.get("head", "linear")) == "pairs":
+        d.update(head="pairs", pair_dim=sizes.get("pair_dim", pol.get("pair_dim", 64)),
+                 pair_kinds=sizes.get("pair_kinds", 5), structure=torch.as_tensor(enc.ACTION_STRUCTURE))
     with torch.random.fork_rng(devices=[]):  # the init is overwritten; never advance the global RNG
         policy = Policy(enc.OBS_VOCAB, enc.OBS_LEN, enc.N_ACTIONS, **d)
     try:
@@ -181,10 +192,12 @@ class EvalResult:
 def evaluate(players: dict[str, Any], env_options: ChessOptions, opponent: Opponent, *, games: int = 16,
              seed: int = 0, opening_plies: int = 8, balance: float = 0.15, max_plies: int = 200,
              adjudicate: float = 0.5, greedy: bool = True, temperature: float = 1.0,
-             pgn: str | Path | None = None, log: Callable[[str], None] | None = None) -> EvalResult:
+             pgn: str | Path | None = None, log: Callable[[str], None] | None = None,
+             names: dict[str, str] | None = None) -> EvalResult:
     """Play every player (a Policy or a states->actions callable; the string "random" is a
     random mover) against ``opponent`` under the same protocol: the same openings, seeds and
-    adjudication. ``pgn``: a file every game is appended to."""
+    adjudication. ``pgn``: a file every game is appended to, the players named by ``names``
+    (row name -> e.g. the checkpoint's run and step; default the row name)."""
     if games < 1:
         raise UserError(f"--games {games}: play at least one game")
     if not 0 <= opening_plies <= 200:
@@ -224,8 +237,8 @@ def evaluate(players: dict[str, Any], env_options: ChessOptions, opponent: Oppon
                 if fh is None:
                     return
                 white = i % 2 == 0
-                write_game(fh, game_record(state.board, white=name if white else opponent.describe(),
-                                           black=opponent.describe() if white else name,
+                me, them = (names or {}).get(name, name), opponent.pgn_name()
+                write_game(fh, game_record(state.board, white=me if white else them, black=them if white else me,
                                            result=result_string(white, score), termination=reason,
                                            opening_plies=opening_plies, round_=i + 1,
                                            event=f"chessrl eval: {name} vs {opponent.describe()}"))
@@ -242,20 +255,6 @@ def evaluate(players: dict[str, Any], env_options: ChessOptions, opponent: Oppon
         pool.close()
         game.close()
 
-
-def _elo(x: float) -> str:
-    return "-inf" if x == -math.inf else "+inf" if x == math.inf else f"{x:+.0f}"
-
-
-def format_row(name: str, r: MatchResult) -> str:
-    lo, hi = r.interval()
-    e, elo_lo, elo_hi = r.elo()
-    reasons = ", ".join(f"{k} {v}" for k, v in sorted(r.reasons.items()))
-    return (f"{name:<12} {r.games:>5} {r.wins:>4} {r.draws:>4} {r.losses:>4}  {r.score:5.3f} [{lo:5.3f}, {hi:5.3f}]"
-            f"  {_elo(e):>5} [{_elo(elo_lo)}, {_elo(elo_hi)}]  {reasons}")
-
-
-HEADER = f"{'player':<12} {'games':>5} {'W':>4} {'D':>4} {'L':>4}  score [95% CI]        Elo [95% CI]  terminations"
 
 
 def opponent_from_args(args: argparse.Namespace, env: ChessOptions) -> Opponent:
@@ -343,6 +342,13 @@ def benchmark_report(players: dict[str, Any], env: ChessOptions, args: argparse.
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    """``chessrl eval`` of a chess checkpoint: the core command's flags and chess's own."""
+    if args.opponent:
+        raise UserError(f"--opponent {args.opponent[0]}: a chess checkpoint plays the Stockfish that --skill, "
+                        "--depth, --nodes or --elo set (default: its [env] opponent_skill at opponent_depth)")
+    if args.overrides:
+        raise UserError(f"--set {args.overrides[0]}: chess's eval takes its settings from its own flags "
+                        "(--engines, --max-plies, ...), not --set")
     policy, state, resolved = load_policy(args.checkpoint)
     env = env_options_of(state, args.engines)
     if args.benchmark or args.ladder:
@@ -364,11 +370,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     opponent = opponent_from_args(args, env)
     players: dict[str, Any] = {"checkpoint": policy}
+    names = {"checkpoint": f"chessrl {label(resolved, state.get('step'))}",
+             "random": f"random mover (seed {args.seed})"}
     if args.baselines:
         players["random"] = "random"
         init = initial_checkpoint(args.checkpoint)
         if init is not None:
             players["initial"] = load_policy(init)[0]
+            names["initial"] = f"chessrl {label(Path(init))}"
         elif not args.json:
             print("(no initial.pt next to the checkpoint: the initial baseline is skipped)", file=sys.stderr)
     print_rows = not args.json

@@ -339,5 +339,31 @@ class ChessGame(Game):
     def state_to_str(self, state: ChessState) -> str:
         return _as_board(state).fen()
 
+    def render(self, state: ChessState) -> str:
+        """The board from White's side (upper case White), then its FEN."""
+        board = _as_board(state)
+        ranks = str(board).splitlines()
+        return "\n".join(f"{8 - i} {r}" for i, r in enumerate(ranks)) + "\n  a b c d e f g h\n" + board.fen()
+
+    def parse_action(self, state: ChessState, text: str) -> int:
+        """A legal move in UCI (``e2e4``, ``e7e8q``) or SAN (``e4``, ``Nf3``, ``O-O``)."""
+        board = _as_board(state)
+        try:
+            move = board.parse_uci(text.strip())
+        except ValueError:
+            try:
+                move = board.parse_san(text.strip())
+            except ValueError:
+                raise ValueError(f"'{text.strip()}' is not a legal move here (write it in UCI, e2e4, or SAN, e4)") \
+                    from None
+        if not move:  # "0000", the null move, parses but is no move
+            raise ValueError("0000 is not a move; write a legal move in UCI, e2e4, or SAN, e4")
+        return enc.move_to_action(move, board.turn)
+
+    def format_action(self, state: ChessState, action: int) -> str:
+        """The move in SAN, e.g. ``Nf3`` (the real move: black's actions are mirrored)."""
+        board = _as_board(state)
+        return board.san(enc.action_to_move(action, board.turn))
+
 
 __all__ = ["ChessGame", "ChessState", "ChessOptions", "terminal_reason", "repetitions"]

@@ -17,23 +17,25 @@ def result_string(policy_white: bool, score: float) -> str:
     return "1-0" if white_won else "0-1"
 
 
+# The Seven Tag Roster's Termination values (PGN standard, section 9.8.1) for chessrl's reasons;
+# the reason itself goes in the custom tag TerminationReason and a comment after the last move.
+TERMINATION = {"checkmate": "normal", "stalemate": "normal", "insufficient_material": "normal",
+               "fifty_moves": "normal", "threefold_repetition": "normal", "adjudicated": "adjudication"}
+
+
 def game_record(board: chess.Board, *, white: str, black: str, result: str, termination: str,
                 opening_plies: int, round_: int, event: str = "chessrl eval", site: str = "chessrl") -> chess.pgn.Game:
-    """A PGN game of ``board``'s whole move stack (from its root position).
+    """A PGN game of ``board``'s whole move stack (from its root position), with standard headers.
 
-    Headers: Event, Site, Date, Round, White, Black, Result, Opening (the SAN of the first
-    ``opening_plies`` plies, the random opening both colours played), OpeningPlies,
-    Termination (chessrl's reason: checkmate, stalemate, insufficient_material, fifty_moves,
-    threefold_repetition or adjudicated), PlyCount; a FEN/SetUp pair when the root is not
-    the standard position.
+    Event, Site, Date, Round, White, Black, Result; ``FEN`` and ``SetUp "1"`` when the root is
+    not the standard position; Termination a standard value (``normal`` for an end by the
+    rules, ``adjudication``, otherwise ``unterminated``) with chessrl's reason (checkmate,
+    stalemate, insufficient_material, fifty_moves, threefold_repetition, adjudicated) in the
+    custom tag ``TerminationReason`` and a comment after the last move; PlyCount. The random
+    opening both colours played is part of the moves (a comment marks its end, the custom tag
+    ``OpeningPlies`` counts it); there is no ``Opening`` tag, which holds an opening's name.
     """
-    game = chess.pgn.Game.from_board(board)
-    root = board.root()
-    opening = []
-    b = root.copy(stack=False)
-    for move in board.move_stack[:opening_plies]:
-        opening.append(b.san(move))
-        b.push(move)
+    game = chess.pgn.Game.from_board(board)  # sets FEN and SetUp for a non-standard root
     h = game.headers
     h["Event"] = event
     h["Site"] = site
@@ -42,15 +44,18 @@ def game_record(board: chess.Board, *, white: str, black: str, result: str, term
     h["White"] = white
     h["Black"] = black
     h["Result"] = result
-    h["Opening"] = " ".join(opening) if opening else "(start position)"
+    h["Termination"] = TERMINATION.get(termination, "unterminated")
+    h["TerminationReason"] = termination or "unterminated"
     h["OpeningPlies"] = str(min(opening_plies, len(board.move_stack)))
-    h["Termination"] = termination
     h["PlyCount"] = str(len(board.move_stack))
     if opening_plies and len(board.move_stack) >= opening_plies:
         node = game
         for _ in range(opening_plies):
             node = node.variations[0]
-        node.comment = "end of opening"
+        node.comment = f"end of the opening ({opening_plies} random plies)"
+    if termination:
+        end = game.end()
+        end.comment = " ".join(c for c in (end.comment, termination.replace("_", " ")) if c)
     return game
 
 

@@ -59,6 +59,14 @@ def chessrl_register_commands(subparsers) -> None:
     add_commands(subparsers)
 
 
+@chessrl.hookimpl
+def chessrl_register_evaluators(register) -> None:
+    """Chess's ``chessrl eval``: Stockfish opponents, openings, PGN, benchmark, ladder."""
+    from chessrl.envs.chess.commands import add_eval_arguments, run_eval
+
+    register("chess", run_eval, add_eval_arguments)
+
+
 def make_gym_env(render_mode: str | None = None, seed: int = 0, **kwargs: Any):
     """``gymnasium.make("chessrl/Chess-v0", **kwargs)``: one board of chess, the agent plays
     the side to move; :func:`chessrl.env.make_gym_env` (kwargs are ``[env]`` options, checked
@@ -68,4 +76,5 @@ def make_gym_env(render_mode: str | None = None, seed: int = 0, **kwargs: Any):
     return core_make_gym_env("chess", render_mode=render_mode, seed=seed, **kwargs)
 
 
-__all__ = ["ChessOptions", "chessrl_register_games", "chessrl_register_commands", "factory", "make_gym_env"]
+__all__ = ["ChessOptions", "chessrl_register_games", "chessrl_register_commands", "chessrl_register_evaluators",
+           "factory", "make_gym_env"]

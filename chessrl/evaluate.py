@@ -1,0 +1,187 @@
+"""``chessrl eval CHECKPOINT``: a checkpoint against its game's evaluation opponents, any game.
+
+The protocol is the trainer's evaluation (docs/evaluation.md): for every opponent of
+``game.eval_opponents()`` (or those ``--opponent`` names), ``--games`` games from
+``game.eval_states`` drawn from ``--seed``, each start played once with each side, games
+still running at the game's ``max_plies`` adjudicated by ``game.values``; one row per player
+with the score's Wilson 95% interval and its Elo difference; then ``game.benchmark``.
+
+A game can bring its own evaluation through the ``chessrl_register_evaluators`` hook (chess:
+Stockfish opponents by strength, balanced openings, PGN records, the held-out benchmark and
+ladder): its flags join this command's under the game's name, and its ``run(args)`` evaluates
+that game's checkpoints. This module imports nothing heavy until a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any, Callable
+
+from chessrl import pluginmanager
+from chessrl.errors import UserError
+
+HEADER = f"{'player':<12} {'games':>5} {'W':>4} {'D':>4} {'L':>4}  score [95% CI]        Elo [95% CI]  terminations"
+
+
+def elo_text(elo: float, lo: float, hi: float) -> str:
+    """An Elo difference and its 95% interval; a score of 0 (or 1) has no finite Elo and is
+    said as such, with the bound the games do give."""
+    if elo == -math.inf:
+        return f"below the measurable range (< {hi:+.0f})"
+    if elo == math.inf:
+        return f"above the measurable range (> {lo:+.0f})"
+
+    def one(x: float) -> str:
+        return "-inf" if x == -math.inf else "+inf" if x == math.inf else f"{round(x):+d}"
+
+    return f"{one(elo)} [{one(lo)}, {one(hi)}]"
+
+
+def format_row(name: str, result: Any) -> str:
+    """One table row of a :class:`chessrl.match.MatchResult`."""
+    lo, hi = result.interval()
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(result.reasons.items()))
+    return (f"{name:<12} {result.games:>5} {result.wins:>4} {result.draws:>4} {result.losses:>4}  "
+            f"{result.score:5.3f} [{lo:5.3f}, {hi:5.3f}]  {elo_text(*result.elo())}  {reasons}")
+
+
+def random_mover(game, seed: int) -> Callable[[list[Any]], Any]:
+    """A uniformly random legal mover with its own generator."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, 0x5EED])
+
+    def choose(states: list[Any]) -> np.ndarray:
+        masks = game.observe(states).action_mask
+        return np.array([rng.choice(np.flatnonzero(m)) if m.any() else 0 for m in masks], dtype=np.int64)
+
+    return choose
+
+
+def initial_checkpoint(path) -> Any:
+    """The run's ``initial.pt`` beside a step checkpoint (``<stem>.initial.pt`` beside a
+    pretrained ``<stem>.pt``), or None."""
+    for cand in (path.with_name(f"{path.stem}.initial.pt"), path.parent / "initial.pt"):
+        if cand.exists() and cand.resolve() != path.resolve():
+            return cand
+    return None
+
+
+def evaluate(player, args: argparse.Namespace, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Every player (the checkpoint; with ``--baselines`` a random mover and the run's
+    initial.pt) against every chosen opponent, on the same starts with the same seeds."""
+    import numpy as np
+
+    from chessrl import checkpoint as ckpt_io
+    from chessrl.match import play_match
+    from chessrl.player import build_policy
+
+    game = player.game
+    opponents = game.eval_opponents()
+    if not opponents:
+        raise UserError(f"game '{game.name}' has no evaluation opponents (its Game.eval_opponents() is empty): "
+                        "there is nothing to play against")
+    unknown = [o for o in args.opponent if o not in opponents]
+    if unknown:
+        raise UserError(f"--opponent {unknown[0]}: game '{game.name}' has the evaluation opponents "
+                        f"{', '.join(opponents)}")
+    chosen = args.opponent or list(opponents)
+    if log is not None:
+        mode = "greedy" if not args.sample else f"sampled at temperature {args.temperature}"
+        log(f"{player.name} ({game.name}): {args.games} games per opponent from the game's evaluation starts "
+            f"(seed {args.seed}), each start with both sides, adjudicated after {game.max_plies} plies, {mode}")
+    players: dict[str, Any] = {"checkpoint": player.policy}
+    if args.baselines:
+        players["random"] = random_mover(game, args.seed)
+        init = initial_checkpoint(player.path)
+        if init is not None:
+            players["initial"] = build_policy(ckpt_io.load(init), game, str(init))
+        elif log is not None:
+            print("(no initial.pt next to the checkpoint: the initial baseline is skipped)", file=sys.stderr)
+    out: dict[str, Any] = {"checkpoint": str(player.path), "name": player.name, "game": game.name,
+                           "protocol": {"games": args.games, "seed": args.seed, "greedy": not args.sample,
+                                        "temperature": args.temperature, "max_plies": game.max_plies},
+                           "opponents": {}, "benchmark": {}}
+    matches: dict[str, tuple[float, int]] = {}
+    for name in chosen:
+        starts = game.eval_states((args.games + 1) // 2, np.random.default_rng([args.seed, 0xE7A1]))
+        if log is not None:
+            log(f"vs {name}")
+            log(HEADER)
+        rows = out["opponents"][name] = {}
+        for who, plays in players.items():
+            game.reseed(args.seed)  # every player meets the same opponent draws
+            res = play_match(game, plays, opponents[name], games=args.games, temperature=args.temperature,
+                             greedy=not args.sample, seed=args.seed, starts=[game.copy_state(s) for s in starts])
+            rows[who] = res.summary()
+            if who == "checkpoint":
+                matches[name] = (res.score, res.games)
+            if log is not None:
+                log(format_row(who, res))
+    out["benchmark"] = {k: float(v) for k, v in game.benchmark(player.policy, matches).items()}
+    if log is not None and out["benchmark"]:
+        log("benchmark: " + "; ".join(f"{k} {v:.3f}" for k, v in out["benchmark"].items()))
+    return out
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from chessrl import checkpoint as ckpt_io
+    from chessrl.match import MatchError
+    from chessrl.player import game_name, player_from_state, resolve
+    from chessrl.play import env_overrides
+
+    path = resolve(args.checkpoint)
+    state = ckpt_io.load(path)
+    name = game_name(state)
+    for game, dests in args.game_flags.items():  # another game's flags would be ignored: say so
+        used = [d for d in dests if getattr(args, d) != args.game_defaults[d]]
+        if game != name and used:
+            raise UserError(f"--{used[0].replace('_', '-')} is a {game} option of chessrl eval; {args.checkpoint} "
+                            f"is a {name} checkpoint (chessrl eval --help lists the options of each game)")
+    own = pluginmanager.evaluators().get(name)
+    if own is not None:
+        return int(own.obj(args) or 0)
+    if args.games < 1:
+        raise UserError(f"--games {args.games}: play at least one game")
+    if args.sample and args.temperature <= 0:
+        raise UserError(f"--temperature {args.temperature}: expected a number > 0")
+    player = player_from_state(path, state, seed=args.seed, env=env_overrides(args.overrides))
+    try:
+        out = evaluate(player, args, log=None if args.json else print)
+    except MatchError as exc:
+        print(f"chessrl: error: evaluation stopped, {exc} (a failure is never scored)", file=sys.stderr)
+        return 1
+    finally:
+        player.close()
+    if args.json:
+        print(json.dumps(out, indent=2))
+    return 0
+
+
+def add_eval_command(subparsers) -> None:
+    """``chessrl eval``: the core flags, then each game evaluator's own under its name."""
+    p = subparsers.add_parser("eval", help="play a checkpoint against its game's evaluation opponents; scores "
+                              "with 95%% CIs (docs/evaluation.md)")
+    p.add_argument("checkpoint", help="a checkpoint file (step_*.pt, initial.pt, a pretrained .pt) or a run directory")
+    p.add_argument("--games", type=int, default=16,
+                   help="games per opponent (each start with both sides; default 16)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the starts, the opponents and of sampling (default 0)")
+    p.add_argument("--sample", action="store_true", help="sample the policy's moves instead of playing greedily")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature with --sample (default 1)")
+    p.add_argument("--baselines", action="store_true",
+                   help="also play a random mover and the run's initial.pt under the same protocol")
+    p.add_argument("--json", action="store_true", help="print machine-readable results")
+    p.add_argument("--opponent", action="append", default=[], metavar="NAME",
+                   help="play only this evaluation opponent of the game (repeatable; default all)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="env.KEY=VALUE",
+                   help="override a game option of the checkpoint (repeatable)")
+    flags: dict[str, list[str]] = {}
+    for reg in pluginmanager.evaluators().values():
+        group = p.add_argument_group(f"{reg.name} checkpoints ({reg.plugin} plugin)")
+        reg.schema(group)
+        flags[reg.name] = [a.dest for a in group._group_actions]
+    defaults = {d: p.get_default(d) for dests in flags.values() for d in dests}
+    p.set_defaults(func=cmd_eval, game_flags=flags, game_defaults=defaults)

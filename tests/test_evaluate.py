@@ -1,0 +1,104 @@
+"""chessrl eval for every game: the core protocol over the Game contract (tic-tac-toe and the
+example nim package from tiny trained checkpoints), chess's own flags kept to chess."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from chessrl.evaluate import elo_text, format_row
+from chessrl.match import MatchResult
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    """The CLI in-process: (exit code, stdout, stderr)."""
+    from chessrl.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(list(args))
+        except SystemExit as exc:  # argparse errors
+            rc = exc.code
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_tictactoe_checkpoint_against_its_opponents_with_baselines(tiny_ttt_run):
+    rc, stdout, stderr = cli("eval", str(tiny_ttt_run), "--games", "4", "--baselines", "--json")
+    assert rc == 0, stderr
+    out = json.loads(stdout)
+    assert out["game"] == "tictactoe" and out["name"] == "run step 2"
+    assert out["checkpoint"].endswith("checkpoints/step_0000002.pt")
+    assert set(out["opponents"]) == {"perfect", "random"}
+    for rows in out["opponents"].values():
+        assert set(rows) == {"checkpoint", "random", "initial"}
+        for row in rows.values():
+            assert row["games"] == 4 and row["wins"] + row["draws"] + row["losses"] == 4
+            assert 0.0 <= row["score_lo"] <= row["score"] <= row["score_hi"] <= 1.0
+    # perfect play never loses
+    assert all(row["wins"] == 0 for row in out["opponents"]["perfect"].values())
+    # the same seed gives the same games
+    rc, again, _ = cli("eval", str(tiny_ttt_run), "--games", "4", "--baselines", "--json")
+    assert rc == 0 and json.loads(again)["opponents"] == out["opponents"]
+
+
+def test_text_table_and_one_line_mistakes(tiny_ttt_run):
+    rc, stdout, stderr = cli("eval", str(tiny_ttt_run), "--games", "2", "--opponent", "perfect")
+    assert rc == 0, stderr
+    lines = stdout.splitlines()
+    assert lines[0].startswith("run step 2 (tictactoe): 2 games per opponent")
+    assert lines[1] == "vs perfect" and lines[2].startswith("player") and lines[3].startswith("checkpoint")
+    assert "vs random" not in stdout and "inf" not in stdout
+    for args, says in ((["--skill", "3"], "--skill is a chess option of chessrl eval"),
+                       (["--opponent", "stockfish"], "has the evaluation opponents perfect, random"),
+                       (["--games", "0"], "--games 0"),
+                       (["--set", "env.nope=1"], "env.nope")):
+        rc, stdout, stderr = cli("eval", str(tiny_ttt_run), *args)
+        assert rc == 2 and says in stderr and stderr.count("\n") == 1 and stdout == "", (args, stderr)
+
+
+def test_nim_example_package_is_evaluated_by_the_core(tmp_path):
+    """The tutorial game (installed into a temporary target) trains for a step and is evaluated
+    against its own opponents, with no code of chessrl's knowing it."""
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "examples/games/chessrl_nim", src)
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-input",
+                    "--disable-pip-version-check", "-q", "--target", str(target), str(src)],
+                   check=True, capture_output=True, timeout=120)
+    (tmp_path / "nim.toml").write_text(
+        'name = "nim"\nseed = 1\n[env]\nname = "nim"\n[policy]\nd_model = 16\nn_layers = 1\nn_heads = 2\n'
+        'd_ff = 32\n[rollout]\nroots = 2\ngroup_size = 2\nplies = 4\n[trainer]\nsteps = 1\n[logging]\n'
+        'wandb = "disabled"\nprogress = false\n')
+    env = {**os.environ, "PYTHONPATH": str(target), "WANDB_MODE": "disabled"}
+    run = [sys.executable, "-m", "chessrl"]
+    res = subprocess.run(run + ["run", str(tmp_path / "nim.toml"), "--run-dir", str(tmp_path / "run"), "--no-progress"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    res = subprocess.run(run + ["eval", str(tmp_path / "run"), "--games", "4", "--json"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["game"] == "nim" and set(out["opponents"]) == {"perfect", "random"}
+    # 3^4^5 != 0: whoever starts wins with perfect play, so the perfect opponent wins its 2 games as first player
+    assert out["opponents"]["perfect"]["checkpoint"]["games"] == 4
+    assert out["opponents"]["perfect"]["checkpoint"]["results"][1] == 0.0
+
+
+def test_an_elo_out_of_range_is_said_with_its_bound():
+    lost = MatchResult(losses=16)
+    assert elo_text(*lost.elo()) == "below the measurable range (< -248)"
+    assert "below the measurable range (< -248)" in format_row("checkpoint", lost)
+    assert "inf" not in format_row("checkpoint", lost)
+    assert elo_text(*MatchResult(wins=16).elo()) == "above the measurable range (> +248)"
+    assert elo_text(*MatchResult(wins=8, losses=8).elo()) == "+0 [-164, +164]"
+    assert elo_text(5.0, -math.inf, math.inf) == "+5 [-inf, +inf]"  # no games: nothing is known
