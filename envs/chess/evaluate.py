@@ -391,7 +391,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = evaluate(players, env, opponent, games=args.games, seed=args.seed, opening_plies=args.opening_plies,
                           balance=args.balance, max_plies=args.max_plies, adjudicate=args.adjudicate,
                           greedy=not args.sample, temperature=args.temperature, pgn=args.pgn,
-                          log=print if print_rows else None)
+                          log=print if print_rows else None, names=names)
     except MatchError as exc:
         print(f"chessrl: error: evaluation stopped, {exc} (an engine failure is never scored)", file=sys.stderr)
         return 1
