@@ -25,3 +25,27 @@ def test_docs_link_only_to_existing_pages():
     for page in DOCS.glob("*.md"):
         for target in re.findall(r"\]\(([\w\-./]+\.md)(?:#[\w\-]*)?\)", page.read_text()):
             assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+
+
+def test_docs_cite_only_files_in_the_repository():
+    """The docs, the README and the example configs are self-contained: every ``*.md`` they name
+    is in the repository (or is the report chessrl writes into a run directory); nothing points
+    at notes that live elsewhere (a post-mortem, a seed folder)."""
+    import subprocess
+
+    root = DOCS.parent
+    tracked = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True).stdout.split()
+    if not tracked:  # not a git checkout (an sdist): the files on disk
+        tracked = [str(p.relative_to(root)) for p in root.rglob("*.md")]
+    written = {"report.md"}  # `chessrl report RUN_DIR` writes RUN_DIR/report.md
+    pages = [root / "README.md", *sorted(DOCS.glob("*.md")), *sorted((root / "examples").glob("*.toml"))]
+    missing = []
+    for page in pages:
+        text = page.read_text()
+        if "shared/seed" in text:
+            missing.append(f"{page.name}: shared/seed")
+        for name in set(re.findall(r"[\w./-]*\w\.md\b", text)):
+            path = re.sub(r"^(\.\.?/)+", "", name)
+            if path.rsplit("/", 1)[-1] not in written and not any(f == path or f.endswith("/" + path) for f in tracked):
+                missing.append(f"{page.name}: {name}")
+    assert not missing, f"summarise these in the doc itself instead of citing them: {missing}"
