@@ -81,7 +81,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 def cmd_config_reference(args: argparse.Namespace) -> int:
     from chessrl.configdoc import reference_markdown
 
-    print(reference_markdown())
+    print(reference_markdown(builtin_only=args.builtin))
     return 0
 
 
@@ -115,6 +115,9 @@ def cmd_play(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chessrl", description="GRPO for board games, with plugins and self-diagnosing runs.")
     parser.add_argument("--version", action="version", version=f"chessrl {__version__}")
+    parser.add_argument("--traceback", action="store_true",
+                        help=f"print the traceback of an exception raised inside a plugin (anywhere on the "
+                             f"command line; or set {TRACEBACK_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("run", help="train an experiment config")
@@ -134,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(q)
     q.add_argument("--json", action="store_true", help="JSON instead of TOML")
     q.set_defaults(func=cmd_config_show)
-    q = csub.add_parser("reference", help="print every config field with its help text (markdown)")
+    q = csub.add_parser("reference", help="print every config field with its help text (markdown), installed "
+                        "third-party games and regularisers included")
+    q.add_argument("--builtin", action="store_true", help="only what ships with chessrl (docs/config.md)")
     q.set_defaults(func=cmd_config_reference)
 
     p = sub.add_parser("plugins", help="list installed plugins")
@@ -173,7 +178,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TRACEBACK_ENV = pluginmanager.TRACEBACK_ENV
+
+
+def _show_traceback(argv: list[str]) -> bool:
+    import os
+
+    if "--traceback" in argv:
+        os.environ[TRACEBACK_ENV] = "1"  # a plugin that fails to import shows its traceback too
+    return os.environ.get(TRACEBACK_ENV, "") not in ("", "0")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    show_tb = _show_traceback(argv)
+    argv = [a for a in argv if a != "--traceback"]  # accepted after the sub-command too
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -191,7 +210,14 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc.error, UserError):
             print(f"chessrl: error: {exc.error}", file=sys.stderr)
             return 2
-        print(f"chessrl: error: {exc}", file=sys.stderr)
+        if show_tb:
+            import traceback
+
+            traceback.print_exception(exc.error, file=sys.stderr)
+            print(f"chessrl: error: {exc}", file=sys.stderr)
+        else:
+            print(f"chessrl: error: {exc} (its traceback: rerun with --traceback or {TRACEBACK_ENV}=1)",
+                  file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:  # Interrupted carries 130 (SIGINT) or 143 (SIGTERM)
         print("chessrl: interrupted", file=sys.stderr)

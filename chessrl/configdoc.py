@@ -29,16 +29,30 @@ def _builtin(reg) -> bool:
     return module.startswith("chessrl.")
 
 
-def reference_markdown() -> str:
+def _origin(reg) -> str:
+    """`` (from chessrl-l2-init 0.1.0)`` for a third-party plugin's section heading."""
+    pm = pluginmanager.get_plugin_manager()
+    dist = dict((id(p), d) for p, d in pm.list_plugin_distinfo()).get(id(pm.get_plugin(reg.plugin)))
+    return f" (from {dist.metadata['name']} {dist.version})" if dist else f" (plugin {reg.plugin})"
+
+
+def reference_markdown(builtin_only: bool = False) -> str:
+    """Every config field with its help text: the core's, then each installed game's and
+    regulariser's (third-party ones marked with their distribution, unless ``builtin_only``:
+    docs/config.md documents what ships with chessrl)."""
     lines = ["## Core fields", ""]
     rows = [r for r in describe(Config) if not r["key"].startswith(("env.options", "plugins"))]
     lines += _table(rows)
     lines += ["", "## Games (`[env]`)", "",
               "`[env] name` picks the game; the other `[env]` keys are that game's options."]
-    for name, reg in sorted((n, r) for n, r in pluginmanager.games().items() if _builtin(r)):
-        lines += ["", f"### `{name}`", ""] + _table(describe(reg.schema), "env.")
+    for name, reg in sorted(pluginmanager.games().items()):
+        if _builtin(reg) or not builtin_only:
+            title = f"### `{name}`" + ("" if _builtin(reg) else _origin(reg))
+            lines += ["", title, ""] + _table(describe(reg.schema), "env.")
     lines += ["", "## Regularisers (`[plugins.<name>]`)", "",
               "A `[plugins.<name>]` table enables that regulariser with its options."]
-    for name, reg in sorted((n, r) for n, r in pluginmanager.regularisers().items() if _builtin(r)):
-        lines += ["", f"### `{name}`", ""] + _table(describe(reg.obj.Config), f"plugins.{name}.")
+    for name, reg in sorted(pluginmanager.regularisers().items()):
+        if _builtin(reg) or not builtin_only:
+            title = f"### `{name}`" + ("" if _builtin(reg) else _origin(reg))
+            lines += ["", title, ""] + _table(describe(reg.obj.Config), f"plugins.{name}.")
     return "\n".join(lines)

@@ -252,6 +252,7 @@ def make_gym_env(game: str, render_mode: str | None = None, seed: int = 0, illeg
     from chessrl.errors import UserError
     from chessrl.schema import build
 
+    pluginmanager.check_not_broken(game, "gymnasium: ")
     reg = pluginmanager.games().get(game)
     if reg is None:
         raise UserError(f"game '{game}' is not installed (installed: {', '.join(sorted(pluginmanager.games()))})"

@@ -20,6 +20,7 @@ from chessrl.errors import PluginError, UserError
 
 ENTRY_POINT_GROUP = "chessrl"
 TRACE_ENV = "CHESSRL_TRACE_PLUGINS"
+TRACEBACK_ENV = "CHESSRL_TRACEBACK"  # also prints a failing plugin import's traceback
 
 _PM: pluggy.PluginManager | None = None
 
@@ -90,15 +91,38 @@ def get_plugin_manager() -> pluggy.PluginManager:
                 try:
                     pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=ep.name)
                 except Exception as exc:
+                    if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+                        import traceback
+
+                        traceback.print_exception(exc, file=sys.stderr)
                     dist = getattr(ep, "dist", None)
                     first = (str(exc).strip().splitlines() or [""])[0]
                     _BROKEN[ep.name] = BrokenPlugin(ep.name, ep.value, dist.metadata["name"] if dist else None,
                                                     dist.version if dist else None, f"{type(exc).__name__}: {first}")
-            for b in _BROKEN.values():
-                print(f"chessrl: warning: {b.line()}; it is disabled ('chessrl plugins' lists it)", file=sys.stderr)
+        _drop_shadowed(pm)
+        for b in _BROKEN.values():
+            print(f"chessrl: warning: {b.line()}; it is disabled ('chessrl plugins' lists it)", file=sys.stderr)
         check_hooks(pm)
         _PM = pm
     return _PM
+
+
+def _drop_shadowed(pm: pluggy.PluginManager) -> None:
+    """Leave out (as broken, with the reason) each plugin whose module was imported as an empty
+    namespace package: a folder of the module's name in the current directory or on
+    ``sys.path`` (e.g. the package's own source folder) hid the installed module."""
+    dists = {id(p): d for p, d in pm.list_plugin_distinfo()}
+    for name, plugin in list(pm.list_name_plugin()):
+        if getattr(plugin, "__file__", None) is not None or not hasattr(plugin, "__path__"):
+            continue
+        folders = ", ".join(str(f) for f in list(plugin.__path__)) or "?"
+        dist = dists.get(id(plugin))
+        pm.unregister(name=name)
+        _BROKEN[name] = BrokenPlugin(
+            name, plugin.__name__, dist.metadata["name"] if dist else None, dist.version if dist else None,
+            f"module '{plugin.__name__}' is shadowed by the folder {folders} (an empty namespace package, "
+            f"not the installed module); run chessrl from another directory or take that folder off "
+            f"sys.path/PYTHONPATH")
 
 
 def broken() -> dict[str, BrokenPlugin]:

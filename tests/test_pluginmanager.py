@@ -110,3 +110,28 @@ def test_register_plugin_fixture_adds_and_removes(register_plugin):
 
 def test_registry_forgets_fixture_plugin():
     assert "tmp_reg" not in pluginmanager.regularisers()
+
+
+@pytest.mark.parametrize("switch", [["--traceback"], [], "env"], ids=["flag", "none", "env"])
+def test_a_plugins_traceback_is_shown_on_request(tmp_path, cli, switch):
+    env = _make_dist(tmp_path, """
+        from chessrl import hookimpl
+
+        def helper():
+            raise RuntimeError("boom")
+
+        @hookimpl
+        def chessrl_register_games(register):
+            helper()
+    """)
+    if switch == "env":
+        env["CHESSRL_TRACEBACK"] = "1"
+    res = cli("plugins", *(switch if isinstance(switch, list) else []), env=env)  # the flag after the command
+    assert res.returncode == 1
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("chessrl: error: plugin 'throwaway' failed in hook chessrl_register_games: RuntimeError: boom")
+    if switch == []:
+        assert "Traceback" not in res.stderr and "rerun with --traceback or CHESSRL_TRACEBACK=1" in last
+    else:
+        assert "Traceback (most recent call last)" in res.stderr and 'raise RuntimeError("boom")' in res.stderr
+        assert "throwaway_plugin.py" in res.stderr and "in helper" in res.stderr

@@ -126,3 +126,27 @@ def test_two_training_steps_through_the_cli(l2_init, tiny_config, tmp_path, cli)
     assert rows[1]["budget/l2_init/value"] > 0.0           # after one update they have
     assert rows[1]["budget/l2_init/grad_norm"] > 0.0       # and the term pulls on the gradient
     assert rows[1]["budget/l2_init/cos_objective"] == rows[1]["budget/l2_init/cos_objective"]  # not NaN
+
+
+def test_config_reference_lists_the_installed_plugins_options(l2_init, cli) -> None:
+    res = cli("config", "reference")
+    assert res.returncode == 0, res.stderr
+    assert "### `l2_init` (from chessrl-l2-init 0.1.0)" in res.stdout
+    assert "| `plugins.l2_init.coef` | a number | `0.001` | Weight of the term" in res.stdout
+    builtin = cli("config", "reference", "--builtin")
+    assert "l2_init" not in builtin.stdout and "### `entropy_bonus`" in builtin.stdout
+
+
+def test_a_source_folder_that_shadows_the_installed_module_is_named(l2_init, tiny_config, cli) -> None:
+    """``python -m chessrl`` from examples/plugins/ (the tutorial's own layout): the folder
+    chessrl_l2_init/ is imported as an empty namespace package instead of the installed module."""
+    where = PACKAGE.parent
+    res = cli("plugins", cwd=where)
+    assert res.returncode == 0
+    row = next(line for line in res.stdout.splitlines() if line.startswith("l2_init"))
+    assert f"BROKEN: module 'chessrl_l2_init' is shadowed by the folder {PACKAGE}" in row
+    assert "run chessrl from another directory" in row
+    run = cli("run", str(tiny_config), "--max-steps", "1", "--set", "plugins.l2_init.coef=1e-3", cwd=where)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert f"plugin 'l2_init' (chessrl-l2-init 0.1.0) is installed but failed to load: module 'chessrl_l2_init' " \
+           f"is shadowed by the folder {PACKAGE}" in run.stderr.strip().splitlines()[-1]
