@@ -116,6 +116,13 @@ def test_contract_random_playouts(name):
             states[j] = s
         assert isinstance(game.action_to_str(int(actions[0])), str)
     assert seen_terminal or ply + 1 >= min(game.max_plies, 60)
+    # check_state: the game's own starts (training and evaluation) pass it; a finished game does not
+    for s in game.initial_states(3, np.random.default_rng(2)) + game.eval_states(3, np.random.default_rng(2)):
+        game.check_state(s)
+    obs = game.observe(states)
+    for i in np.flatnonzero(obs.terminated):
+        with pytest.raises(ValueError, match="already finished"):
+            game.check_state(states[i])
     game.close()
     game.close()  # idempotent
 
@@ -138,6 +145,26 @@ def test_env_declares_truncated():
 
 
 # --- the tutorial: a separately installed game package ------------------------------
+
+def check_gym_view(env_id: str, options: dict, bad_resets: list[tuple[dict, str]]) -> None:
+    """What docs/envs.md promises a game author: the Gymnasium id registered from the package's
+    own entry point, ``check_env`` passing, bad ``reset(options=...)`` requests one line each."""
+    import gymnasium
+    from gymnasium.utils.env_checker import check_env
+
+    from chessrl.errors import InvalidState, UserError
+
+    pluginmanager.register_gymnasium_envs()
+    env = gymnasium.make(env_id, **options)
+    check_env(env.unwrapped, skip_render_check=True)
+    for reset_options, message in bad_resets:
+        with pytest.raises(InvalidState, match=message) as info:
+            env.reset(options=reset_options)
+        assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match="unknown key 'env.heapz'"):
+        gymnasium.make(env_id, heapz=[1])
+    env.close()
+
 
 def test_example_nim_package_installs_and_registers(tmp_path, monkeypatch):
     """Install examples/games/chessrl_nim with pip (into a temporary target, so the shared
@@ -169,6 +196,16 @@ def test_example_nim_package_installs_and_registers(tmp_path, monkeypatch):
             mover = opp["perfect"] if game.observe([state]).to_play[0] == 0 else opp["random"]
             state = game.play([state], mover([state]))[0]
         assert state.to_play == 1  # player 1 must move with no objects left: player 0 won
+        # The documented paths: eval_states, check_state, the Gym view through make_gym_env.
+        random_starts = games["nim"].obj(games["nim"].schema(heaps=[3, 4, 5], start="random"), 0)
+        drawn = random_starts.initial_states(50, np.random.default_rng(0))
+        assert len({s.heaps for s in drawn}) > 1 and all(1 <= h <= m for s in drawn for h, m in zip(s.heaps, (3, 4, 5)))
+        assert {s.heaps for s in random_starts.eval_states(5, np.random.default_rng(0))} == {(3, 4, 5)}
+        check_gym_view("chessrl/Nim-v0", {"heaps": [2, 3], "start": "random"}, bad_resets=[
+            ({"heaps": [0, 0]}, r"already finished \(win\)"),
+            ({"heaps": [1, 2, 3]}, r"3 heaps, but this game has 2"),
+            ({"heap": [1, 2]}, r"nim reset options are 'heaps'"),
+        ])
     finally:
         pluginmanager.reset_plugin_manager()
         sys.modules.pop("chessrl_nim", None)

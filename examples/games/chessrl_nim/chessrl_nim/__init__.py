@@ -20,7 +20,7 @@ import numpy as np
 
 import chessrl
 from chessrl.game import Game, Observation
-from chessrl.schema import build, opt
+from chessrl.schema import opt
 
 
 @dataclass
@@ -28,6 +28,9 @@ class NimOptions:
     """``[env]`` options of ``name = "nim"``: validated by chessrl like every other section."""
 
     heaps: list[int] = opt([3, 4, 5], "Start heap sizes, 1 to 6 heaps of 1 to 9 objects each.")
+    start: str = opt("fixed", "Training starts: 'fixed' = the heaps above; 'random' = each heap drawn uniformly "
+                     "from 1 to its size above. Evaluation always starts from the heaps above.",
+                     choices=("fixed", "random"))
     max_plies: int = opt(30, "Truncate a trajectory after this many plies.", ge=1)
 
     def __post_init__(self) -> None:
@@ -58,6 +61,14 @@ class Nim(Game):
         self.rng = np.random.default_rng(seed)         # our own generator, never the global one
 
     def initial_states(self, n: int, rng: np.random.Generator) -> list[NimState]:
+        """Training starts: the configured heaps, or (start = 'random') smaller heaps drawn with ``rng``."""
+        if self.options.start == "fixed":
+            return self.eval_states(n, rng)
+        return [NimState(tuple(int(rng.integers(1, h + 1)) for h in self.options.heaps), 0) for _ in range(n)]
+
+    def eval_states(self, n: int, rng: np.random.Generator) -> list[NimState]:
+        """Evaluation starts: always the configured heaps, so every evaluation plays the same
+        known position (a win for the first player when the nim-sum is non-zero)."""
         return [NimState(tuple(self.options.heaps), 0)] * n
 
     def copy_state(self, state: NimState) -> NimState:
@@ -125,6 +136,26 @@ class Nim(Game):
     def state_to_str(self, state: NimState) -> str:
         return f"heaps {list(state.heaps)}, player {state.to_play} to move"
 
+    def state_from_options(self, options: dict[str, Any]) -> NimState:
+        """The Gym view's ``reset(options={"heaps": [1, 2, 3], "to_play": 0})``; a ValueError
+        names what is wrong (the core adds the game and the request, then calls check_state)."""
+        unknown = set(options) - {"heaps", "to_play"}
+        if unknown or "heaps" not in options:
+            raise ValueError(f"nim reset options are 'heaps' (required) and 'to_play', got {sorted(options)}")
+        return NimState(tuple(int(h) for h in options["heaps"]), int(options.get("to_play", 0)))
+
+    def check_state(self, state: NimState) -> None:
+        """Refuse what this game's encoding cannot show: another number of heaps, a heap larger
+        than the largest configured one, a player other than 0 or 1; then the default check
+        (a finished position, here all heaps empty, cannot start a game)."""
+        if len(state.heaps) != len(self.options.heaps):
+            raise ValueError(f"{len(state.heaps)} heaps, but this game has {len(self.options.heaps)} (env.heaps)")
+        if not all(0 <= h <= self.size for h in state.heaps):
+            raise ValueError(f"heaps {list(state.heaps)}: each heap holds 0 to {self.size} objects here")
+        if state.to_play not in (0, 1):
+            raise ValueError(f"to_play = {state.to_play}: 0 (first player) or 1")
+        super().check_state(state)
+
 
 def make_game(options: NimOptions, seed: int = 0) -> Nim:
     return Nim(options, seed)
@@ -136,7 +167,8 @@ def chessrl_register_games(register) -> None:
 
 
 def make_gym_env(render_mode: str | None = None, seed: int = 0, **options: Any):
-    """Gymnasium entry point of ``chessrl/Nim-v0``."""
-    from chessrl.env import GymView
+    """Gymnasium entry point of ``chessrl/Nim-v0``: the core builds the Gym view of the
+    registered game, validating ``options`` against NimOptions (a bad key is one UserError line)."""
+    from chessrl.env import make_gym_env as core_make_gym_env
 
-    return GymView(make_game(build(NimOptions, options, prefix="env"), seed), render_mode)
+    return core_make_gym_env("nim", render_mode=render_mode, seed=seed, **options)
