@@ -549,7 +549,7 @@ def _blocks(data: dict[str, Any], plots: list[Plot]) -> list[Block]:
                            + (f" Flags: {', '.join(ev['flags'])}." if ev["flags"] else "")))
             b.append(("table", ["step", "games", "score", "95% CI", "Elo diff", "Elo 95% CI"],
                       [[e["step"], e["games"], _f(e["score"], ".3f"), f"{_f(e['lo'], '.3f')}–{_f(e['hi'], '.3f')}",
-                        _elo(e["elo"]), f"{_elo(e['elo_lo'])} to {_elo(e['elo_hi'])}"] for e in ev["evals"]]))
+                        *_elo_cells(e["elo"], e["elo_lo"], e["elo_hi"])] for e in ev["evals"]]))
     else:
         b.append(("p", "No evaluations were logged (trainer.eval_every = 0?)."))
 
@@ -949,6 +949,15 @@ def _elo(x: float | None) -> str:
     if math.isinf(x):
         return "+inf" if x > 0 else "-inf"
     return f"{x:+.0f}"
+
+
+def _elo_cells(elo: float | None, lo: float | None, hi: float | None) -> list[str]:
+    """An Elo difference and its interval; a score of 0 (or 1) has no finite Elo and is said as
+    such, with the bound the games do give."""
+    if elo is not None and math.isinf(elo):
+        return ["below the measurable range", f"< {_elo(hi)}"] if elo < 0 else \
+            ["above the measurable range", f"> {_elo(lo)}"]
+    return [_elo(elo), f"{_elo(lo)} to {_elo(hi)}"]
 
 
 def _safe_name(name: str) -> str:
