@@ -328,12 +328,17 @@ def _same_policy(run: _Run) -> bool:
 
 def _lines_plot(run: _Run, out: Path, covered: set[str], title: str, ylabel: str, file: str,
                 keys: list[str], labels: dict[str, str] | None = None, smooth: bool = True,
-                why_constant: str = "") -> Plot | None:
-    """A plot of ``keys`` with the lines declared on them; constant keys are named, not drawn."""
+                why_constant: str = "", aliases: dict[str, str] | None = None) -> Plot | None:
+    """A plot of ``keys`` with the lines declared on them; constant keys are named, not drawn.
+
+    ``aliases`` maps a key left out because it repeats another (``kept``) to that key: its
+    declared lines are drawn in the colour of ``kept``.
+    """
     keys = [k for k in keys if run.series(k)[0]]
     if not keys:
         return None
-    covered.update(keys)
+    aliases = aliases or {}
+    covered.update(keys, aliases)
     flat = [k for k in keys if _constant(run.series(k)[1])]
     note = _constant_text(run, flat) + (f" ({why_constant})" if flat and why_constant else "")
     moving = [k for k in keys if k not in flat]
@@ -342,7 +347,8 @@ def _lines_plot(run: _Run, out: Path, covered: set[str], title: str, ylabel: str
     fig, ax = _figure(title, ylabel)
     colors = {k: _curve(ax, *run.series(k), (labels or {}).get(k, k), run.monitor.window, smooth=smooth)
               for k in moving}
-    drawn = _declared_lines(ax, run, set(moving), colors)
+    colors.update({dup: colors[kept] for dup, kept in aliases.items() if kept in colors})
+    drawn = _declared_lines(ax, run, set(colors), colors)
     values = [v for line in ax.get_lines() for v in line.get_ydata()]
     if ylabel == "coefficient" and values and min(values) > 0 and max(values) / min(values) >= 10:
         ax.set_yscale("log")  # only when the coefficients span a decade or more
@@ -371,11 +377,25 @@ def _plot_grad_shares(run: _Run, out: Path, covered: set[str]) -> Plot | None:
 
 
 def _plot_coefficients(run: _Run, out: Path, covered: set[str]) -> Plot | None:
-    keys = [f"budget/{t}/coef" for t in run.monitor.budget_terms() if t != OBJECTIVE]
-    keys += [f"plugin/{name}/coef" for name in run.monitor.plugin_names()]
-    labels = {k: (f"{k.split('/')[1]} coef" if k.startswith("plugin/") else f"{k.split('/')[1]} (budget)") for k in keys}
+    # the coefficients plugins report (after their step's adjustment), and a term's budget coef
+    # (the value its step trained with) only when its plugin reports none
+    candidates = [f"plugin/{name}/coef" for name in run.monitor.plugin_names()]
+    candidates += [f"budget/{t}/coef" for t in run.monitor.budget_terms()
+                   if t != OBJECTIVE and f"plugin/{t}/coef" not in run.monitor.stats]
+    keys: list[str] = []
+    labels: dict[str, str] = {}
+    aliases: dict[str, str] = {}   # a plugin's coef that repeats a term's (a controller's, a term's own)
+    for k in candidates:
+        label = f"{k.split('/')[1]} coef" if k.startswith("plugin/") else f"{k.split('/')[1]} (budget)"
+        same = next((kept for kept in keys if run.series(kept) == run.series(k)), None)
+        if same is None:
+            keys.append(k)
+            labels[k] = label
+        else:
+            aliases[k] = same
+            labels[same] += f" = {label}"
     return _lines_plot(run, out, covered, "Coefficients", "coefficient", "coefficients.png", keys, labels,
-                       smooth=False)
+                       smooth=False, aliases=aliases)
 
 
 def _plot_entropy(run: _Run, out: Path, covered: set[str]) -> Plot | None:

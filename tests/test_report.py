@@ -244,7 +244,7 @@ def test_a_third_party_plugin_declares_lines_that_the_report_draws(tiny_config, 
     from chessrl.trainer import train
 
     register_plugin(EntropyBandModule, "entropy_band_module")
-    cfg = load_config(tiny_config, ["plugins.entropy_band={}", "trainer.steps=4"])
+    cfg = load_config(tiny_config, ["plugins.entropy_band={}", "trainer.steps=3"])
     run_dir = train(cfg, tmp_path / "run", progress=False, echo=lambda s: None)
     rows = load_metrics(run_dir)
     assert rows[-1]["plugin/entropy_band/margin@min"] == 0.0 and rows[-1]["plugin/entropy_band/margin@max"] == 2.5
@@ -330,11 +330,11 @@ def test_report_html_shows_its_plots_in_a_browser(sick_run, tmp_path):
     image = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     assert image.shape == (5200, 1100, 3)
 
-    def near(rgb, tol=40):
-        return int((np.abs(image - np.array(rgb)).max(axis=-1) <= tol).sum())
-
-    # matplotlib's first two line colours appear only inside the plots, never in the text or tables
-    assert near((31, 119, 180)) > 5000 and near((255, 127, 14)) > 500
+    # matplotlib's first line colour appears only inside the plots, never in the text or tables:
+    # in thousands of pixels, spread over the height of several plots (each is 360 pixels tall)
+    blue = (np.abs(image - np.array((31, 119, 180))).max(axis=-1) <= 40)
+    rows = np.flatnonzero(blue.any(axis=1))
+    assert blue.sum() > 5000 and rows.max() - rows.min() > 4 * 360
     # and the plot regions are pictures, not a broken-image icon: many distinct colours
     packed = (image[..., 0] << 16) | (image[..., 1] << 8) | image[..., 2]
     assert len(np.unique(packed)) > 500
