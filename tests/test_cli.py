@@ -43,8 +43,9 @@ def test_report_run_dir_has_help_text():
     res = subprocess.run([sys.executable, "-m", "chessrl", "report", "--help"], capture_output=True, text=True,
                          cwd=REPO, timeout=60)
     assert res.returncode == 0, res.stderr
-    [line] = [ln for ln in res.stdout.splitlines() if ln.strip().startswith("run_dir")]
-    assert len(line.split()) > 1, res.stdout
+    positional = res.stdout.split("positional arguments:\n", 1)[1].split("\n\n", 1)[0]
+    [line] = [ln for ln in positional.splitlines() if ln.strip().lower().startswith("run_dir")]
+    assert len(line.split()) > 1, res.stdout  # the name, then its help text
 
 
 def _tiny(tmp_path, text: str = TINY_TTT):
