@@ -102,20 +102,27 @@ def latest(ckpt_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def resolve(path: str | Path) -> Path:
+    """The checkpoint file ``path`` names: the file itself, or a run directory's latest
+    ``checkpoints/step_*.pt`` (or ``step_*.pt`` directly inside it); a UserError if none."""
+    p = Path(path)
+    if p.is_dir():
+        found = latest(p / "checkpoints") or latest(p)
+        if found is None:
+            raise UserError(f"{path}: no checkpoint found (expected step_*.pt or checkpoints/step_*.pt)")
+        return found
+    if not p.exists():
+        raise UserError(f"{path}: no such checkpoint file or run directory")
+    return p
+
+
 def load(path: str | Path) -> dict[str, Any]:
     """The state saved at ``path`` (a file, or a run directory: its latest step checkpoint).
 
     Never executes code from the file: see the module docstring. Every failure is one
     :class:`UserError` line naming the file.
     """
-    p = Path(path)
-    if p.is_dir():
-        found = latest(p / "checkpoints") or latest(p)
-        if found is None:
-            raise UserError(f"{path}: no checkpoint found (expected step_*.pt or checkpoints/step_*.pt)")
-        p = found
-    if not p.exists():
-        raise UserError(f"{path}: no such checkpoint file")
+    p = resolve(path)
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every way a file can be bad is the user's to fix

@@ -23,19 +23,7 @@ from chessrl.game import Game
 from chessrl.policy import Policy, log_probs, sample
 from chessrl.schema import build
 
-
-def resolve(path: str | Path) -> Path:
-    """The checkpoint file ``path`` names: the file itself, or a run directory's latest
-    ``checkpoints/step_*.pt`` (or ``step_*.pt`` directly inside it)."""
-    p = Path(path)
-    if p.is_dir():
-        found = ckpt_io.latest(p / "checkpoints") or ckpt_io.latest(p)
-        if found is None:
-            raise UserError(f"{path}: no checkpoint found (expected step_*.pt or checkpoints/step_*.pt)")
-        return found
-    if not p.exists():
-        raise UserError(f"{path}: no such checkpoint file or run directory")
-    return p
+resolve = ckpt_io.resolve  # a checkpoint file, or a run directory's latest step checkpoint
 
 
 def game_name(state: dict[str, Any]) -> str:

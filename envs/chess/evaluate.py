@@ -140,11 +140,8 @@ def balanced_openings(n: int, plies: int, seed: int, pool: StockfishPool | None,
 
 def load_policy(path: str | Path) -> tuple[Policy, dict[str, Any], Path]:
     """The policy of a chessrl checkpoint (a file or a run directory), its dict and path."""
-    p = Path(path)
-    resolved = p
-    if p.is_dir():
-        resolved = ckpt_io.latest(p / "checkpoints") or ckpt_io.latest(p) or p
-    state = ckpt_io.load(path)
+    resolved = ckpt_io.resolve(path)
+    state = ckpt_io.load(resolved)
     if state.get("game", "chess") != "chess":
         raise UserError(f"{path}: a checkpoint of game {state.get('game')!r}; chessrl eval plays chess")
     sizes = dict(state.get("policy_sizes") or {})
