@@ -95,7 +95,7 @@ def evaluate(player, args: argparse.Namespace, log: Callable[[str], None] | None
             f"(seed {args.seed}), each start with both sides, adjudicated after {game.max_plies} plies, {mode}")
     players: dict[str, Any] = {"checkpoint": player.policy}
     if args.baselines:
-        players["random"] = random_mover(game, args.seed)
+        players["random"] = "random"
         init = initial_checkpoint(player.path)
         if init is not None:
             players["initial"] = build_policy(ckpt_io.load(init), game, str(init))
@@ -113,8 +113,10 @@ def evaluate(player, args: argparse.Namespace, log: Callable[[str], None] | None
             log(HEADER)
         rows = out["opponents"][name] = {}
         for who, plays in players.items():
-            game.reseed(args.seed)  # every player meets the same opponent draws
-            res = play_match(game, plays, opponents[name], games=args.games, temperature=args.temperature,
+            game.reseed(args.seed)  # every player meets the same opponent draws (as the trainer does)
+            opponent = game.eval_opponents()[name]
+            plays = random_mover(game, args.seed) if who == "random" else plays
+            res = play_match(game, plays, opponent, games=args.games, temperature=args.temperature,
                              greedy=not args.sample, seed=args.seed, starts=[game.copy_state(s) for s in starts])
             rows[who] = res.summary()
             if who == "checkpoint":

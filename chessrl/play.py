@@ -46,7 +46,8 @@ def outcome(game, state: Any, human: int) -> str:
 
 def play_game(player, *, human: int, greedy: bool, temperature: float, seed: int,
               inp: TextIO = sys.stdin, out: TextIO = sys.stdout) -> str:
-    """Play one game of ``player`` against the person at ``inp``/``out``; the last line said."""
+    """Play one game of ``player`` against the person at ``inp``/``out``; the last line said
+    (``game over: ...`` or ``game abandoned ...``)."""
     game = player.game
     policy_move = player.mover(greedy=greedy, temperature=temperature, seed=seed)
     state = game.eval_states(1, np.random.default_rng(seed))[0]
@@ -57,40 +58,44 @@ def play_game(player, *, human: int, greedy: bool, temperature: float, seed: int
     sides = ("first", "second")
     say(f"{player.name} ({game.name}): you play the {sides[human]} player, the policy the {sides[1 - human]}. "
         "Type a move, '?' for the legal moves, 'quit' to stop.")
-    while True:
+    last = ""
+    while not last:
         obs = game.observe([state])
         say(game.render(state))
         if obs.terminated[0]:
             last = f"game over: {outcome(game, state, human)}"
-            break
-        if int(obs.to_play[0]) != human:
+        elif int(obs.to_play[0]) != human:
             action = int(policy_move([state])[0])
             say(f"the policy plays {game.format_action(state, action)}")
+            state = game.play([state], np.array([action], dtype=np.int64))[0]
         else:
-            action = None
-            while action is None:
-                out.write("your move: ")
-                out.flush()
-                line = inp.readline()
-                text = line.strip()
-                if not line or text.lower() in ("quit", "exit"):
-                    say()
-                    return _said(say, "game abandoned" + ("" if line else " (end of input)"))
-                if text in ("?", "help"):
-                    legal = np.flatnonzero(obs.action_mask[0])
-                    say("legal moves: " + ", ".join(game.format_action(state, int(a)) for a in legal))
-                    continue
-                try:
-                    action = int(game.parse_action(state, text))
-                except ValueError as exc:
-                    say(f"illegal move: {exc}; type ? for the legal moves")
-        state = game.play([state], np.array([action], dtype=np.int64))[0]
-    return _said(say, last)
+            action, last = _read_move(game, state, obs.action_mask[0], inp, out, say)
+            if action is not None:
+                state = game.play([state], np.array([action], dtype=np.int64))[0]
+    say(last)
+    return last
 
 
-def _said(say, line: str) -> str:
-    say(line)
-    return line
+def _read_move(game, state: Any, mask: np.ndarray, inp: TextIO, out: TextIO, say) -> tuple[int | None, str]:
+    """Prompt until the person types a legal move: (action, ""), or (None, why the game is
+    abandoned) on ``quit`` or the end of input."""
+    while True:
+        out.write("your move: ")
+        out.flush()
+        line = inp.readline()
+        text = line.strip()
+        if not line or text.lower() in ("quit", "exit"):
+            say()
+            return None, "game abandoned" + ("" if line else " (end of input)")
+        if not text:
+            continue
+        if text in ("?", "help"):
+            say("legal moves: " + ", ".join(game.format_action(state, int(a)) for a in np.flatnonzero(mask)))
+            continue
+        try:
+            return int(game.parse_action(state, text)), ""
+        except ValueError as exc:
+            say(f"illegal move: {exc}; type ? for the legal moves")
 
 
 def cmd_play(args: argparse.Namespace) -> int:
