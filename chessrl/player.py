@@ -59,8 +59,9 @@ def build_game(state: dict[str, Any], seed: int = 0, overrides: dict[str, Any] |
     return reg.obj(build(reg.schema, env, prefix="env"), seed)
 
 
-def build_policy(state: dict[str, Any], game: Game, where: str) -> Policy:
-    """The checkpoint's policy, on the CPU, in eval mode; sizes must fit ``game``."""
+def build_policy(state: dict[str, Any], game: Game | type[Game], where: str) -> Policy:
+    """The checkpoint's policy, on the CPU, in eval mode; its sizes must fit ``game`` (a game, or
+    a Game class whose sizes are class attributes, as chess's are). ``where`` names the file."""
     if "policy" not in state:
         raise UserError(f"{where}: no policy weights in the checkpoint")
     sizes = dict(state.get("policy_sizes") or {})

@@ -22,7 +22,6 @@ from typing import Any, Callable, Sequence
 import chess
 import chess.engine
 import numpy as np
-import torch
 
 from chessrl import checkpoint as ckpt_io
 from chessrl.envs.chess import encoding as enc
@@ -34,7 +33,7 @@ from chessrl.envs.chess.stockfish import EngineFailure, StockfishPool
 from chessrl.errors import UserError
 from chessrl.evaluate import HEADER, format_row
 from chessrl.match import MatchError, MatchResult, play_match
-from chessrl.player import label
+from chessrl.player import build_policy, game_name, label
 from chessrl.policy import Policy
 from chessrl.schema import build
 
@@ -139,28 +138,13 @@ def balanced_openings(n: int, plies: int, seed: int, pool: StockfishPool | None,
 
 
 def load_policy(path: str | Path) -> tuple[Policy, dict[str, Any], Path]:
-    """The policy of a chessrl checkpoint (a file or a run directory), its dict and path."""
+    """The policy of a chess checkpoint (a file or a run directory), its dict and path
+    (the core's loader, :func:`chessrl.player.build_policy`)."""
     resolved = ckpt_io.resolve(path)
     state = ckpt_io.load(resolved)
-    if state.get("game", "chess") != "chess":
-        raise UserError(f"{path}: a checkpoint of game {state.get('game')!r}; chessrl eval plays chess")
-    sizes = dict(state.get("policy_sizes") or {})
-    pol = (state.get("config") or {}).get("policy") or {}
-    d = {k: sizes.get(k, pol.get(k)) for k in ("d_model", "n_layers", "n_heads", "d_ff")}
-    if any(v is None for v in d.values()) or "policy" not in state:
-        raise UserError(f"{path}: no policy weights or sizes in the checkpoint")
-    d["head_dim"] = sizes.get("head_dim", pol.get("head_dim", 0))
-    if sizes.get("head", pol.get("head", "linear")) == "pairs":
-        d.update(head="pairs", pair_dim=sizes.get("pair_dim", pol.get("pair_dim", 64)),
-                 pair_kinds=sizes.get("pair_kinds", 5), structure=torch.as_tensor(enc.ACTION_STRUCTURE))
-    with torch.random.fork_rng(devices=[]):  # the init is overwritten; never advance the global RNG
-        policy = Policy(enc.OBS_VOCAB, enc.OBS_LEN, enc.N_ACTIONS, **d)
-    try:
-        policy.load_state_dict(state["policy"])
-    except RuntimeError as exc:
-        raise UserError(f"{path}: weights do not fit the policy sizes {d} ({str(exc).splitlines()[0]})") from None
-    policy.eval()
-    return policy, state, resolved
+    if game_name(state) != "chess":
+        raise UserError(f"{path}: a checkpoint of game {game_name(state)!r}, not chess")
+    return build_policy(state, ChessGame, str(resolved)), state, resolved
 
 
 def initial_checkpoint(path: str | Path) -> Path | None:
