@@ -102,3 +102,18 @@ def test_default_parse_action_reads_names_and_indices():
                       ("-1", "'-1' is not a legal move here")):
         with pytest.raises(ValueError, match=why):
             game.parse_action(state, text)
+
+
+def test_chess_reads_uci_and_san_for_black_too():
+    from chessrl.envs.chess.game import ChessGame, ChessState
+
+    game = ChessGame(reward="none")
+    board = chess.Board()
+    board.push_uci("e2e4")
+    state = ChessState(board)
+    a = game.parse_action(state, "e5")
+    assert game.parse_action(state, " e7e5 ") == a and game.format_action(state, a) == "e5"
+    assert game.action_to_str(a) == "e2e4"  # the mirrored action vocabulary: black's e7e5 is action e2e4
+    with pytest.raises(ValueError, match="'e2e4' is not a legal move here"):
+        game.parse_action(state, "e2e4")
+    assert "  a b c d e f g h" in game.render(state) and game.render(state).endswith(board.fen())
