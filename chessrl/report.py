@@ -807,7 +807,7 @@ def _compare_blocks(datas: list[dict[str, Any]], labels: list[str], diffs: dict[
     notes = [f"{lab}: {d['config_note']}." for lab, d in zip(labels, datas) if d["config_note"]]
     if diffs:
         b.append(("table", ["key", *labels], [[k, *("—" if v is None else json.dumps(v) if isinstance(v, (list, dict))
-                                                   else str(v) for v in vals)] for k, vals in diffs.items()]))
+                                                   or v == "" else str(v) for v in vals)] for k, vals in diffs.items()]))
     else:
         b.append(("p", "The runs' configs are the same."))
     if notes:
