@@ -71,8 +71,7 @@ class MetricsLogger:
         self.where = ""  # one line: where wandb writes (the offline folder and its sync command, or the URL)
         mode = wandb_mode(wandb)
         if mode != "disabled":
-            kwargs = {k: v for k, v in (("project", project), ("entity", entity), ("group", group),
-                                        ("tags", list(tags))) if v and not os.environ.get(_ENV_OF[k])}
+            kwargs = {k: v for k, v in _settings(project=project, entity=entity, group=group, tags=list(tags)).items() if v}
             self.run = _init_wandb(mode, name, config or {}, Path(run_dir), kwargs)
             self.where = _where(self.run)
 
@@ -130,6 +129,17 @@ class MetricsLogger:
 
 
 _ENV_OF = {"project": "WANDB_PROJECT", "entity": "WANDB_ENTITY", "group": "WANDB_RUN_GROUP", "tags": "WANDB_TAGS"}
+
+
+def _settings(**config: Any) -> dict[str, Any]:
+    """The config's wandb settings with each one whose environment variable is set replaced by
+    it (read here, at every init: wandb itself reads its environment once per process)."""
+    out = dict(config)
+    for key, var in _ENV_OF.items():
+        value = os.environ.get(var, "").strip()
+        if value:
+            out[key] = [t.strip() for t in value.split(",") if t.strip()] if key == "tags" else value
+    return out
 
 
 def wandb_run_id(run_dir: Path) -> str:

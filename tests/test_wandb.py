@@ -11,7 +11,7 @@ import pytest
 from wandb.proto import wandb_internal_pb2 as pb
 
 from chessrl.config import load_config
-from chessrl.metrics import WANDB_ID_FILE, wandb_mode
+from chessrl.metrics import WANDB_ID_FILE, _settings, wandb_mode
 from chessrl.trainer import train
 
 WANDB_ENV = ("WANDB_MODE", "WANDB_DISABLED", "WANDB_API_KEY", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_RUN_GROUP",
@@ -80,6 +80,10 @@ def test_wandb_environment_variables_win_over_the_config(monkeypatch, no_wandb_e
     monkeypatch.delenv("WANDB_MODE")
     monkeypatch.setenv("WANDB_DISABLED", "true")
     assert wandb_mode("auto") == "disabled"
+    monkeypatch.setenv("WANDB_TAGS", "a, b")
+    monkeypatch.setenv("WANDB_PROJECT", "p")
+    assert _settings(project="chessrl", entity="", group="g", tags=["x"]) == {
+        "project": "p", "entity": "", "group": "g", "tags": ["a", "b"]}
 
 
 def test_wandb_mode_disabled_in_the_environment_writes_no_wandb_run(tiny_config, tmp_path, monkeypatch, no_wandb_env):
