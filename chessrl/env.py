@@ -291,8 +291,11 @@ class GymView:
     move of the current position, so Gymnasium's ``check_env`` and unmasked example loops
     play legal moves; an explicit ``mask`` or ``probability`` is honoured as in Gymnasium.
     The observation's ``action_mask`` of a finished position shows only action 0 (as in
-    :class:`BoardGameEnv`), so masked samplers stay well defined; ``step`` after the end, or
-    with an illegal action, raises ``ValueError``.
+    :class:`BoardGameEnv`), so masked samplers stay well defined; ``step`` after the end raises
+    ``ValueError``. An illegal action ends the episode as a loss for the mover
+    (``illegal_action="lose"``, PettingZoo's convention; deterministic, so ``check_env``'s
+    determinism test passes with random starts) or raises ``ValueError`` (``"raise"``).
+    ``reset(options=...)`` goes through :func:`reset_state`.
 
     Built lazily so that importing chessrl does not import gymnasium's env machinery.
     """
