@@ -48,7 +48,7 @@ from chessrl.envs.chess.options import ChessOptions
 from chessrl.envs.chess.starts import MIDDLEGAME_PLIES, random_endgame, random_play
 from chessrl.envs.chess.stockfish import StockfishPool
 from chessrl.errors import UserError
-from chessrl.policy import Policy, log_probs
+from chessrl.policy import Policy, build_policy, log_probs
 from chessrl.schema import Locator, build, opt, section, to_dict
 
 CACHE_FORMAT = 1
@@ -380,19 +380,22 @@ def check_labels(cfg: PretrainConfig, data: dict[str, np.ndarray]) -> dict[str, 
 
 # --- training ---------------------------------------------------------------------------
 
+class _ChessSizes:
+    """What :func:`chessrl.policy.build_policy` reads of a game, without starting an engine."""
+
+    name, obs_vocab, obs_len, n_actions = "chess", enc.OBS_VOCAB, enc.OBS_LEN, enc.N_ACTIONS
+
+    @staticmethod
+    def action_structure():
+        return enc.ACTION_STRUCTURE
+
+
 def new_policy(cfg: PretrainConfig) -> Policy:
-    """The configured policy, initialised from ``seed`` without touching the global RNG."""
-    p = cfg.policy
+    """The configured policy (the trainer's builder: sizes, head, init checkpoint, frozen
+    layers), initialised from ``seed`` without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        policy = Policy(enc.OBS_VOCAB, enc.OBS_LEN, enc.N_ACTIONS, p.d_model, p.n_layers, p.n_heads, p.d_ff,
-                        p.head_dim)
-    if p.init_checkpoint:
-        from chessrl.checkpoint import load_policy_weights
-
-        load_policy_weights(policy, p.init_checkpoint)
-    policy.freeze(p.frozen_layers)
-    return policy
+        return build_policy(cfg.policy, _ChessSizes())
 
 
 class Tensors:
