@@ -31,6 +31,10 @@ class PolicyConfig:
     n_heads: int = opt(8, "Attention heads; must divide d_model.", ge=1)
     d_ff: int = opt(1024, "Feed-forward hidden size.", ge=8)
     head_dim: int = opt(16, "Per-token features the action layer reads besides the CLS token (0 = CLS only).", ge=0)
+    head: str = opt("linear", "Action head: 'linear' (a logit row per action) or 'pairs' (an action scored from "
+                    "the two tokens it connects, e.g. a move's from- and to-square; the game must declare "
+                    "action_structure).", choices=("linear", "pairs"))
+    pair_dim: int = opt(64, "Query/key features of the 'pairs' head.", ge=1)
     frozen_layers: int = opt(0, "Freeze the embeddings and the first k layers (0 = train everything).", ge=0)
     init_checkpoint: str = opt("", "Checkpoint to load policy weights from ('' = random init).")
     bf16: bool = opt(True, "bf16 autocast for the policy's math on CUDA (log-probs stay float32); ignored on CPU.")

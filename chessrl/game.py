@@ -74,6 +74,17 @@ class Game:
         """
         raise NotImplementedError(f"game '{self.name}' has no engine to choose moves")
 
+    def action_structure(self) -> np.ndarray | None:
+        """int64 [n_actions, 3] or None: each action's source token, target token and kind.
+
+        The token indices point into an observation's tokens (0 .. obs_len-1); kinds are small
+        integers from 0 (a chess move: from-square, to-square, promotion piece or 0; a placement
+        game: the cell twice, kind 0). A game that declares it can be trained with
+        ``policy.head = "pairs"``, which scores an action from the two tokens' features. The
+        default, None, allows only the linear head.
+        """
+        return None
+
     def check_state(self, state: Any) -> None:
         """Raise ``ValueError`` (one line: what is wrong with it) if ``state`` cannot start a game.
 
