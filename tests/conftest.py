@@ -44,6 +44,27 @@ def cli():
     return run_cli
 
 
+def main_in_process(*args: str) -> tuple[int, str, str]:
+    """The CLI in this process (a subprocess would pay the torch import again): (rc, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from chessrl.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(list(args))
+        except SystemExit as exc:  # argparse errors
+            rc = exc.code
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def cli_in_process():
+    return main_in_process
+
+
 TINY_TTT = """
 name = "tiny"
 seed = 3

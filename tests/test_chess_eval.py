@@ -79,26 +79,11 @@ def test_random_and_policy_vs_skill0_pgn_reads_back(tmp_path):
         assert games[4 * k].variations[0].variations[0].variations[0].variations[0].comment.startswith("end of the opening")
 
 
-def cli(*args):
-    """The CLI in-process (a subprocess would pay the torch import again): (rc, stdout, stderr)."""
-    import contextlib
-
-    from chessrl.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(list(args))
-        except SystemExit as exc:  # argparse errors
-            rc = exc.code
-    return rc, out.getvalue(), err.getvalue()
-
-
-def test_cli_json_and_elo_range(tmp_path):
+def test_cli_json_and_elo_range(tmp_path, cli_in_process):
     (tmp_path / "myrun" / "checkpoints").mkdir(parents=True)
     ckpt = tiny_checkpoint(tmp_path / "myrun" / "checkpoints" / "step_0000002.pt")
     tiny_checkpoint(tmp_path / "myrun" / "checkpoints" / "initial.pt")
-    rc, stdout, stderr = cli("eval", str(tmp_path / "myrun"), "--games", "2", "--depth", "1", "--max-plies", "6",
+    rc, stdout, stderr = cli_in_process("eval", str(tmp_path / "myrun"), "--games", "2", "--depth", "1", "--max-plies", "6",
                              "--opening-plies", "2", "--json", "--baselines", "--pgn", str(tmp_path / "b.pgn"))
     assert rc == 0, stderr
     out = json.loads(stdout)
@@ -112,13 +97,13 @@ def test_cli_json_and_elo_range(tmp_path):
     assert [h["White"] for h in headers] == ["chessrl myrun step 2", "Stockfish (depth 1)", "random mover (seed 0)",
                                              "Stockfish (depth 1)", "chessrl myrun initial", "Stockfish (depth 1)"]
     assert all(h["Termination"] in ("normal", "adjudication") for h in headers)
-    rc, _, stderr = cli("eval", str(ckpt), "--elo", "1000")
+    rc, _, stderr = cli_in_process("eval", str(ckpt), "--elo", "1000")
     assert rc == 2 and "1350..2850" in stderr and "Traceback" not in stderr
-    rc, _, stderr = cli("eval", str(ckpt), "--skill", "0", "--depth", "3")
+    rc, _, stderr = cli_in_process("eval", str(ckpt), "--skill", "0", "--depth", "3")
     assert rc == 2 and "not allowed with" in stderr
 
 
-def test_engine_failure_is_an_error_not_a_draw(tmp_path):
+def test_engine_failure_is_an_error_not_a_draw(tmp_path, cli_in_process):
     fake = tmp_path / "fakefish"
     fake.write_text("#!/bin/sh\nwhile read line; do case \"$line\" in\n uci) echo 'id name fake'; echo uciok;;\n"
                     " isready) echo readyok;;\n go*) exit 1;;\n quit) exit 0;;\n esac; done\n")
@@ -128,11 +113,11 @@ def test_engine_failure_is_an_error_not_a_draw(tmp_path):
                  Opponent("depth", 1), games=2, opening_plies=0, max_plies=4)
     assert info.value.games and "opponent" in str(info.value)
     ckpt = tiny_checkpoint(tmp_path / "step_0000003.pt", stockfish_path=str(fake))
-    rc, stdout, stderr = cli("eval", str(ckpt), "--games", "2", "--depth", "1", "--opening-plies", "0",
+    rc, stdout, stderr = cli_in_process("eval", str(ckpt), "--games", "2", "--depth", "1", "--opening-plies", "0",
                              "--max-plies", "4")
     assert rc == 1 and "game" in stderr and "never scored" in stderr
     assert "Traceback" not in stderr and "draw" not in stdout.lower()
-    rc, _, stderr = cli("eval", str(ckpt), "--games", "2", "--depth", "1", "--opening-plies", "2")
+    rc, _, stderr = cli_in_process("eval", str(ckpt), "--games", "2", "--depth", "1", "--opening-plies", "2")
     assert rc == 1 and "choosing the openings" in stderr and "Traceback" not in stderr
 
 

@@ -3,8 +3,6 @@ example nim package from tiny trained checkpoints), chess's own flags kept to ch
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -19,21 +17,8 @@ from chessrl.match import MatchResult
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cli(*args: str) -> tuple[int, str, str]:
-    """The CLI in-process: (exit code, stdout, stderr)."""
-    from chessrl.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(list(args))
-        except SystemExit as exc:  # argparse errors
-            rc = exc.code
-    return rc, out.getvalue(), err.getvalue()
-
-
-def test_tictactoe_checkpoint_against_its_opponents_with_baselines(tiny_ttt_run):
-    rc, stdout, stderr = cli("eval", str(tiny_ttt_run), "--games", "4", "--baselines", "--json")
+def test_tictactoe_checkpoint_against_its_opponents_with_baselines(tiny_ttt_run, cli_in_process):
+    rc, stdout, stderr = cli_in_process("eval", str(tiny_ttt_run), "--games", "4", "--baselines", "--json")
     assert rc == 0, stderr
     out = json.loads(stdout)
     assert out["game"] == "tictactoe" and out["name"] == "run step 2"
@@ -47,12 +32,12 @@ def test_tictactoe_checkpoint_against_its_opponents_with_baselines(tiny_ttt_run)
     # perfect play never loses
     assert all(row["wins"] == 0 for row in out["opponents"]["perfect"].values())
     # the same seed gives the same games
-    rc, again, _ = cli("eval", str(tiny_ttt_run), "--games", "4", "--baselines", "--json")
+    rc, again, _ = cli_in_process("eval", str(tiny_ttt_run), "--games", "4", "--baselines", "--json")
     assert rc == 0 and json.loads(again)["opponents"] == out["opponents"]
 
 
-def test_text_table_and_one_line_mistakes(tiny_ttt_run):
-    rc, stdout, stderr = cli("eval", str(tiny_ttt_run), "--games", "2", "--opponent", "perfect")
+def test_text_table_and_one_line_mistakes(tiny_ttt_run, cli_in_process):
+    rc, stdout, stderr = cli_in_process("eval", str(tiny_ttt_run), "--games", "2", "--opponent", "perfect")
     assert rc == 0, stderr
     lines = stdout.splitlines()
     assert lines[0].startswith("run step 2 (tictactoe): 2 games per opponent")
@@ -62,7 +47,7 @@ def test_text_table_and_one_line_mistakes(tiny_ttt_run):
                        (["--opponent", "stockfish"], "has the evaluation opponents perfect, random"),
                        (["--games", "0"], "--games 0"),
                        (["--set", "env.nope=1"], "env.nope")):
-        rc, stdout, stderr = cli("eval", str(tiny_ttt_run), *args)
+        rc, stdout, stderr = cli_in_process("eval", str(tiny_ttt_run), *args)
         assert rc == 2 and says in stderr and stderr.count("\n") == 1 and stdout == "", (args, stderr)
 
 
