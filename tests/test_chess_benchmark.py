@@ -190,6 +190,35 @@ def test_score_of_the_stored_answers_is_perfect(built):
 
 
 @needs_stockfish
+def test_quiet_agreement_counts_only_positions_whose_best_move_is_quiet(built):
+    bench, _, _ = built
+    rows = {r["fen"]: r for r in bench.agreement}
+
+    def tactical(fen, uci):
+        board, move = chess.Board(fen), chess.Move.from_uci(uci)
+        return board.is_capture(move) or move.promotion is not None
+
+    quiet_n = sum(not tactical(r["fen"], r["best"]) for r in bench.agreement)
+    assert 0 < quiet_n < TINY.agreement  # the set holds both kinds
+
+    def greedy_taker(boards):
+        """Stockfish's move where it captures or promotes, another legal move where it is quiet."""
+        out = []
+        for b in boards:
+            row = rows.get(b.fen())
+            best = chess.Move.from_uci(row["best"]) if row else next(iter(b.legal_moves))
+            if row and not tactical(row["fen"], row["best"]):
+                best = next(m for m in b.legal_moves if m != best)
+            out.append(best)
+        return out
+
+    s = bench.score(greedy_taker)
+    assert s["quiet/n"] == quiet_n and s["quiet/top1"] == 0.0
+    assert s["agreement/top1"] == (TINY.agreement - quiet_n) / TINY.agreement
+    assert bench.score(_oracle(bench))["quiet/top1"] == 1.0
+
+
+@needs_stockfish
 def test_score_of_random_moves_is_lower_and_counted_exactly(built):
     bench, _, _ = built
     s = bench.score(_random_chooser(0))

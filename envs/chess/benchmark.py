@@ -351,7 +351,8 @@ class Benchmark:
                 "ladder": self.ladder}
 
     def score(self, choose: Choose) -> dict[str, float]:
-        """Agreement top-1/top-3, mate-in-one and material success of ``choose``'s moves, each a
+        """Agreement top-1/top-3 (and top-1 on the positions whose best move is quiet:
+        ``quiet/top1``), mate-in-one and material success of ``choose``'s moves, each a
         fraction with its Wilson 95% interval (``_lo``, ``_hi``) and the set size (``/n``).
 
         ``choose`` gets the boards of one set (from the stored FENs, so no move history) and
@@ -379,6 +380,11 @@ class Benchmark:
         put("agreement/top1", sum(m == r["best"] for m, r in zip(moves, self.agreement)), n)
         put("agreement/top3", sum(m in r["top3"] for m, r in zip(moves, self.agreement)), n)
         out["agreement/n"] = n
+        # the agreement positions whose best move is quiet (no capture, no promotion): a policy
+        # that only takes what hangs scores near chance here, whatever its top-1 overall
+        quiet = [(m, r) for m, r in zip(moves, self.agreement) if _quiet(r["fen"], r["best"])]
+        put("quiet/top1", sum(m == r["best"] for m, r in quiet), len(quiet))
+        out["quiet/n"] = len(quiet)
         moves = answers(self.mate_in_one)
         put("mate1/success", sum(m in r["mates"] for m, r in zip(moves, self.mate_in_one)), len(self.mate_in_one))
         out["mate1/n"] = len(self.mate_in_one)
@@ -386,6 +392,12 @@ class Benchmark:
         put("material/success", sum(m == r["best"] for m, r in zip(moves, self.material)), len(self.material))
         out["material/n"] = len(self.material)
         return out
+
+
+def _quiet(fen: str, uci: str) -> bool:
+    """Whether ``uci`` is neither a capture nor a promotion on the board ``fen``."""
+    board, move = chess.Board(fen), chess.Move.from_uci(uci)
+    return not board.is_capture(move) and move.promotion is None
 
 
 # --- building and the cache ----------------------------------------------------------------
