@@ -8,6 +8,7 @@ The help text beside each field is what ``docs/config.md`` and ``chessrl config 
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,21 +231,24 @@ def config_to_dict(cfg: Config) -> dict:
 
 
 def dumps_toml(d: dict) -> str:
-    """Write a resolved config dict as TOML (scalars, lists and nested tables only)."""
+    """Write a resolved config dict as TOML (scalars, lists and nested tables only).
+
+    TOML has no null: an unset optional key (``None``) is left out, so reading the file back
+    gives the key its default, None, again. Strings are written as JSON strings, whose escapes
+    are TOML's."""
     lines: list[str] = []
 
     def lit(v: Any) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            return json.dumps(v, ensure_ascii=False)
         if isinstance(v, list):
             return "[" + ", ".join(lit(x) for x in v) + "]"
-        if v is None:
-            return '""'
         return repr(v)
 
     def emit(table: str, node: dict) -> None:
+        node = {k: v for k, v in node.items() if v is not None}
         scalars = {k: v for k, v in node.items() if not isinstance(v, dict)}
         subs = {k: v for k, v in node.items() if isinstance(v, dict)}
         if table and (scalars or not subs):

@@ -146,7 +146,7 @@ def _defaults(cfg: Config) -> dict[str, Any]:
         rows += [(f"env.{r['key']}", r["default"]) for r in describe(games[cfg.env.name].schema)]
     for name in cfg.plugins:
         rows += [(f"plugins.{name}.{r['key']}", r["default"]) for r in describe(regs[name].obj.Config)]
-    return {k: tomllib.loads(dumps_toml({"v": v}))["v"] for k, v in rows}
+    return {k: tomllib.loads(dumps_toml({"v": v})).get("v") for k, v in rows}
 
 
 def _show(v: Any) -> str:

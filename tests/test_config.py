@@ -82,6 +82,21 @@ def test_resolved_config_round_trips(tmp_path):
     assert config_to_dict(load_config(q)) == config_to_dict(cfg)
 
 
+def test_resolved_config_with_unset_optional_keys_and_odd_strings_reloads(tmp_path):
+    """A run's own config.toml reloads when an optional key is unset (adaptive_kl.init) and a
+    string holds quotes, backslashes or a newline."""
+    from chessrl.config import config_to_dict, dumps_toml
+
+    p = tmp_path / "ok.toml"
+    p.write_text('name = "odd \\"name\\" \\\\ x\\n y"\n[env]\nname = "tictactoe"\n'
+                 '[plugins.kl_penalty]\ncoef = 0.01\n[plugins.adaptive_kl]\ntarget = 0.02\n')
+    cfg = load_config(p)
+    assert cfg.plugins["adaptive_kl"].init is None and "\n" in cfg.name
+    q = tmp_path / "resolved.toml"
+    q.write_text(dumps_toml(config_to_dict(cfg)))
+    assert config_to_dict(load_config(q)) == config_to_dict(cfg)
+
+
 def test_user_error_from_python_api(tmp_path):
     p = tmp_path / "bad.toml"
     p.write_text('[env]\nname = "tictactoe"\n[loss]\nclip_low = 1.5\n')
