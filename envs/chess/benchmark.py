@@ -47,8 +47,8 @@ import torch
 
 from chessrl.envs.chess import encoding as enc
 from chessrl.envs.chess.game import ChessGame, ChessState, repetitions, terminal_reason
-from chessrl.envs.chess.starts import (MIDDLEGAME_PLIES, PIECE_VALUES, mating_moves, random_endgame,  # noqa: F401
-                                       random_play, tempting)
+from chessrl.envs.chess.starts import (PIECE_VALUES, mating_moves, random_endgame, random_play,  # noqa: F401
+                                       random_tempting, tempting)
 from chessrl.envs.chess.stockfish import StockfishPool, check_stockfish
 from chessrl.errors import UserError
 from chessrl.policy import log_probs
@@ -253,10 +253,8 @@ def _random_mates(rng: np.random.Generator, want: int, seen: set[str]) -> list[_
 def _random_material(rng: np.random.Generator) -> Iterator[_Candidate]:
     """An endless stream of random middlegames (20-40 random plies) with a tempting capture."""
     while True:
-        board = chess.Board()
-        if random_play(board, int(rng.integers(MIDDLEGAME_PLIES[0], MIDDLEGAME_PLIES[1] + 1)), rng) \
-                and tempting(board):
-            yield _Candidate(board.copy(stack=False), "random", board.ply(), _recapture_square(board))
+        board = random_tempting(rng)
+        yield _Candidate(board.copy(stack=False), "random", board.ply(), _recapture_square(board))
 
 
 # --- labelling -----------------------------------------------------------------------------

@@ -208,10 +208,10 @@ class StartSampler:
             # from tactics (half mates in one, half tempting captures), in draw order
             kind = rng.choice(3, size=n, p=np.concatenate([[self.phase_p[:3].sum()], self.phase_p[3:],
                                                            np.zeros(5 - len(self.phase_p))]))
-            drawn = {0: iter(self._random(int((kind == 0).sum()), rng)) if (kind == 0).any() else iter(()),
-                     1: iter(self._selfplay(int((kind == 1).sum()), rng)) if (kind == 1).any() else iter(()),
-                     2: iter(self._tactics(int((kind == 2).sum()), rng)) if (kind == 2).any() else iter(())}
-            return [next(drawn[int(k)]) for k in kind]
+            counts = np.bincount(kind, minlength=3)
+            drawn = [iter(draw(int(c), rng) if c else ()) for draw, c in
+                     zip((self._random, self._selfplay, self._tactics), counts)]
+            return [next(drawn[k]) for k in kind]
         return self._random(n, rng)
 
     def _tactics(self, n: int, rng: np.random.Generator) -> list[chess.Board]:
