@@ -9,6 +9,7 @@ import torch
 
 from chessrl.config import load_config
 from chessrl.envs.chess import encoding as enc
+from chessrl.envs.chess.starts import random_play
 from chessrl.errors import UserError
 from chessrl.metrics import read_metrics
 from chessrl.policy import Policy, build_policy
@@ -20,12 +21,7 @@ def _positions(n: int, seed: int) -> list[chess.Board]:
     out = []
     while len(out) < n:
         board = chess.Board()
-        for _ in range(int(rng.integers(0, 80))):
-            moves = list(board.legal_moves)
-            if not moves:
-                break
-            board.push(moves[int(rng.integers(len(moves)))])
-        if any(board.legal_moves):
+        if random_play(board, int(rng.integers(0, 80)), rng):  # False: the game ended on the way
             out.append(board)
     return out
 
