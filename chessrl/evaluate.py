@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from chessrl import pluginmanager
@@ -61,11 +62,14 @@ def random_mover(game, seed: int) -> Callable[[list[Any]], Any]:
     return choose
 
 
-def initial_checkpoint(path) -> Any:
-    """The run's ``initial.pt`` beside a step checkpoint (``<stem>.initial.pt`` beside a
-    pretrained ``<stem>.pt``), or None."""
-    for cand in (path.with_name(f"{path.stem}.initial.pt"), path.parent / "initial.pt"):
-        if cand.exists() and cand.resolve() != path.resolve():
+def initial_checkpoint(path: str | Path) -> Path | None:
+    """The run's ``initial.pt`` next to a checkpoint (or in a run directory's checkpoints/), or
+    ``<stem>.initial.pt`` beside a pretrained checkpoint ``<stem>.pt``; None if there is none."""
+    p = Path(path)
+    cands = ([p / "checkpoints" / "initial.pt", p / "initial.pt"] if p.is_dir()
+             else [p.with_name(f"{p.stem}.initial.pt"), p.parent / "initial.pt"])
+    for cand in cands:
+        if cand.exists() and cand.resolve() != p.resolve():
             return cand
     return None
 

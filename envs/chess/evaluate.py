@@ -31,7 +31,7 @@ from chessrl.envs.chess.pgn import game_record, result_string, write_game
 from chessrl.envs.chess.starts import random_play
 from chessrl.envs.chess.stockfish import EngineFailure, StockfishPool
 from chessrl.errors import UserError
-from chessrl.evaluate import HEADER, format_row
+from chessrl.evaluate import HEADER, format_row, initial_checkpoint
 from chessrl.match import MatchError, MatchResult, play_match
 from chessrl.player import build_policy, game_name, label
 from chessrl.policy import Policy
@@ -145,18 +145,6 @@ def load_policy(path: str | Path) -> tuple[Policy, dict[str, Any], Path]:
     if game_name(state) != "chess":
         raise UserError(f"{path}: a checkpoint of game {game_name(state)!r}, not chess")
     return build_policy(state, ChessGame, str(resolved)), state, resolved
-
-
-def initial_checkpoint(path: str | Path) -> Path | None:
-    """The run's ``initial.pt`` next to a checkpoint (or in a run directory's checkpoints/), or
-    ``<stem>.initial.pt`` beside a pretrained checkpoint ``<stem>.pt``."""
-    p = Path(path)
-    cands = ([p / "checkpoints" / "initial.pt", p / "initial.pt"] if p.is_dir()
-             else [p.with_name(f"{p.stem}.initial.pt"), p.parent / "initial.pt"])
-    for cand in cands:
-        if cand.exists() and cand.resolve() != p.resolve():
-            return cand
-    return None
 
 
 @dataclass
