@@ -117,102 +117,108 @@ def _ok(flag: bool) -> str:
     return "yes" if flag else "NO"
 
 
-def table_rows(res: dict) -> list[tuple[str, str, str, str, str]]:
-    """(measurement, result, ratio, target, met) rows from the scripts' JSON."""
+def _env_rows(r: dict) -> list[tuple[str, str, str, str, str]]:
     rows: list[tuple[str, str, str, str, str]] = []
+    p, q = r["plies_per_s"], r["ratios"]
+    rows.append((f"env: BoardGameEnv vs PettingZoo chess_v6, random play, batch {r['batch']}",
+                 f"{p['board_game_env']:,} vs {p['pettingzoo']:,} plies/s",
+                 f"{q['board_game_env_vs_pettingzoo']:.1f}x", f">= {ENV_VS_PZ:.0f}x",
+                 _ok(q["board_game_env_vs_pettingzoo"] >= ENV_VS_PZ)))
+    rows.append(("env: BoardGameEnv vs bare python-chess (1 board, no observation)",
+                 f"{p['board_game_env']:,} vs {p['python_chess']:,} plies/s",
+                 f"{q['board_game_env_vs_python_chess']:.2f}x", f">= {ENV_VS_PYCHESS}x",
+                 _ok(q["board_game_env_vs_python_chess"] >= ENV_VS_PYCHESS)))
+    return rows
 
-    def failed(label: str, r: dict) -> None:
-        rows.append((label, _short(f"failed: {r['error']}"), "", "", ""))
 
-    r = res.get("env")
-    if r is not None:
+def _reward_rows(r: dict) -> list[tuple[str, str, str, str, str]]:
+    rows: list[tuple[str, str, str, str, str]] = []
+    e = r["evals_per_s"]
+    rows.append((f"reward: {r['engines']}-engine Stockfish pool vs 1 engine, depth {r['depth']}",
+                 f"{e['pool']:.1f} vs {e['single']:.1f} evals/s", f"{r['speedup']:.2f}x",
+                 f">= {POOL_SPEEDUP}x", _ok(r["speedup"] >= POOL_SPEEDUP)))
+    ro = r["rollout"]
+    rows.append(("reward: cache hit rate, random-play rollout",
+                 f"{ro['hit_rate']:.1%} ({ro['hits']:,} hits, {ro['misses']:,} misses)", "", "", ""))
+    return rows
+
+
+def _limit_rows(r: dict) -> list[tuple[str, str, str, str, str]]:
+    rows: list[tuple[str, str, str, str, str]] = []
+    rows.append((f"limit: {r['engines']} raw-UCI Stockfish processes back to back, {r['go']}",
+                 f"{r['limit']:.0f} evals/s ({r['single']:.0f} one engine)",
+                 f"{r['limit_scaling']:.2f} of linear", "", ""))
+    rows.append(("limit: reward pool, warm hash (fresh_search = false)",
+                 f"{r['pool_warm']:.0f} evals/s ({r['warm_vs_one_engine']:.2f}x one engine)",
+                 f"{r['pool_warm_fraction_of_limit']:.2f} of limit", f">= {LIMIT_FRACTION:.2f}",
+                 _ok(r["pool_warm_fraction_of_limit"] >= LIMIT_FRACTION)))
+    rows.append(("limit: reward pool, fresh searches (default; vs the limit with ucinewgame)",
+                 f"{r['pool']:.0f} evals/s ({r['pool_vs_one_engine']:.2f}x one engine)",
+                 f"{r['pool_fraction_of_fresh_limit']:.2f} of that limit", f">= {LIMIT_FRACTION:.2f}",
+                 _ok(r["pool_fraction_of_fresh_limit"] >= LIMIT_FRACTION)))
+    rows.append(("limit: the previous python-chess driver (same engines, fresh searches)",
+                 f"{r['python_chess']:.0f} evals/s", f"pool {r['pool'] / r['python_chess']:.2f}x it" if r['python_chess'] else "", "", ""))
+    for name, q in (r.get("quality") or {}).items():
+        rows.append((f"reward setting {name}", f"{q['evals_per_s']:,.0f} evals/s fresh, "
+                     f"{q.get('evals_per_s_warm', float('nan')):,.0f} warm",
+                     f"Spearman {q['spearman_vs_depth12']:.3f} vs depth 12", "", ""))
+    return rows
+
+
+def _step_rows(r: dict) -> list[tuple[str, str, str, str, str]]:
+    rows: list[tuple[str, str, str, str, str]] = []
+    sh = r["shares"]
+    rows.append((f"step: clean.toml, R={r['roots']} G={r['group_size']} T={r['plies']} "
+                 f"(mean of {r['steps']})",
+                 f"{r['step_s']:.1f} s (rollout {sh['rollout']:.0%}, engine {sh['reward_engine']:.0%}, "
+                 f"policy {sh['policy']:.0%}, learner {sh['learner']:.0%}, budget {sh['budget']:.0%})",
+                 "", f"<= ~{STEP_S:.0f} s", _ok(r["step_s"] <= STEP_S)))
+    if "reward_searches_per_step" in r:
+        rows.append(("step: reward searches per step (after dedup and cache)",
+                     f"{r['reward_searches_per_step']:.0f} ({r['reward_hit_rate']:.1%} of lookups answered "
+                     "by a repeat or the cache)", "", "", ""))
+    rows.append(("step: framework overhead (outside engine and model math)",
+                 f"{r['overhead_frac']:.1%} of the step", "", f"<= {OVERHEAD:.0%}",
+                 _ok(r["overhead_frac"] <= OVERHEAD)))
+    return rows
+
+
+def _ddp_rows(r: dict) -> list[tuple[str, str, str, str, str]]:
+    rows: list[tuple[str, str, str, str, str]] = []
+    if r.get("ddp") is None:
+        rows.append((f"DDP: {r.get('procs', 2)} processes vs 1", _short(f"not available: {r.get('reason')}"), "", "", ""))
+    else:
+        d = r["ddp"]
+        rows.append((f"DDP: {d['multi']['procs']} torchrun processes vs 1 (all cores), tic-tac-toe, gloo",
+                     f"{d['multi']['positions_per_s']:,.0f} vs {d['single']['positions_per_s']:,.0f} positions/s",
+                     f"{d['throughput_ratio']:.2f}x", "", ""))
+        if "single_1thread" in d:
+            rows.append((f"DDP: {d['multi']['procs']} processes vs 1 process at 1 thread (per-rank scaling)",
+                         f"{d['multi']['positions_per_s']:,.0f} vs {d['single_1thread']['positions_per_s']:,.0f} "
+                         "positions/s", f"{d['throughput_ratio_vs_1thread']:.2f}x",
+                         f"ideal {d['multi']['procs']}x", ""))
+    return rows
+
+
+def _memory_rows(r: dict) -> list[tuple[str, str, str, str, str]]:
+    rows: list[tuple[str, str, str, str, str]] = []
+    rows.append((f"memory: peak RSS, {r['steps']}-step clean.toml run vs policy only",
+                 f"{r['run_mib']:,.0f} vs {r['baseline_mib']:,.0f} MiB", f"{r['ratio']:.2f}x", "", ""))
+    return rows
+
+
+def table_rows(res: dict) -> list[tuple[str, str, str, str, str]]:
+    """(measurement, result, ratio, target, met) rows from the scripts' JSON, in BENCHES order."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    for name, rows_of in (("env", _env_rows), ("reward", _reward_rows), ("limit", _limit_rows),
+                          ("step", _step_rows), ("ddp", _ddp_rows), ("memory", _memory_rows)):
+        r = res.get(name)
+        if r is None:
+            continue
         if "error" in r:
-            failed("env", r)
+            rows.append((name, _short(f"failed: {r['error']}"), "", "", ""))
         else:
-            p, q = r["plies_per_s"], r["ratios"]
-            rows.append((f"env: BoardGameEnv vs PettingZoo chess_v6, random play, batch {r['batch']}",
-                         f"{p['board_game_env']:,} vs {p['pettingzoo']:,} plies/s",
-                         f"{q['board_game_env_vs_pettingzoo']:.1f}x", f">= {ENV_VS_PZ:.0f}x",
-                         _ok(q["board_game_env_vs_pettingzoo"] >= ENV_VS_PZ)))
-            rows.append(("env: BoardGameEnv vs bare python-chess (1 board, no observation)",
-                         f"{p['board_game_env']:,} vs {p['python_chess']:,} plies/s",
-                         f"{q['board_game_env_vs_python_chess']:.2f}x", f">= {ENV_VS_PYCHESS}x",
-                         _ok(q["board_game_env_vs_python_chess"] >= ENV_VS_PYCHESS)))
-    r = res.get("reward")
-    if r is not None:
-        if "error" in r:
-            failed("reward", r)
-        else:
-            e = r["evals_per_s"]
-            rows.append((f"reward: {r['engines']}-engine Stockfish pool vs 1 engine, depth {r['depth']}",
-                         f"{e['pool']:.1f} vs {e['single']:.1f} evals/s", f"{r['speedup']:.2f}x",
-                         f">= {POOL_SPEEDUP}x", _ok(r["speedup"] >= POOL_SPEEDUP)))
-            ro = r["rollout"]
-            rows.append(("reward: cache hit rate, random-play rollout",
-                         f"{ro['hit_rate']:.1%} ({ro['hits']:,} hits, {ro['misses']:,} misses)", "", "", ""))
-    r = res.get("limit")
-    if r is not None:
-        if "error" in r:
-            failed("limit", r)
-        else:
-            rows.append((f"limit: {r['engines']} raw-UCI Stockfish processes back to back, {r['go']}",
-                         f"{r['limit']:.0f} evals/s ({r['single']:.0f} one engine)",
-                         f"{r['limit_scaling']:.2f} of linear", "", ""))
-            rows.append(("limit: reward pool, warm hash (fresh_search = false)",
-                         f"{r['pool_warm']:.0f} evals/s ({r['warm_vs_one_engine']:.2f}x one engine)",
-                         f"{r['pool_warm_fraction_of_limit']:.2f} of limit", f">= {LIMIT_FRACTION:.2f}",
-                         _ok(r["pool_warm_fraction_of_limit"] >= LIMIT_FRACTION)))
-            rows.append(("limit: reward pool, fresh searches (default; vs the limit with ucinewgame)",
-                         f"{r['pool']:.0f} evals/s ({r['pool_vs_one_engine']:.2f}x one engine)",
-                         f"{r['pool_fraction_of_fresh_limit']:.2f} of that limit", f">= {LIMIT_FRACTION:.2f}",
-                         _ok(r["pool_fraction_of_fresh_limit"] >= LIMIT_FRACTION)))
-            rows.append(("limit: the previous python-chess driver (same engines, fresh searches)",
-                         f"{r['python_chess']:.0f} evals/s", f"pool {r['pool'] / r['python_chess']:.2f}x it" if r['python_chess'] else "", "", ""))
-            for name, q in (r.get("quality") or {}).items():
-                rows.append((f"reward setting {name}", f"{q['evals_per_s']:,.0f} evals/s fresh, "
-                             f"{q.get('evals_per_s_warm', float('nan')):,.0f} warm",
-                             f"Spearman {q['spearman_vs_depth12']:.3f} vs depth 12", "", ""))
-    r = res.get("step")
-    if r is not None:
-        if "error" in r:
-            failed("step", r)
-        else:
-            sh = r["shares"]
-            rows.append((f"step: clean.toml, R={r['roots']} G={r['group_size']} T={r['plies']} "
-                         f"(mean of {r['steps']})",
-                         f"{r['step_s']:.1f} s (rollout {sh['rollout']:.0%}, engine {sh['reward_engine']:.0%}, "
-                         f"policy {sh['policy']:.0%}, learner {sh['learner']:.0%}, budget {sh['budget']:.0%})",
-                         "", f"<= ~{STEP_S:.0f} s", _ok(r["step_s"] <= STEP_S)))
-            if "reward_searches_per_step" in r:
-                rows.append(("step: reward searches per step (after dedup and cache)",
-                             f"{r['reward_searches_per_step']:.0f} ({r['reward_hit_rate']:.1%} of lookups answered "
-                             "by a repeat or the cache)", "", "", ""))
-            rows.append(("step: framework overhead (outside engine and model math)",
-                         f"{r['overhead_frac']:.1%} of the step", "", f"<= {OVERHEAD:.0%}",
-                         _ok(r["overhead_frac"] <= OVERHEAD)))
-    r = res.get("ddp")
-    if r is not None:
-        if "error" in r:
-            failed("ddp", r)
-        elif r.get("ddp") is None:
-            rows.append((f"DDP: {r.get('procs', 2)} processes vs 1", _short(f"not available: {r.get('reason')}"), "", "", ""))
-        else:
-            d = r["ddp"]
-            rows.append((f"DDP: {d['multi']['procs']} torchrun processes vs 1 (all cores), tic-tac-toe, gloo",
-                         f"{d['multi']['positions_per_s']:,.0f} vs {d['single']['positions_per_s']:,.0f} positions/s",
-                         f"{d['throughput_ratio']:.2f}x", "", ""))
-            if "single_1thread" in d:
-                rows.append((f"DDP: {d['multi']['procs']} processes vs 1 process at 1 thread (per-rank scaling)",
-                             f"{d['multi']['positions_per_s']:,.0f} vs {d['single_1thread']['positions_per_s']:,.0f} "
-                             "positions/s", f"{d['throughput_ratio_vs_1thread']:.2f}x",
-                             f"ideal {d['multi']['procs']}x", ""))
-    r = res.get("memory")
-    if r is not None:
-        if "error" in r:
-            failed("memory", r)
-        else:
-            rows.append((f"memory: peak RSS, {r['steps']}-step clean.toml run vs policy only",
-                         f"{r['run_mib']:,.0f} vs {r['baseline_mib']:,.0f} MiB", f"{r['ratio']:.2f}x", "", ""))
+            rows.extend(rows_of(r))
     return rows
 
 
