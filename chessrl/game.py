@@ -38,9 +38,14 @@ class Game:
     obs_len: int = 0        # tokens per observation
     obs_vocab: int = 0      # distinct token ids
     max_plies: int = 200    # a trajectory is truncated after this many plies of a game
+    #: Wall seconds spent waiting on the reward engine since the game was made (the trainer
+    #: logs each step's difference as ``time/reward_engine``). A game with an engine keeps it
+    #: up to date (an attribute or a property); the default, for a game without one, stays 0.
+    engine_seconds: float = 0.0
 
     def initial_states(self, n: int, rng: np.random.Generator) -> list[Any]:
-        """``n`` start positions drawn from the configured start distribution (seeded by ``rng``)."""
+        """``n`` start positions drawn from the configured start distribution (seeded by
+        ``rng``)."""
         raise NotImplementedError
 
     def eval_states(self, n: int, rng: np.random.Generator) -> list[Any]:
@@ -96,7 +101,8 @@ class Game:
         obs = self.observe([state])
         if obs.terminated[0] or not obs.action_mask[0].any():
             reason = obs.reason[0] or "no legal move"
-            raise ValueError(f"the position is already finished ({reason}): {self.state_to_str(state)}; "
+            raise ValueError(f"the position is already finished ({reason}): "
+                             f"{self.state_to_str(state)}; "
                              "start from a position with a move to play")
 
     def state_from_options(self, options: dict[str, Any]) -> Any:
@@ -152,12 +158,21 @@ class Game:
         """
         return {}
 
+    def stats(self) -> dict[str, float]:
+        """Cumulative reward-engine counters since the game was made: ``evaluations``,
+        ``hits``, ``misses``, ``restarts``. The trainer logs each step's differences as
+        ``rollout/reward_searches``, ``rollout/reward_cache_hit_rate`` and
+        ``rollout/engine_restarts``; the default, for a game without an engine, is {} (no
+        such metrics)."""
+        return {}
+
     def eval_opponents(self) -> dict[str, Any]:
         """Named opponents for evaluation: name -> callable(states) -> int64 [n] actions."""
         return {}
 
     def reseed(self, seed: int) -> None:
-        """Re-seed every generator the game owns (engine tie-breaks, random opponents) from ``seed``.
+        """Re-seed every generator the game owns (engine tie-breaks, random opponents) from
+        ``seed``.
 
         The trainer calls it before every step and before every evaluation with a seed derived
         from (run seed, rank, step), so nothing a game draws depends on the steps before it and

@@ -17,8 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from torchrl.data import Categorical, Composite
 from torchrl.envs.utils import check_env_specs
 
 from chessrl import pluginmanager
@@ -49,7 +47,8 @@ def check_observation(game: Game, states: list, n: int):
     assert obs.tokens.shape == (n, game.obs_len) and obs.tokens.dtype == np.int64
     assert obs.tokens.min(initial=0) >= 0 and obs.tokens.max(initial=0) < game.obs_vocab
     assert obs.action_mask.shape == (n, game.n_actions) and obs.action_mask.dtype == bool
-    assert obs.to_play.shape == (n,) and obs.to_play.dtype == np.int64 and set(obs.to_play) <= {0, 1}
+    assert obs.to_play.shape == (n,) and obs.to_play.dtype == np.int64
+    assert set(obs.to_play) <= {0, 1}
     assert obs.terminated.shape == (n,) and obs.terminated.dtype == bool
     assert len(obs.reason) == n
     # A board has legal moves exactly while it is not over; a reason exactly when it is over.
@@ -62,6 +61,18 @@ def test_builtin_games_are_registered():
     assert {"tictactoe", "connect_four"} <= set(GAMES)
 
 
+def test_game_declares_its_optional_extras_with_defaults():
+    """The extras the core uses are declared on Game, so it calls them without getattr."""
+    from chessrl.game import Game
+
+    game = Game()
+    assert game.engine_seconds == 0.0 and game.stats() == {}
+    assert game.benchmark(None, {}) == {} and game.eval_opponents() == {}
+    assert game.action_structure() is None and game.reseed(0) is None
+    with pytest.raises(ValueError, match="takes no reset options"):
+        game.state_from_options({"fen": "x"})
+
+
 @pytest.mark.parametrize("name", game_params())
 def test_contract_random_playouts(name):
     game = make(name)
@@ -70,7 +81,8 @@ def test_contract_random_playouts(name):
     n = 6
     states = game.initial_states(n, np.random.default_rng(1))
     again = game.initial_states(n, np.random.default_rng(1))
-    assert [game.state_to_str(s) for s in states] == [game.state_to_str(s) for s in again], "seeded starts differ"
+    assert [game.state_to_str(s) for s in states] == [game.state_to_str(s) for s in again], \
+        "seeded starts differ"
     seen_terminal = False
     for ply in range(min(game.max_plies, 60)):
         obs = check_observation(game, states, n)
@@ -117,7 +129,8 @@ def test_contract_random_playouts(name):
         assert isinstance(game.action_to_str(int(actions[0])), str)
     assert seen_terminal or ply + 1 >= min(game.max_plies, 60)
     # check_state: the game's own starts (training and evaluation) pass it; a finished game does not
-    for s in game.initial_states(3, np.random.default_rng(2)) + game.eval_states(3, np.random.default_rng(2)):
+    starts = game.initial_states(3, np.random.default_rng(2))
+    for s in starts + game.eval_states(3, np.random.default_rng(2)):
         game.check_state(s)
     obs = game.observe(states)
     for i in np.flatnonzero(obs.terminated):
@@ -174,7 +187,8 @@ def test_example_nim_package_installs_and_registers(tmp_path, monkeypatch):
     shutil.copytree(REPO / "examples/games/chessrl_nim", src)
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-                    "--no-input", "--disable-pip-version-check", "-q", "--target", str(target), str(src)],
+                    "--no-input", "--disable-pip-version-check", "-q", "--target", str(target),
+                    str(src)],
                    check=True, capture_output=True, timeout=120)
     assert (target / "chessrl_nim").is_dir()
 
@@ -199,8 +213,10 @@ def test_example_nim_package_installs_and_registers(tmp_path, monkeypatch):
         # The documented paths: eval_states, check_state, the Gym view through make_gym_env.
         random_starts = games["nim"].obj(games["nim"].schema(heaps=[3, 4, 5], start="random"), 0)
         drawn = random_starts.initial_states(50, np.random.default_rng(0))
-        assert len({s.heaps for s in drawn}) > 1 and all(1 <= h <= m for s in drawn for h, m in zip(s.heaps, (3, 4, 5)))
-        assert {s.heaps for s in random_starts.eval_states(5, np.random.default_rng(0))} == {(3, 4, 5)}
+        assert len({s.heaps for s in drawn}) > 1
+        assert all(1 <= h <= m for s in drawn for h, m in zip(s.heaps, (3, 4, 5)))
+        evals = random_starts.eval_states(5, np.random.default_rng(0))
+        assert {s.heaps for s in evals} == {(3, 4, 5)}
         check_gym_view("chessrl/Nim-v0", {"heaps": [2, 3], "start": "random"}, bad_resets=[
             ({"heaps": [0, 0]}, r"already finished \(win\)"),
             ({"heaps": [1, 2, 3]}, r"3 heaps, but this game has 2"),
