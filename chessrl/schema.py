@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import operator
 import types
 import typing
 from typing import Any
@@ -26,7 +27,8 @@ def opt(default: Any, help: str, *, choices: tuple | None = None, ge: float | No
 
     For a list field the bounds apply to every element and ``length`` is its required size.
     """
-    meta = {"help": help, "choices": choices, "ge": ge, "le": le, "gt": gt, "lt": lt, "length": length}
+    meta = {"help": help, "choices": choices, "ge": ge, "le": le, "gt": gt, "lt": lt,
+            "length": length}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     if dataclasses.is_dataclass(default) and isinstance(default, type):
@@ -43,7 +45,8 @@ class Locator:
     """Maps dotted keys to where their value came from: a line of the TOML source (best
     effort), or the ``--set`` item that overrode the key (or a table above it)."""
 
-    def __init__(self, path: str = "<config>", text: str = "", overrides: dict[str, str] | None = None):
+    def __init__(self, path: str = "<config>", text: str = "",
+                 overrides: dict[str, str] | None = None):
         self.path = path
         self.overrides = overrides or {}
         self.lines: dict[str, int] = {}
@@ -130,6 +133,16 @@ def suggest(word: str, options: typing.Iterable[str]) -> str:
     return f"; did you mean '{match[0]}'?" if match else ""
 
 
+def table(data: dict, key: str, loc: Locator, what: str = "a table", prefix: str = "") -> dict:
+    """``data[key]`` (``{}`` when absent), which must be a TOML table; else a one-line
+    :class:`UserError` saying that ``prefix.key`` must be ``what``."""
+    full = f"{prefix}.{key}" if prefix else key
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise UserError(f"{loc.where(full)}'{full}' must be {what}")
+    return value
+
+
 def build(cls: type, data: dict, *, prefix: str = "", loc: Locator | None = None,
           extra: tuple[str, ...] = ()) -> Any:
     """Build dataclass ``cls`` from ``data``, strictly. Keys in ``extra`` are left alone."""
@@ -173,7 +186,8 @@ def check_value(full: str, value: Any, tp: Any, meta: typing.Mapping, loc: Locat
                             "inf and nan are not allowed: give a finite value")
     length = meta.get("length")
     if length is not None and isinstance(value, list) and len(value) != length:
-        raise UserError(f"{loc.where(full)}'{full}' = {value!r} has {len(value)} element(s): expected exactly {length}")
+        raise UserError(f"{loc.where(full)}'{full}' = {value!r} has {len(value)} element(s): "
+                        f"expected exactly {length}")
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise UserError(
@@ -183,14 +197,17 @@ def check_value(full: str, value: Any, tp: Any, meta: typing.Mapping, loc: Locat
     for x in value if isinstance(value, list) else [value]:
         if not isinstance(x, (int, float)) or isinstance(x, bool):
             continue
-        for bound, ok, word in (("ge", lambda v, b: v >= b, ">="), ("le", lambda v, b: v <= b, "<="),
-                                ("gt", lambda v, b: v > b, ">"), ("lt", lambda v, b: v < b, "<")):
+        for bound, ok, word in _BOUNDS:
             b = meta.get(bound)
             if b is not None and not ok(x, b):
-                want = f"every element must be {word} {b} ({x!r} is not)" if isinstance(value, list) \
-                    else f"expected {word} {b}"
+                want = (f"every element must be {word} {b} ({x!r} is not)"
+                        if isinstance(value, list) else f"expected {word} {b}")
                 raise UserError(f"{loc.where(full)}'{full}' = {value!r} is out of range: {want}")
     return value
+
+
+_BOUNDS = (("ge", operator.ge, ">="), ("le", operator.le, "<="), ("gt", operator.gt, ">"),
+           ("lt", operator.lt, "<"))
 
 
 def to_dict(obj: Any) -> Any:
