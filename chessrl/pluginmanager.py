@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import pluggy
 
@@ -185,6 +185,13 @@ def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> list[tuple[
         names = ",".join(i.plugin_name for i in impls) or "-"
         print(f"[chessrl trace] {name} plugins={names} {ms:.2f} ms", file=sys.stderr)
     return results
+
+
+def register_in_call_order(pm: pluggy.PluginManager, plugins: Iterable[tuple[str, Any]]) -> None:
+    """Register ``(name, plugin)`` pairs so that :func:`call_hook` calls them in the given order
+    (the run's regularisers: TOML order)."""
+    for name, plugin in plugins:
+        pm.register(plugin, name=name)
 
 
 @dataclass

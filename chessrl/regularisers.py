@@ -1,23 +1,33 @@
-"""What regulariser plugins share with the core: loss terms, named coefficients, reports.
+"""What regulariser plugins share with the core: the typed :class:`Regulariser`, the run's
+ordered :class:`Regularisers`, loss terms, named coefficients, reports and the run's view.
 
 A regulariser is a class registered by ``chessrl_register_regularisers``. For each enabled
-``[plugins.<name>]`` section the trainer builds ``cls(name, config, coefs)`` and registers
-the instance with a per-run plugin manager under ``name``; its ``@hookimpl`` methods are
-then called every step. See docs/plugins.md.
+``[plugins.<name>]`` section, in TOML order, the run builds ``cls(name, config, coefs)``; the
+instances form one :class:`Regularisers`, which registers them with a per-run pluggy manager
+and calls the run hooks through pluggy. A :class:`Regulariser` subclass overrides typed
+methods (``loss_terms``, ``adjust_coefficients``, ``report``, ...); the base class implements
+the ``chessrl_*`` hooks by calling them, and a subclass may still implement a hook itself with
+``@hookimpl`` (pluggy calls whatever the instance defines). See docs/plugins.md.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
+from chessrl import pluginmanager
 from chessrl.errors import UserError
 from chessrl.health import declared_key
 from chessrl.hookspecs import hookimpl
 
 if TYPE_CHECKING:  # torch is imported by the code that runs a step; the CLI starts without it
     import torch
+    from tensordict import TensorDict
+
+    from chessrl.config import Config
+    from chessrl.game import Game
 
 
 @dataclass
@@ -61,11 +71,13 @@ class PluginReport:
     floors: dict[str, float] = field(default_factory=dict)
 
     def declared_metrics(self, name: str) -> dict[str, float]:
-        """The declared lines as ``plugin/<name>/<key>@<kind>`` metrics (non-finite sides left out)."""
+        """The declared lines as ``plugin/<name>/<key>@<kind>`` metrics (non-finite sides left
+        out)."""
         lines: list[tuple[str, str, Any]] = []
         for key, pair in self.bounds.items():
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-                raise TypeError(f"plugin {name}: bounds['{key}'] must be a (min, max) pair, got {pair!r}")
+                raise TypeError(f"plugin {name}: bounds['{key}'] must be a (min, max) pair, "
+                                f"got {pair!r}")
             lines += [(key, "min", pair[0]), (key, "max", pair[1])]
         lines += [(k, "target", v) for k, v in self.targets.items()]
         lines += [(k, "floor", v) for k, v in self.floors.items()]
@@ -74,7 +86,8 @@ class PluginReport:
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"plugin {name}: the {kind} of '{key}' must be a number, got {value!r}")
+                raise TypeError(f"plugin {name}: the {kind} of '{key}' must be a number, "
+                                f"got {value!r}")
             if math.isfinite(value):
                 out[declared_key(name, key, kind)] = float(value)
         return out
@@ -87,7 +100,8 @@ class Coefficient:
     min: float
     max: float
     owner: str
-    history: list[tuple[str, float, float]] = field(default_factory=list)  # (by, before, after) this step
+    # (by, before, after) of every change this step
+    history: list[tuple[str, float, float]] = field(default_factory=list)
 
     def at_bound(self) -> bool:
         return math.isclose(self.value, self.min, rel_tol=1e-9, abs_tol=1e-12) or \
@@ -106,12 +120,14 @@ class Coefficients:
     def __init__(self) -> None:
         self._c: dict[str, Coefficient] = {}
 
-    def declare(self, name: str, value: float, *, owner: str, min: float = 0.0, max: float = math.inf) -> None:
+    def declare(self, name: str, value: float, *, owner: str, min: float = 0.0,
+                max: float = math.inf) -> None:
         if name in self._c:
-            raise UserError(f"plugins '{self._c[name].owner}' and '{owner}' both declare coefficient '{name}'; "
-                            "enable only one of them")
+            raise UserError(f"plugins '{self._c[name].owner}' and '{owner}' both declare "
+                            f"coefficient '{name}'; enable only one of them")
         if not (min <= value <= max):
-            raise UserError(f"plugins.{owner}: coefficient '{name}' = {value} is outside its bounds [{min}, {max}]")
+            raise UserError(f"plugins.{owner}: coefficient '{name}' = {value} is outside its "
+                            f"bounds [{min}, {max}]")
         self._c[name] = Coefficient(name, float(value), float(min), float(max), owner)
 
     def __contains__(self, name: str) -> bool:
@@ -127,7 +143,8 @@ class Coefficients:
     def get(self, name: str) -> float:
         return self[name].value
 
-    def set(self, name: str, value: float, *, by: str, min: float = -math.inf, max: float = math.inf) -> float:
+    def set(self, name: str, value: float, *, by: str, min: float = -math.inf,
+            max: float = math.inf) -> float:
         """Set ``name`` to ``value`` clamped to the declared bounds and to ``[min, max]``."""
         c = self[name]
         lo, hi = builtins_max(c.min, min), builtins_min(c.max, max)
@@ -159,10 +176,11 @@ builtins_min, builtins_max = min, max
 def require_coefficient(coefs: Coefficients, name: str, plugin: str, hint: str) -> None:
     """Fail before training when a controller's coefficient has no owner (a misconfiguration)."""
     if name not in coefs:
-        raise UserError(f"plugins.{plugin}: adjusts coefficient '{name}', which no enabled plugin declares; {hint}")
+        raise UserError(f"plugins.{plugin}: adjusts coefficient '{name}', which no enabled "
+                        f"plugin declares; {hint}")
 
 
-def metric_value(metrics: dict[str, Any], key: str, plugin: str) -> float:
+def metric_value(metrics: Mapping[str, Any], key: str, plugin: str) -> float:
     """``metrics[key]`` as a float, or a UserError naming the plugin and the available keys."""
     if key not in metrics:
         raise UserError(f"plugins.{plugin}: metric '{key}' is not logged in this run; "
@@ -181,18 +199,66 @@ class NoOptions:
     """A regulariser without options."""
 
 
-class Regulariser:
-    """Convenience base class: stores name, config, coefficients; default checkpoint state.
+@dataclass(frozen=True)
+class RunView:
+    """What a regulariser sees of the run, in ``chessrl_train_start`` / ``chessrl_train_end``.
 
-    Subclasses set ``Config`` (a dataclass built with :func:`chessrl.schema.opt`) and add
-    ``@hookimpl`` methods. ``needs_reference = True`` asks the trainer for ``kl_ref_*``.
+    ``policy`` is the trained module: read its parameters (an anchor, a norm), never step or
+    replace it. ``step`` is the step training starts from (0, or the checkpoint's on resume)
+    or, at train end, the last step done. ``log(line)`` prints a line and writes it to
+    train.log.
     """
 
-    Config: Any = NoOptions
+    config: Config
+    run_dir: Path | None
+    game: Game
+    policy: torch.nn.Module
+    coefs: Coefficients
+    device: torch.device | str = "cpu"
+    step: int = 0
+    log: Callable[[str], None] = print
+
+
+class Regulariser:
+    """The base class (and the typed protocol) of a regulariser.
+
+    Subclasses set ``Config`` (a dataclass built with :func:`chessrl.schema.opt`) and override
+    the methods below that they need; every default does nothing. ``needs_reference = True``
+    (on the class or the instance) asks the trainer for ``kl_ref_*``. The ``chessrl_*`` hook
+    implementations at the end call these methods; pluggy calls them.
+    """
+
+    Config: ClassVar[type] = NoOptions
     needs_reference: bool = False
 
     def __init__(self, name: str, config: Any, coefs: Coefficients) -> None:
         self.name, self.config, self.coefs = name, config, coefs
+
+    # --- the typed interface ----------------------------------------------------------
+
+    def train_start(self, run: RunView) -> None:
+        """Once before the first step (and on resume, after :meth:`load_state_dict`): check the
+        configuration (every coefficient is declared by now), acquire what the plugin needs."""
+
+    def loss_terms(self, out: TensorDict, batch: TensorDict) -> LossTerm | list[LossTerm] | None:
+        """This epoch's term(s), computed from the loss output ``out`` (read the coefficient
+        from ``self.coefs`` every time: a controller may change it)."""
+        return None
+
+    def adjust_coefficients(self, metrics: Mapping[str, float], step: int) -> None:
+        """After the optimiser step: set coefficients (``self.coefs.set``) from this step's
+        metrics; the new values apply from the next step."""
+
+    def report(self, metrics: Mapping[str, float], step: int) -> PluginReport | None:
+        """This step's :class:`PluginReport`: metrics, acted, at_bound, declared lines, a
+        message or a stop request (None: nothing to report)."""
+        return None
+
+    def eval_end(self, metrics: Mapping[str, float], step: int) -> None:
+        """After an evaluation, with its ``eval/...`` metrics."""
+
+    def train_end(self, run: RunView) -> None:
+        """Once when training stops, normally or not: release what :meth:`train_start` took."""
 
     def state_dict(self) -> dict:
         """This plugin's checkpoint state (override for stateful plugins)."""
@@ -201,11 +267,155 @@ class Regulariser:
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` returned."""
 
+    # --- the hooks, through which pluggy calls the methods above ------------------------
+
     @hookimpl
-    def chessrl_state_dict(self):
+    def chessrl_train_start(self, run: RunView) -> None:
+        self.train_start(run)
+
+    @hookimpl
+    def chessrl_loss_terms(self, out: TensorDict, batch: TensorDict
+                           ) -> LossTerm | list[LossTerm] | None:
+        return self.loss_terms(out, batch)
+
+    @hookimpl
+    def chessrl_adjust_coefficients(self, metrics: Mapping[str, float], step: int) -> None:
+        self.adjust_coefficients(metrics, step)
+
+    @hookimpl
+    def chessrl_step_end(self, metrics: Mapping[str, float], step: int) -> PluginReport | None:
+        return self.report(metrics, step)
+
+    @hookimpl
+    def chessrl_eval_end(self, metrics: Mapping[str, float], step: int) -> None:
+        self.eval_end(metrics, step)
+
+    @hookimpl
+    def chessrl_train_end(self, run: RunView) -> None:
+        self.train_end(run)
+
+    @hookimpl
+    def chessrl_state_dict(self) -> dict[str, dict]:
         return {self.name: self.state_dict()}
 
     @hookimpl
-    def chessrl_load_state_dict(self, states):
+    def chessrl_load_state_dict(self, states: Mapping[str, dict]) -> None:
         if self.name in states:
             self.load_state_dict(states[self.name])
+
+
+def report_metrics(name: str, report: PluginReport) -> dict[str, float]:
+    """A report as metrics: ``plugin/<name>/<key>``, ``acted``, ``at_bound`` (1/0) and the
+    declared lines (``plugin/<name>/<key>@min`` ...)."""
+    if not isinstance(report, PluginReport):
+        raise TypeError(f"plugin {name}: chessrl_step_end must return a PluginReport, "
+                        f"got {type(report).__name__}")
+    out = {f"plugin/{name}/{k}": float(v) for k, v in report.metrics.items()}
+    if report.acted is not None:
+        out[f"plugin/{name}/acted"] = float(bool(report.acted))
+    if report.at_bound is not None:
+        out[f"plugin/{name}/at_bound"] = float(bool(report.at_bound))
+    out.update(report.declared_metrics(name))
+    return out
+
+
+@dataclass
+class StepEnd:
+    """What the regularisers say at the end of a step: their metrics, the lines to print
+    (``plugin <name>: <message>``) and a reason to stop (None: go on)."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+    stop: str | None = None
+
+
+class Regularisers:
+    """The enabled regularisers of one run, in the order of their ``[plugins.*]`` sections.
+
+    They are registered with a per-run pluggy manager (``pm``) so that pluggy calls them in
+    that order; every method calls its hook through pluggy, so a plugin may implement a hook
+    itself, wrap it (``@hookimpl(wrapper=True)``) or order itself (``tryfirst``).
+    """
+
+    def __init__(self, plugins: Sequence[tuple[str, Any]], coefs: Coefficients) -> None:
+        self.coefs = coefs
+        self.plugins: dict[str, Any] = dict(plugins)
+        self.pm = pluginmanager.new_plugin_manager()
+        pluginmanager.register_in_call_order(self.pm, plugins)
+        pluginmanager.check_hooks(self.pm)
+
+    @classmethod
+    def from_config(cls, sections: Mapping[str, Any], coefs: Coefficients | None = None
+                    ) -> Regularisers:
+        """Build each section's regulariser, ``cls(name, options, coefs)``, in order."""
+        coefs = coefs if coefs is not None else Coefficients()
+        installed = pluginmanager.regularisers()
+        return cls([(name, installed[name].obj(name, options, coefs))
+                    for name, options in sections.items()], coefs)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.plugins)
+
+    def __len__(self) -> int:
+        return len(self.plugins)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.plugins[name]
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether some regulariser asks for the reference policy's ``kl_ref_*``."""
+        return any(getattr(p, "needs_reference", False) for p in self.plugins.values())
+
+    def hook(self, name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call hook ``name`` through pluggy: ``[(plugin, result)]`` in TOML order."""
+        return pluginmanager.call_hook(self.pm, name, **kwargs)
+
+    def train_start(self, run: RunView) -> None:
+        self.hook("chessrl_train_start", run=run)
+
+    def loss_terms(self, out: TensorDict, batch: TensorDict, taken: Sequence[str] = ("objective",)
+                   ) -> list[LossTerm]:
+        """Every plugin's terms this epoch, checked: LossTerm objects with new names."""
+        names, terms = set(taken), []
+        for plugin, res in self.hook("chessrl_loss_terms", out=out, batch=batch, coefs=self.coefs):
+            for term in (res if isinstance(res, (list, tuple)) else [res]):
+                if not isinstance(term, LossTerm):
+                    raise TypeError(f"plugin {plugin}: chessrl_loss_terms must return LossTerm, "
+                                    f"got {type(term).__name__}")
+                if term.name in names:
+                    raise ValueError(f"plugin {plugin}: loss term '{term.name}' already exists")
+                names.add(term.name)
+                terms.append(term)
+        return terms
+
+    def adjust_coefficients(self, metrics: Mapping[str, float], step: int) -> None:
+        self.hook("chessrl_adjust_coefficients", metrics=metrics, coefs=self.coefs, step=step)
+
+    def step_end(self, metrics: Mapping[str, float], step: int) -> StepEnd:
+        """The reports of this step as metrics, messages and the (last) stop request."""
+        end = StepEnd()
+        for name, report in self.hook("chessrl_step_end", metrics=metrics, step=step):
+            end.metrics.update(report_metrics(name, report))
+            if report.message:
+                end.messages.append(f"plugin {name}: {report.message}")
+            if report.stop:
+                end.stop = f"plugin {name} stopped training: {report.stop}"
+        return end
+
+    def eval_end(self, metrics: Mapping[str, float], step: int) -> None:
+        self.hook("chessrl_eval_end", metrics=metrics, step=step)
+
+    def train_end(self, run: RunView) -> None:
+        self.hook("chessrl_train_end", run=run)
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{plugin: state}`` for checkpoints."""
+        states: dict[str, Any] = {}
+        for _, s in self.hook("chessrl_state_dict"):
+            states.update(s)
+        return states
+
+    def load_state_dict(self, states: Mapping[str, Any]) -> None:
+        self.hook("chessrl_load_state_dict", states=states)

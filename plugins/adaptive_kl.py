@@ -18,11 +18,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from chessrl import hookimpl
 from chessrl.errors import UserError
-from chessrl.regularisers import Coefficients, PluginReport, Regulariser, metric_value, require_coefficient
+from chessrl.regularisers import (
+    Coefficients,
+    PluginReport,
+    Regulariser,
+    RunView,
+    metric_value,
+    require_coefficient,
+)
 from chessrl.schema import opt
 
 COEFFICIENT = "kl"
@@ -33,23 +40,27 @@ _E_CLIP = 0.2  # Ziegler et al.'s clip on the proportional error
 @dataclass
 class AdaptiveKLConfig:
     target: float = opt(0.01, "Target KL per trained ply (in the units of `metric`).", gt=0.0)
-    rule: str = opt("proportional", "'proportional': Ziegler et al.'s rule; 'multiplicative': coef * rate above "
-                    "the target, coef / rate below (the analysed run's rule).",
+    rule: str = opt("proportional", "'proportional': Ziegler et al.'s rule; 'multiplicative': "
+                    "coef * rate above the target, coef / rate below (the analysed run's rule).",
                     choices=("proportional", "multiplicative"))
     rate: float = opt(1.5, "Multiplicative rule: factor per step.", gt=1.0)
-    horizon: int = opt(10000, "Proportional rule: the horizon (in samples) over which the error is corrected.", ge=1)
-    batch_size: int = opt(0, f"Proportional rule: n, samples per step; 0 = metrics['{TRAINED_PLIES}'].", ge=0)
+    horizon: int = opt(10000, "Proportional rule: the horizon (in samples) over which the error "
+                       "is corrected.", ge=1)
+    batch_size: int = opt(0, f"Proportional rule: n, samples per step; 0 = "
+                          f"metrics['{TRAINED_PLIES}'].", ge=0)
     min: float = opt(1e-5, "Smallest coefficient the controller sets.", ge=0.0)
     max: float = opt(1.0, "Largest coefficient the controller sets.", gt=0.0)
     metric: str = opt("budget/kl_penalty/raw", "The metrics key holding the KL to control "
                       "(default: the kl_penalty term's raw value, first epoch).")
-    init: float | None = opt(None, "Starting coefficient, set at train start (unset = keep kl_penalty's coef).", ge=0.0)
+    init: float | None = opt(None, "Starting coefficient, set at train start (unset = keep "
+                             "kl_penalty's coef).", ge=0.0)
 
     def __post_init__(self) -> None:
         if self.min > self.max:
             raise ValueError(f"min = {self.min} exceeds max = {self.max}")
         if self.init is not None and not (self.min <= self.init <= self.max):
-            raise ValueError(f"init = {self.init} is outside [min, max] = [{self.min}, {self.max}]")
+            raise ValueError(f"init = {self.init} is outside [min, max] = "
+                             f"[{self.min}, {self.max}]")
 
 
 class AdaptiveKL(Regulariser):
@@ -63,18 +74,19 @@ class AdaptiveKL(Regulariser):
         self._kl = math.nan
         self._acted = False
 
-    @hookimpl
-    def chessrl_train_start(self, run) -> None:
-        """Fails if no plugin declares ``kl`` or it would stay stuck at 0; applies ``init`` once."""
+    def train_start(self, run: RunView) -> None:
+        """Fails if no plugin declares ``kl`` or it would stay stuck at 0; applies ``init``
+        once."""
         require_coefficient(self.coefs, COEFFICIENT, self.name, "enable [plugins.kl_penalty]")
         if not self.initialised and self.config.init is not None:
             self.coefs.set(COEFFICIENT, self.config.init, by=self.name)
         self.initialised = True  # a resumed run keeps its checkpointed coefficient
         if self.coefs.get(COEFFICIENT) == 0.0:
-            raise UserError(f"plugins.{self.name}: coefficient 'kl' starts at 0, where both rules keep it; "
-                            f"set plugins.kl_penalty.coef or plugins.{self.name}.init > 0")
+            raise UserError(f"plugins.{self.name}: coefficient 'kl' starts at 0, where both "
+                            f"rules keep it; set plugins.kl_penalty.coef or "
+                            f"plugins.{self.name}.init > 0")
 
-    def next_coef(self, coef: float, kl: float, metrics: dict[str, Any]) -> float:
+    def next_coef(self, coef: float, kl: float, metrics: Mapping[str, Any]) -> float:
         """The coefficient the configured rule gives for this step's KL (before clamping)."""
         cfg = self.config
         if cfg.rule == "multiplicative":
@@ -83,11 +95,11 @@ class AdaptiveKL(Regulariser):
         n = cfg.batch_size or metric_value(metrics, TRAINED_PLIES, self.name)
         return coef * (1.0 + e * n / cfg.horizon)
 
-    @hookimpl
-    def chessrl_adjust_coefficients(self, metrics: dict, coefs: Coefficients) -> None:
+    def adjust_coefficients(self, metrics: Mapping[str, float], step: int) -> None:
         """Sets ``kl`` from this step's KL, clamped to ``[min, max]``; skips a non-finite KL."""
         kl = metric_value(metrics, self.config.metric, self.name)
         self._kl = kl
+        coefs = self.coefs
         before = coefs.get(COEFFICIENT)
         if not math.isfinite(kl):
             self._acted = False  # a NaN KL must not drive the coefficient to a bound
@@ -96,9 +108,9 @@ class AdaptiveKL(Regulariser):
                           min=self.config.min, max=self.config.max)
         self._acted = after != before
 
-    @hookimpl
-    def chessrl_step_end(self) -> PluginReport:
-        """Reports coef, kl, kl_ratio; ``acted`` = the coefficient changed, ``at_bound`` = it sits at a bound.
+    def report(self, metrics: Mapping[str, float], step: int) -> PluginReport:
+        """Reports coef, kl, kl_ratio; ``acted`` = the coefficient changed, ``at_bound`` = it
+        sits at a bound.
 
         Declares the coefficient's bounds ``[min, max]`` and the KL's ``target`` for the report.
         """

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 from chessrl import hookimpl
 from chessrl.regularisers import Coefficients, LossTerm, PluginReport, Regulariser
@@ -19,6 +19,7 @@ from chessrl.schema import opt
 
 if TYPE_CHECKING:  # torch is imported by the code that runs a step; the CLI starts without it
     import torch
+    from tensordict import TensorDict
 
 COEFFICIENT = "entropy"
 _OUT_KEY = {"exact": "entropy", "sample": "entropy_sample"}
@@ -27,8 +28,9 @@ _OUT_KEY = {"exact": "entropy", "sample": "entropy_sample"}
 @dataclass
 class EntropyBonusConfig:
     coef: float = opt(0.01, "Weight of the bonus: the loss gets coef * (-entropy).", ge=0.0)
-    estimator: str = opt("exact", "'exact': policy entropy over legal moves; 'sample': mean surprisal "
-                         "-log pi(a|s) of the sampled moves.", choices=("exact", "sample"))
+    estimator: str = opt("exact", "'exact': policy entropy over legal moves; 'sample': mean "
+                         "surprisal -log pi(a|s) of the sampled moves.",
+                         choices=("exact", "sample"))
 
 
 class EntropyBonus(Regulariser):
@@ -41,15 +43,13 @@ class EntropyBonus(Regulariser):
         coefs.declare(COEFFICIENT, config.coef, owner=name, min=0.0)
         self._last: torch.Tensor | None = None  # detached, read at step end (no sync per epoch)
 
-    @hookimpl
-    def chessrl_loss_terms(self, out, coefs: Coefficients) -> LossTerm:
+    def loss_terms(self, out: TensorDict, batch: TensorDict) -> LossTerm:
         """The term ``raw = -entropy`` under the configured estimator, differentiable."""
         entropy = out[_OUT_KEY[self.config.estimator]]
         self._last = entropy.detach()
-        return LossTerm(name=self.name, coef=coefs.get(COEFFICIENT), raw=-entropy)
+        return LossTerm(name=self.name, coef=self.coefs.get(COEFFICIENT), raw=-entropy)
 
-    @hookimpl
-    def chessrl_step_end(self, metrics: dict) -> PluginReport:
+    def report(self, metrics: Mapping[str, float], step: int) -> PluginReport:
         """Reports the entropy the term saw (first epoch, as in the budget) and its coefficient."""
         raw = metrics.get(f"budget/{self.name}/raw")
         if raw is not None:

@@ -19,10 +19,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Mapping
 
 from chessrl import hookimpl
 from chessrl.errors import UserError
-from chessrl.regularisers import Coefficients, PluginReport, Regulariser, metric_value, require_coefficient
+from chessrl.regularisers import (
+    Coefficients,
+    PluginReport,
+    Regulariser,
+    RunView,
+    metric_value,
+    require_coefficient,
+)
 from chessrl.schema import opt
 
 COEFFICIENT = "entropy"
@@ -32,10 +40,12 @@ COEFFICIENT = "entropy"
 class EntropyFloorConfig:
     floor: float = opt(1.0, "Entropy (nats) below which a step counts as low.", ge=0.0)
     patience: int = opt(5, "Consecutive low steps before the monitor fires.", ge=1)
-    action: str = opt("boost", "'boost': raise the entropy coefficient; 'warn': print a warning; "
-                      "'stop': stop training.", choices=("boost", "warn", "stop"))
-    boost_factor: float = opt(1.5, "Boost: the entropy coefficient is multiplied by this.", gt=1.0)
-    max_coef: float = opt(0.1, "Boost: the entropy coefficient is never raised above this.", gt=0.0)
+    action: str = opt("boost", "'boost': raise the entropy coefficient; 'warn': print a "
+                      "warning; 'stop': stop training.", choices=("boost", "warn", "stop"))
+    boost_factor: float = opt(1.5, "Boost: the entropy coefficient is multiplied by this.",
+                              gt=1.0)
+    max_coef: float = opt(0.1, "Boost: the entropy coefficient is never raised above this.",
+                          gt=0.0)
     metric: str = opt("train/entropy", "The metrics key holding the entropy to watch.")
 
 
@@ -52,25 +62,27 @@ class EntropyFloor(Regulariser):
         self._fired = False
         self._message: str | None = None
 
-    @hookimpl
-    def chessrl_train_start(self, run) -> None:
-        """Boost only: fails unless ``entropy`` is declared, positive and not above ``max_coef``."""
+    def train_start(self, run: RunView) -> None:
+        """Boost only: fails unless ``entropy`` is declared, positive and not above
+        ``max_coef``."""
         if self.config.action != "boost":
             return  # warn / stop only read a metric the loss always computes
         require_coefficient(self.coefs, COEFFICIENT, self.name,
-                            f"enable [plugins.entropy_bonus] or set plugins.{self.name}.action = 'warn'")
+                            f"enable [plugins.entropy_bonus] or set "
+                            f"plugins.{self.name}.action = 'warn'")
         coef = self.coefs.get(COEFFICIENT)
         if coef == 0.0:
-            raise UserError(f"plugins.{self.name}: coefficient 'entropy' is 0 and a boost multiplies it; "
-                            "set plugins.entropy_bonus.coef > 0")
+            raise UserError(f"plugins.{self.name}: coefficient 'entropy' is 0 and a boost "
+                            "multiplies it; set plugins.entropy_bonus.coef > 0")
         if coef > self.config.max_coef:
-            raise UserError(f"plugins.{self.name}: max_coef = {self.config.max_coef} is below the entropy "
-                            f"coefficient {coef}, so a boost could never raise it; raise max_coef")
+            raise UserError(f"plugins.{self.name}: max_coef = {self.config.max_coef} is below "
+                            f"the entropy coefficient {coef}, so a boost could never raise it; "
+                            "raise max_coef")
 
-    @hookimpl
-    def chessrl_adjust_coefficients(self, metrics: dict, coefs: Coefficients) -> None:
-        """Counts consecutive low steps and fires after ``patience`` of them (boosting in boost mode)."""
-        cfg = self.config
+    def adjust_coefficients(self, metrics: Mapping[str, float], step: int) -> None:
+        """Counts consecutive low steps and fires after ``patience`` of them (boosting in boost
+        mode)."""
+        cfg, coefs = self.config, self.coefs
         self._entropy = entropy = metric_value(metrics, cfg.metric, self.name)
         self._fired, self._message = False, None
         # a NaN entropy is not evidence of a low entropy: it counts as not low
@@ -92,8 +104,7 @@ class EntropyFloor(Regulariser):
         else:
             self._message = f"{what}; stopping"
 
-    @hookimpl
-    def chessrl_step_end(self) -> PluginReport:
+    def report(self, metrics: Mapping[str, float], step: int) -> PluginReport:
         """Reports entropy, below_floor, consecutive_low_steps, times_fired and (boost) coef.
 
         Declares the ``floor`` of the watched metric and, when boosting, ``max_coef`` as the
@@ -101,7 +112,8 @@ class EntropyFloor(Regulariser):
         """
         cfg = self.config
         m = {"entropy": self._entropy, "below_floor": float(self._entropy < cfg.floor),
-             "consecutive_low_steps": float(self.consecutive_low), "times_fired": float(self.times_fired)}
+             "consecutive_low_steps": float(self.consecutive_low),
+             "times_fired": float(self.times_fired)}
         at_bound = None
         if COEFFICIENT in self.coefs:
             m["coef"] = self.coefs.get(COEFFICIENT)
@@ -110,11 +122,12 @@ class EntropyFloor(Regulariser):
             # a boost capped at max_coef is saturation; a monitor that never fired is not
             # saturated, merely dead, whatever the coefficient someone else set
             at_bound = fired and self.coefs.get(COEFFICIENT) >= cfg.max_coef * (1 - 1e-9)
+        boosts = "coef" in m and cfg.action == "boost"
         return PluginReport(metrics=m, acted=fired, at_bound=at_bound,
                             stop=self._message if fired and cfg.action == "stop" else None,
                             message=self._message if fired else None,
                             floors={cfg.metric: cfg.floor},
-                            bounds={"coef": (None, cfg.max_coef)} if "coef" in m and cfg.action == "boost" else {})
+                            bounds={"coef": (None, cfg.max_coef)} if boosts else {})
 
     def state_dict(self) -> dict:
         return {"consecutive_low": self.consecutive_low, "times_fired": self.times_fired}

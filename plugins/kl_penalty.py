@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 from chessrl import hookimpl
 from chessrl.regularisers import Coefficients, LossTerm, PluginReport, Regulariser
@@ -20,6 +20,7 @@ from chessrl.schema import opt
 
 if TYPE_CHECKING:  # torch is imported by the code that runs a step; the CLI starts without it
     import torch
+    from tensordict import TensorDict
 
 COEFFICIENT = "kl"
 
@@ -27,10 +28,12 @@ COEFFICIENT = "kl"
 @dataclass
 class KLPenaltyConfig:
     coef: float = opt(0.001, "Weight of the penalty: the loss gets coef * KL.", ge=0.0)
-    estimator: str = opt("exact", "'exact': KL over legal moves; 'k1': mean log-ratio of the sampled moves; "
-                         "'k3': mean (r - 1) - log r (unbiased, non-negative).", choices=("exact", "k1", "k3"))
-    reference: str = opt("initial", "'initial': KL to the policy at the start of training; 'old': KL to the "
-                         "policy that sampled the rollout.", choices=("initial", "old"))
+    estimator: str = opt("exact", "'exact': KL over legal moves; 'k1': mean log-ratio of the "
+                         "sampled moves; 'k3': mean (r - 1) - log r (unbiased, non-negative).",
+                         choices=("exact", "k1", "k3"))
+    reference: str = opt("initial", "'initial': KL to the policy at the start of training; "
+                         "'old': KL to the policy that sampled the rollout.",
+                         choices=("initial", "old"))
 
 
 class KLPenalty(Regulariser):
@@ -46,18 +49,17 @@ class KLPenalty(Regulariser):
         coefs.declare(COEFFICIENT, config.coef, owner=name, min=0.0)
         self._last: torch.Tensor | None = None
 
-    @hookimpl
-    def chessrl_loss_terms(self, out, coefs: Coefficients) -> LossTerm:
+    def loss_terms(self, out: TensorDict, batch: TensorDict) -> LossTerm:
         """The term ``raw = KL`` (``out[self.key]``), differentiable."""
         if self.key not in out.keys():
             # the trainer did not honour needs_reference: a core bug, not a user mistake
-            raise KeyError(f"loss output has no '{self.key}' (keys: {', '.join(sorted(out.keys()))})")
+            raise KeyError(f"loss output has no '{self.key}' "
+                           f"(keys: {', '.join(sorted(out.keys()))})")
         kl = out[self.key]
         self._last = kl.detach()
-        return LossTerm(name=self.name, coef=coefs.get(COEFFICIENT), raw=kl)
+        return LossTerm(name=self.name, coef=self.coefs.get(COEFFICIENT), raw=kl)
 
-    @hookimpl
-    def chessrl_step_end(self, metrics: dict) -> PluginReport:
+    def report(self, metrics: Mapping[str, float], step: int) -> PluginReport:
         """Reports the KL the term saw (first epoch, as in the budget) and its coefficient."""
         raw = metrics.get(f"budget/{self.name}/raw")
         if raw is None:

@@ -2,14 +2,13 @@
 scripted metric sequences, checkpoint state, misconfiguration errors and the TOML path.
 
 Plugins are built the way the trainer builds them (strict ``Config`` from a dict, ``cls(name,
-config, coefs)``, registered in a fresh pluggy manager in config order) and driven through
-:func:`chessrl.pluginmanager.call_hook`, the trainer's only way of calling them.
+config, coefs)``, one :class:`chessrl.regularisers.Regularisers` in config order) and driven
+through it, the trainer's only way of calling them (its hooks go through pluggy).
 """
 
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,21 +19,30 @@ from chessrl import hookimpl
 from chessrl.config import from_dict
 from chessrl.errors import UserError
 from chessrl.loss import GRPOLoss
-from chessrl.pluginmanager import call_hook, new_plugin_manager, regularisers
+from chessrl.pluginmanager import call_hook, regularisers
 from chessrl.policy import Policy
-from chessrl.regularisers import Coefficients, LossTerm, PluginReport, Regulariser
+from chessrl.regularisers import (
+    Coefficients,
+    LossTerm,
+    PluginReport,
+    Regulariser,
+    Regularisers,
+    RunView,
+)
 from chessrl.schema import build
 
 # --- harness: what the trainer does with plugins ----------------------------------------
 
 
 class Harness:
-    """One run's plugins: a Coefficients object and a per-run manager, in config order."""
+    """One run's plugins: a Coefficients object and, once used, their :class:`Regularisers`."""
 
-    def __init__(self, *specs: tuple[str, dict[str, Any]], extra: tuple[tuple[str, Regulariser], ...] = ()):
+    def __init__(
+        self, *specs: tuple[str, dict[str, Any]], extra: tuple[tuple[str, Regulariser], ...] = ()
+    ):
         self.coefs = Coefficients()
-        self.pm = new_plugin_manager()
         self.plugins: dict[str, Any] = {}
+        self._regs: Regularisers | None = None
         for name, options in specs:
             cls = regularisers()[name].obj
             inst = cls(name, build(cls.Config, options, prefix=f"plugins.{name}"), self.coefs)
@@ -43,19 +51,35 @@ class Harness:
             self.add(name, inst)
 
     def add(self, name: str, inst: Any) -> None:
+        assert self._regs is None, "add every plugin before the first hook call"
         self.plugins[name] = inst
-        self.pm.register(inst, name=name)
+
+    @property
+    def regs(self) -> Regularisers:
+        if self._regs is None:
+            self._regs = Regularisers(list(self.plugins.items()), self.coefs)
+        return self._regs
+
+    @property
+    def pm(self) -> Any:
+        return self.regs.pm
 
     def train_start(self) -> None:
-        run = SimpleNamespace(config=None, policy=torch.nn.Linear(2, 2), coefs=self.coefs,
-                              run_dir=None, game=None, log=lambda line: None)
-        call_hook(self.pm, "chessrl_train_start", run=run)
+        run = RunView(
+            config=None,
+            run_dir=None,
+            game=None,
+            policy=torch.nn.Linear(2, 2),
+            coefs=self.coefs,
+            log=lambda line: None,
+        )
+        self.regs.train_start(run)
 
     def step(self, metrics: dict[str, float], step: int = 0) -> dict[str, PluginReport]:
         """The trainer's end of step: adjust coefficients in order, then collect reports."""
         self.coefs.begin_step()
-        call_hook(self.pm, "chessrl_adjust_coefficients", metrics=metrics, coefs=self.coefs, step=step)
-        return dict(call_hook(self.pm, "chessrl_step_end", metrics=metrics, step=step))
+        self.regs.adjust_coefficients(metrics, step)
+        return dict(self.regs.hook("chessrl_step_end", metrics=metrics, step=step))
 
 
 # --- a tiny policy whose distribution is known by hand ----------------------------------
@@ -99,9 +123,15 @@ def loss_out(policy: Policy) -> TensorDict:
     for i, legal in enumerate(LEGAL):
         mask[i, legal] = True
     uniform = torch.log(mask.float() / mask.float().sum(-1, keepdim=True))
-    batch = TensorDict(observation=torch.randint(0, 5, (3, 3), generator=torch.Generator().manual_seed(1)),
-                       action_mask=mask, action=torch.tensor(ACTIONS), old_log_probs=uniform,
-                       ref_log_probs=uniform, advantage=torch.tensor([1.0, -1.0, 0.5]), batch_size=[3])
+    batch = TensorDict(
+        observation=torch.randint(0, 5, (3, 3), generator=torch.Generator().manual_seed(1)),
+        action_mask=mask,
+        action=torch.tensor(ACTIONS),
+        old_log_probs=uniform,
+        ref_log_probs=uniform,
+        advantage=torch.tensor([1.0, -1.0, 0.5]),
+        batch_size=[3],
+    )
     return GRPOLoss(policy)(batch)
 
 
@@ -114,7 +144,9 @@ def hand_kl(reference: str, estimator: str) -> float:
     p_rows, q_rows = hand_probs(), hand_uniform()
     if estimator == "exact":
         if reference == "initial":
-            return mean([sum(p[a] * math.log(p[a] / q[a]) for a in p) for p, q in zip(p_rows, q_rows)])
+            return mean(
+                [sum(p[a] * math.log(p[a] / q[a]) for a in p) for p, q in zip(p_rows, q_rows)]
+            )
         return mean([sum(q[a] * math.log(q[a] / p[a]) for a in q) for p, q in zip(p_rows, q_rows)])
     # sampled estimators at the taken actions, with log r = log q(a) - log pi(a)
     log_r = [math.log(q[a] / p[a]) for p, q, a in zip(p_rows, q_rows, ACTIONS)]
@@ -133,8 +165,11 @@ def test_entropy_bonus_term_is_minus_entropy(estimator: str) -> None:
     h = Harness(("entropy_bonus", {"coef": 0.03, "estimator": estimator}))
     out = loss_out(tiny_policy())
     [(plugin, term)] = call_hook(h.pm, "chessrl_loss_terms", out=out, batch=None, coefs=h.coefs)
-    expected = hand_entropy() if estimator == "exact" else \
-        mean([-math.log(p[a]) for p, a in zip(hand_probs(), ACTIONS)])
+    expected = (
+        hand_entropy()
+        if estimator == "exact"
+        else mean([-math.log(p[a]) for p, a in zip(hand_probs(), ACTIONS)])
+    )
     assert plugin == "entropy_bonus" and isinstance(term, LossTerm)
     assert term.name == "entropy_bonus" and term.coef == 0.03
     assert term.raw.item() == pytest.approx(-expected, rel=1e-5)
@@ -150,7 +185,9 @@ def test_entropy_bonus_gradient_matches_hand_derivative() -> None:
     """
     policy = tiny_policy()
     h = Harness(("entropy_bonus", {}))
-    [(_, term)] = call_hook(h.pm, "chessrl_loss_terms", out=loss_out(policy), batch=None, coefs=h.coefs)
+    [(_, term)] = call_hook(
+        h.pm, "chessrl_loss_terms", out=loss_out(policy), batch=None, coefs=h.coefs
+    )
     term.raw.backward()
     expected = [0.0] * 4
     for row in hand_probs():
@@ -169,7 +206,9 @@ def test_kl_penalty_reads_the_configured_estimate(reference: str, estimator: str
     h = Harness(("kl_penalty", {"coef": 0.5, "estimator": estimator, "reference": reference}))
     inst = h.plugins["kl_penalty"]
     assert inst.needs_reference is (reference == "initial")
-    [(_, term)] = call_hook(h.pm, "chessrl_loss_terms", out=loss_out(tiny_policy()), batch=None, coefs=h.coefs)
+    [(_, term)] = call_hook(
+        h.pm, "chessrl_loss_terms", out=loss_out(tiny_policy()), batch=None, coefs=h.coefs
+    )
     assert term.coef == 0.5
     assert term.raw.item() == pytest.approx(hand_kl(reference, estimator), rel=1e-5, abs=1e-7)
     report = h.step({"budget/kl_penalty/raw": term.raw.item()})["kl_penalty"]
@@ -193,8 +232,13 @@ def kl_metrics(kl: float, plies: int = 100) -> dict[str, float]:
 
 def test_adaptive_kl_multiplicative_saturates_holds_then_comes_down() -> None:
     """The analysed run: KL stays 3-6x above target, so the coefficient sits at its max."""
-    h = Harness(("kl_penalty", {"coef": 0.012}),
-                ("adaptive_kl", {"rule": "multiplicative", "target": 0.012, "rate": 1.2, "min": 1e-3, "max": 0.1}))
+    h = Harness(
+        ("kl_penalty", {"coef": 0.012}),
+        (
+            "adaptive_kl",
+            {"rule": "multiplicative", "target": 0.012, "rate": 1.2, "min": 1e-3, "max": 0.1},
+        ),
+    )
     h.train_start()
     coef = 0.012
     steps_to_max = math.ceil(math.log(0.1 / 0.012) / math.log(1.2))  # 12
@@ -218,8 +262,10 @@ def test_adaptive_kl_multiplicative_saturates_holds_then_comes_down() -> None:
 
 
 def test_adaptive_kl_proportional_rule_values() -> None:
-    h = Harness(("kl_penalty", {"coef": 0.1}),
-                ("adaptive_kl", {"rule": "proportional", "target": 0.02, "horizon": 1000}))
+    h = Harness(
+        ("kl_penalty", {"coef": 0.1}),
+        ("adaptive_kl", {"rule": "proportional", "target": 0.02, "horizon": 1000}),
+    )
     h.train_start()
     expected = 0.1
     # e = clip(KL / target - 1, -0.2, 0.2); coef *= 1 + e * n / horizon with n = 100 plies
@@ -232,8 +278,10 @@ def test_adaptive_kl_proportional_rule_values() -> None:
 
 
 def test_adaptive_kl_proportional_batch_size_option_overrides_metric() -> None:
-    h = Harness(("kl_penalty", {"coef": 0.1}),
-                ("adaptive_kl", {"target": 0.02, "horizon": 1000, "batch_size": 500}))
+    h = Harness(
+        ("kl_penalty", {"coef": 0.1}),
+        ("adaptive_kl", {"target": 0.02, "horizon": 1000, "batch_size": 500}),
+    )
     h.train_start()
     h.step({"budget/kl_penalty/raw": 0.03})  # no rollout/trained_plies needed
     assert h.coefs.get("kl") == pytest.approx(0.1 * (1 + 0.2 * 500 / 1000))
@@ -242,7 +290,9 @@ def test_adaptive_kl_proportional_batch_size_option_overrides_metric() -> None:
 def test_adaptive_kl_missing_metric_lists_available_keys() -> None:
     h = Harness(("kl_penalty", {}), ("adaptive_kl", {"metric": "train/kl_ref_exact"}))
     h.train_start()
-    with pytest.raises(UserError, match=r"plugins\.adaptive_kl: metric 'train/kl_ref_exact'.*budget/kl_penalty/raw"):
+    with pytest.raises(
+        UserError, match=r"plugins\.adaptive_kl: metric 'train/kl_ref_exact'.*budget/kl_penalty/raw"
+    ):
         h.step({"budget/kl_penalty/raw": 0.1, "train/kl_old_exact": 0.0})
 
 
@@ -271,7 +321,10 @@ def test_adaptive_kl_init_applies_once_and_not_after_resume() -> None:
 
 
 def floor_run(**options: Any) -> Harness:
-    h = Harness(("entropy_bonus", {"coef": 0.01}), ("entropy_floor", {"floor": 1.0, "patience": 3, **options}))
+    h = Harness(
+        ("entropy_bonus", {"coef": 0.01}),
+        ("entropy_floor", {"floor": 1.0, "patience": 3, **options}),
+    )
     h.train_start()
     return h
 
@@ -286,8 +339,13 @@ def test_entropy_floor_never_fires_while_entropy_stays_above() -> None:
     for step in range(200):
         report = h.step(ent(2.6 + 0.5 * math.sin(step)), step)["entropy_floor"]
         assert report.acted is False and report.stop is None and report.message is None
-    assert report.metrics == {"entropy": pytest.approx(2.6 + 0.5 * math.sin(199)), "below_floor": 0.0,
-                              "consecutive_low_steps": 0.0, "times_fired": 0.0, "coef": 0.01}
+    assert report.metrics == {
+        "entropy": pytest.approx(2.6 + 0.5 * math.sin(199)),
+        "below_floor": 0.0,
+        "consecutive_low_steps": 0.0,
+        "times_fired": 0.0,
+        "coef": 0.01,
+    }
     assert h.coefs.get("entropy") == 0.01
 
 
@@ -352,31 +410,44 @@ def test_entropy_floor_state_dict_round_trip_mid_count() -> None:
 
 def test_entropy_floor_boost_without_entropy_bonus_fails_at_train_start() -> None:
     h = Harness(("entropy_floor", {}))
-    with pytest.raises(UserError, match=r"plugins\.entropy_floor: adjusts coefficient 'entropy'.*entropy_bonus"):
+    with pytest.raises(
+        UserError, match=r"plugins\.entropy_floor: adjusts coefficient 'entropy'.*entropy_bonus"
+    ):
         h.train_start()
 
 
 def test_adaptive_kl_without_kl_penalty_fails_at_train_start() -> None:
     h = Harness(("entropy_bonus", {}), ("adaptive_kl", {}))
-    with pytest.raises(UserError, match=r"plugins\.adaptive_kl: adjusts coefficient 'kl'.*kl_penalty"):
+    with pytest.raises(
+        UserError, match=r"plugins\.adaptive_kl: adjusts coefficient 'kl'.*kl_penalty"
+    ):
         h.train_start()
 
 
-@pytest.mark.parametrize("specs, match", [
-    ((("entropy_bonus", {"coef": 0.2}), ("entropy_floor", {"max_coef": 0.1})), "max_coef = 0.1 is below"),
-    ((("entropy_bonus", {"coef": 0.0}), ("entropy_floor", {})), "'entropy' is 0"),
-    ((("kl_penalty", {"coef": 0.0}), ("adaptive_kl", {})), "'kl' starts at 0"),
-])
+@pytest.mark.parametrize(
+    "specs, match",
+    [
+        (
+            (("entropy_bonus", {"coef": 0.2}), ("entropy_floor", {"max_coef": 0.1})),
+            "max_coef = 0.1 is below",
+        ),
+        ((("entropy_bonus", {"coef": 0.0}), ("entropy_floor", {})), "'entropy' is 0"),
+        ((("kl_penalty", {"coef": 0.0}), ("adaptive_kl", {})), "'kl' starts at 0"),
+    ],
+)
 def test_controllers_refuse_coefficients_they_cannot_move(specs, match) -> None:
     with pytest.raises(UserError, match=match):
         Harness(*specs).train_start()
 
 
-@pytest.mark.parametrize("options, match", [
-    ({"min": 0.5, "max": 0.1}, "min = 0.5 exceeds max = 0.1"),
-    ({"init": 2.0}, r"init = 2.0 is outside"),
-    ({"rule": "pid"}, r"'plugins.adaptive_kl.rule' = 'pid' is not allowed"),
-])
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"min": 0.5, "max": 0.1}, "min = 0.5 exceeds max = 0.1"),
+        ({"init": 2.0}, r"init = 2.0 is outside"),
+        ({"rule": "pid"}, r"'plugins.adaptive_kl.rule' = 'pid' is not allowed"),
+    ],
+)
 def test_adaptive_kl_config_errors(options, match) -> None:
     with pytest.raises(UserError, match=match):
         Harness(("kl_penalty", {}), ("adaptive_kl", options))
@@ -394,10 +465,21 @@ def test_toml_unknown_option_names_plugin_and_option() -> None:
 
 
 def test_toml_builds_every_builtin_config() -> None:
-    cfg = from_dict(base_config({"entropy_bonus": {"coef": 0.02, "estimator": "sample"}, "kl_penalty": {},
-                                 "adaptive_kl": {"target": 0.05}, "entropy_floor": {"action": "warn"}}))
+    cfg = from_dict(
+        base_config(
+            {
+                "entropy_bonus": {"coef": 0.02, "estimator": "sample"},
+                "kl_penalty": {},
+                "adaptive_kl": {"target": 0.05},
+                "entropy_floor": {"action": "warn"},
+            }
+        )
+    )
     assert list(cfg.plugins) == ["entropy_bonus", "kl_penalty", "adaptive_kl", "entropy_floor"]
-    assert cfg.plugins["entropy_bonus"].estimator == "sample" and cfg.plugins["adaptive_kl"].init is None
+    assert (
+        cfg.plugins["entropy_bonus"].estimator == "sample"
+        and cfg.plugins["adaptive_kl"].init is None
+    )
 
 
 # --- ordering: several plugins on one coefficient ----------------------------------------
@@ -412,7 +494,9 @@ class Cap(Regulariser):
 
 
 @pytest.mark.parametrize("cap_first, expected", [(False, 0.15), (True, 0.2)])
-def test_two_controllers_on_one_coefficient_run_in_config_order(cap_first: bool, expected: float) -> None:
+def test_two_controllers_on_one_coefficient_run_in_config_order(
+    cap_first: bool, expected: float
+) -> None:
     """floor then cap: 0.1 -> 0.2 -> 0.15. cap then floor: 0.1 -> 0.1 -> 0.2."""
     h = Harness(("entropy_bonus", {"coef": 0.1}))
     floor = ("entropy_floor", {"patience": 1, "boost_factor": 2.0, "max_coef": 1.0})
@@ -433,10 +517,91 @@ def test_two_controllers_on_one_coefficient_run_in_config_order(cap_first: bool,
 def test_controller_before_its_term_in_config_is_fine() -> None:
     """A controller validates in train_start, after every plugin has declared its coefficient."""
     results = []
-    for specs in ([("kl_penalty", {"coef": 0.01}), ("adaptive_kl", {"rule": "multiplicative"})],
-                  [("adaptive_kl", {"rule": "multiplicative"}), ("kl_penalty", {"coef": 0.01})]):
+    for specs in (
+        [("kl_penalty", {"coef": 0.01}), ("adaptive_kl", {"rule": "multiplicative"})],
+        [("adaptive_kl", {"rule": "multiplicative"}), ("kl_penalty", {"coef": 0.01})],
+    ):
         h = Harness(*specs)
         h.train_start()
         h.step(kl_metrics(1.0))
         results.append(h.coefs.get("kl"))
     assert results == pytest.approx([0.015, 0.015])
+
+
+# --- the run's Regularisers: one object, typed methods, hooks through pluggy -------------
+
+
+class Twice(Regulariser):
+    """Written against the hooks (the documented style before typed methods): two terms."""
+
+    @hookimpl
+    def chessrl_loss_terms(self, out, coefs):
+        return [LossTerm("twice_a", 1.0, out["entropy"]), LossTerm("twice_b", 2.0, out["entropy"])]
+
+    @hookimpl
+    def chessrl_step_end(self):
+        return PluginReport(metrics={"x": 1.0}, acted=True, message="hello", stop="enough")
+
+
+def test_regularisers_collect_terms_reports_messages_and_stop() -> None:
+    h = Harness(("entropy_bonus", {"coef": 0.03}), extra=(("twice", Twice("twice", None, None)),))
+    out = loss_out(tiny_policy())
+    assert [t.name for t in h.regs.loss_terms(out, None)] == ["entropy_bonus", "twice_a", "twice_b"]
+    end = h.regs.step_end({"budget/entropy_bonus/raw": -1.5}, 3)
+    assert end.metrics["plugin/entropy_bonus/entropy"] == 1.5
+    assert end.metrics["plugin/twice/x"] == 1.0 and end.metrics["plugin/twice/acted"] == 1.0
+    assert end.messages == ["plugin twice: hello"]
+    assert end.stop == "plugin twice stopped training: enough"
+    assert h.regs.names == ["entropy_bonus", "twice"] and not h.regs.needs_reference
+
+
+@pytest.mark.parametrize(
+    "term, match",
+    [
+        ("not a term", "plugin bad: chessrl_loss_terms must return LossTerm, got str"),
+        (
+            LossTerm("objective", 1.0, torch.tensor(0.0)),
+            "plugin bad: loss term 'objective' already",
+        ),
+    ],
+)
+def test_regularisers_check_the_terms(term: Any, match: str) -> None:
+    class Bad(Regulariser):
+        def loss_terms(self, out, batch):
+            return term
+
+    h = Harness(extra=(("bad", Bad("bad", None, None)),))
+    with pytest.raises((TypeError, ValueError), match=match):
+        h.regs.loss_terms(None, None)
+
+
+def test_regularisers_state_and_reference() -> None:
+    h = Harness(("kl_penalty", {"reference": "initial"}), ("entropy_floor", {"action": "warn"}))
+    assert h.regs.needs_reference
+    h.plugins["entropy_floor"].times_fired = 4
+    states = h.regs.state_dict()
+    assert states == {"kl_penalty": {}, "entropy_floor": {"consecutive_low": 0, "times_fired": 4}}
+    resumed = Harness(("kl_penalty", {}), ("entropy_floor", {"action": "warn"}))
+    resumed.regs.load_state_dict(states)
+    assert resumed.plugins["entropy_floor"].times_fired == 4
+
+
+def test_every_builtin_declares_its_lines() -> None:
+    """Controllers and monitors declare their bounds, targets and floors (health and the report
+    read them, never option names); fixed terms have no line to declare."""
+    h = Harness(
+        ("entropy_bonus", {"coef": 0.01}),
+        ("kl_penalty", {"coef": 0.01}),
+        ("adaptive_kl", {"target": 0.02, "min": 1e-4, "max": 0.5}),
+        ("entropy_floor", {"floor": 0.7, "max_coef": 0.2}),
+    )
+    h.train_start()
+    end = h.regs.step_end({**kl_metrics(0.01), **ent(2.0)}, 1)
+    declared = {k: v for k, v in end.metrics.items() if "@" in k}
+    assert declared == {
+        "plugin/adaptive_kl/coef@min": 1e-4,
+        "plugin/adaptive_kl/coef@max": 0.5,
+        "plugin/adaptive_kl/kl@target": 0.02,
+        "plugin/entropy_floor/train/entropy@floor": 0.7,
+        "plugin/entropy_floor/coef@max": 0.2,
+    }
