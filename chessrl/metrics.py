@@ -15,16 +15,40 @@ import json
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-NAMESPACES = ("train/", "budget/", "plugin/", "eval/", "rollout/", "time/")
+from chessrl import keys as K
+
+NAMESPACES = K.NAMESPACES
 
 
 def check_keys(row: dict[str, Any]) -> None:
+    """Raise unless every key of ``row`` is in a documented namespace (what the logger checks)."""
     for k in row:
-        if k != "step" and not k.startswith(NAMESPACES):
+        if k != K.STEP and not k.startswith(NAMESPACES):
             raise ValueError(f"metric key {k!r} is outside the documented namespaces {NAMESPACES}")
+
+
+def row(step: int, *parts: dict[str, Any], **values: Any) -> dict[str, Any]:
+    """One metrics row: ``{"step": step}`` and the keys of ``parts`` and ``values``, each
+    checked against the documented vocabulary (:mod:`chessrl.keys`, docs/metrics.md).
+
+    ``train/``, ``rollout/`` and ``time/`` keys must be defined ones, ``budget/`` keys
+    ``budget/<term>/<metric>``, ``plugin/`` keys ``plugin/<name>/<key>``; ``eval/`` keys are
+    open (a game's benchmark adds its own). A key given twice, or ``step`` in a part, raises.
+    """
+    out: dict[str, Any] = {K.STEP: step}
+    for part in (*parts, values):
+        for key, value in part.items():
+            problem = "a metrics row gets its step once" if key == K.STEP else K.check(key)
+            if problem is None and key in out:
+                problem = f"metric key {key!r} is given twice in one row"
+            if problem:
+                raise ValueError(problem)
+            out[key] = value
+    return out
 
 
 def _jsonable(v: Any) -> Any:
@@ -60,18 +84,38 @@ def wandb_mode(setting: str) -> str:
 class MetricsLogger:
     """Appends rows to ``metrics.jsonl`` (flushed every step) and logs them to wandb."""
 
-    def __init__(self, run_dir: Path, *, wandb: str = "auto", project: str = "chessrl", name: str = "run",
-                 config: dict | None = None, resume_step: int | None = None, entity: str = "", group: str = "",
-                 tags: list[str] | tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        wandb: str = "auto",
+        project: str = "chessrl",
+        name: str = "run",
+        config: dict | None = None,
+        resume_step: int | None = None,
+        entity: str = "",
+        group: str = "",
+        tags: list[str] | tuple[str, ...] = (),
+    ) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
-        if resume_step is not None:  # a resume from step N (0: from initial.pt) drops the rows after N
+        if (
+            resume_step is not None
+        ):  # a resume from step N (0: from initial.pt) drops the rows after N
             truncate_metrics(self.path, resume_step)
         self.file = open(self.path, "a")
         self.run = None
-        self.where = ""  # one line: where wandb writes (the offline folder and its sync command, or the URL)
+        self.where = (
+            ""  # one line: where wandb writes (the offline folder and its sync command, or the URL)
+        )
         mode = wandb_mode(wandb)
         if mode != "disabled":
-            kwargs = {k: v for k, v in _settings(project=project, entity=entity, group=group, tags=list(tags)).items() if v}
+            kwargs = {
+                k: v
+                for k, v in _settings(
+                    project=project, entity=entity, group=group, tags=list(tags)
+                ).items()
+                if v
+            }
             self.run = _init_wandb(mode, name, config or {}, Path(run_dir), kwargs)
             self.where = _where(self.run)
 
@@ -82,9 +126,14 @@ class MetricsLogger:
         self.file.flush()
         if self.run is not None:
             try:
-                self.run.log({k: v for k, v in clean.items() if k != "step"}, step=int(clean["step"]))
+                self.run.log(
+                    {k: v for k, v in clean.items() if k != "step"}, step=int(clean["step"])
+                )
             except Exception as exc:  # wandb must never break a run
-                print(f"wandb: logging failed ({exc}); continuing with metrics.jsonl only", file=sys.stderr)
+                print(
+                    f"wandb: logging failed ({exc}); continuing with metrics.jsonl only",
+                    file=sys.stderr,
+                )
                 self.run = None
 
     def finding(self, code: str, severity: str, line: str) -> None:
@@ -102,7 +151,14 @@ class MetricsLogger:
         except Exception as exc:  # wandb must never break a run
             print(f"wandb: sending a finding failed ({type(exc).__name__}: {exc})", file=sys.stderr)
 
-    def upload(self, name: str, kind: str, files: list[Path], description: str = "", base: Path | None = None) -> None:
+    def upload(
+        self,
+        name: str,
+        kind: str,
+        files: list[Path],
+        description: str = "",
+        base: Path | None = None,
+    ) -> None:
         """Upload ``files`` as one wandb artifact ``name`` of type ``kind``, each named by its path
         under ``base`` (nothing without wandb)."""
         if self.run is None or not files:
@@ -112,11 +168,18 @@ class MetricsLogger:
 
             art = wandb.Artifact(name, type=kind, description=description)
             for f in files:
-                rel = Path(f).relative_to(base) if base is not None and Path(f).is_relative_to(base) else Path(f).name
+                rel = (
+                    Path(f).relative_to(base)
+                    if base is not None and Path(f).is_relative_to(base)
+                    else Path(f).name
+                )
                 art.add_file(str(f), name=str(rel))
             self.run.log_artifact(art)
         except Exception as exc:  # wandb must never break a run
-            print(f"wandb: uploading {kind} artifact {name} failed ({type(exc).__name__}: {exc})", file=sys.stderr)
+            print(
+                f"wandb: uploading {kind} artifact {name} failed ({type(exc).__name__}: {exc})",
+                file=sys.stderr,
+            )
 
     def close(self) -> None:
         self.file.close()
@@ -124,11 +187,19 @@ class MetricsLogger:
             try:
                 self.run.finish()
             except Exception as exc:
-                print(f"wandb: finishing the run failed ({type(exc).__name__}: {exc})", file=sys.stderr)
+                print(
+                    f"wandb: finishing the run failed ({type(exc).__name__}: {exc})",
+                    file=sys.stderr,
+                )
             self.run = None
 
 
-_ENV_OF = {"project": "WANDB_PROJECT", "entity": "WANDB_ENTITY", "group": "WANDB_RUN_GROUP", "tags": "WANDB_TAGS"}
+_ENV_OF = {
+    "project": "WANDB_PROJECT",
+    "entity": "WANDB_ENTITY",
+    "group": "WANDB_RUN_GROUP",
+    "tags": "WANDB_TAGS",
+}
 
 
 def _settings(**config: Any) -> dict[str, Any]:
@@ -138,7 +209,9 @@ def _settings(**config: Any) -> dict[str, Any]:
     for key, var in _ENV_OF.items():
         value = os.environ.get(var, "").strip()
         if value:
-            out[key] = [t.strip() for t in value.split(",") if t.strip()] if key == "tags" else value
+            out[key] = (
+                [t.strip() for t in value.split(",") if t.strip()] if key == "tags" else value
+            )
     return out
 
 
@@ -153,7 +226,9 @@ def wandb_run_id(run_dir: Path) -> str:
     import secrets
     import string
 
-    run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # wandb's format
+    run_id = "".join(
+        secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8)
+    )  # wandb's format
     path.write_text(run_id + "\n")
     return run_id
 
@@ -165,29 +240,48 @@ def _where(run: Any) -> str:
     try:
         if run.settings.mode == "offline" or getattr(run, "offline", False):
             folder = Path(run.dir).parent
-            return (f"wandb: offline run {run.id} in {folder}; upload it with: wandb sync {folder} "
-                    f"(a resumed run adds a folder with the same id: wandb sync {folder.parent}/offline-run-*-{run.id}*)")
+            return (
+                f"wandb: offline run {run.id} in {folder}; upload it with: wandb sync {folder} "
+                "(a resumed run adds a folder with the same id: wandb sync "
+                f"{folder.parent}/offline-run-*-{run.id}*)"
+            )
         return f"wandb: run {run.id} at {run.url}"
     except Exception:
         return ""
 
 
 def _init_wandb(mode: str, name: str, config: dict, run_dir: Path, kwargs: dict):
-    os.environ.setdefault("WANDB_SILENT", "true")  # chessrl prints where the run goes itself (_where)
+    os.environ.setdefault(
+        "WANDB_SILENT", "true"
+    )  # chessrl prints where the run goes itself (_where)
     try:
         import wandb
     except ImportError:
         print("wandb is not installed; metrics go to metrics.jsonl only", file=sys.stderr)
         return None
     try:
-        return wandb.init(name=name, config=config, dir=str(run_dir), mode=mode, id=wandb_run_id(run_dir),
-                          resume="allow", settings=wandb.Settings(init_timeout=30, console="off"),
-                          reinit="finish_previous", **kwargs)
+        return wandb.init(
+            name=name,
+            config=config,
+            dir=str(run_dir),
+            mode=mode,
+            id=wandb_run_id(run_dir),
+            resume="allow",
+            settings=wandb.Settings(init_timeout=30, console="off"),
+            reinit="finish_previous",
+            **kwargs,
+        )
     except Exception as exc:
         if mode == "online":
-            print(f"wandb: online init failed ({type(exc).__name__}); logging offline", file=sys.stderr)
+            print(
+                f"wandb: online init failed ({type(exc).__name__}); logging offline",
+                file=sys.stderr,
+            )
             return _init_wandb("offline", name, config, run_dir, kwargs)
-        print(f"wandb: init failed ({type(exc).__name__}: {exc}); metrics go to metrics.jsonl only", file=sys.stderr)
+        print(
+            f"wandb: init failed ({type(exc).__name__}: {exc}); metrics go to metrics.jsonl only",
+            file=sys.stderr,
+        )
         return None
 
 
@@ -219,16 +313,24 @@ def parse_rows(text: str) -> tuple[list[dict[str, Any]], list[int]]:
 def describe_bad_lines(bad: list[int], text: str) -> str:
     """One sentence on the unparsable lines of a metrics.jsonl: a partial last line (a run that
     crashed or is still writing) is told apart from damaged lines mid-file."""
-    last = max((no for no, line in enumerate(text.splitlines(), start=1) if line.strip()), default=0)
+    last = max(
+        (no for no, line in enumerate(text.splitlines(), start=1) if line.strip()), default=0
+    )
     middle = [no for no in bad if no != last]
     parts = []
     if middle:
-        shown = ", ".join(map(str, middle[:5])) + (f" and {len(middle) - 5} more" if len(middle) > 5 else "")
-        parts.append(f"line{'s' if len(middle) > 1 else ''} {shown} of metrics.jsonl "
-                     f"{'are' if len(middle) > 1 else 'is'} not a metrics row (damaged mid-file) and "
-                     f"{'were' if len(middle) > 1 else 'was'} ignored")
+        shown = ", ".join(map(str, middle[:5])) + (
+            f" and {len(middle) - 5} more" if len(middle) > 5 else ""
+        )
+        parts.append(
+            f"line{'s' if len(middle) > 1 else ''} {shown} of metrics.jsonl "
+            f"{'are' if len(middle) > 1 else 'is'} not a metrics row (damaged mid-file) and "
+            f"{'were' if len(middle) > 1 else 'was'} ignored"
+        )
     if last in bad:
-        parts.append(f"line {last}, a partial last line, was ignored: the run crashed or is still writing")
+        parts.append(
+            f"line {last}, a partial last line, was ignored: the run crashed or is still writing"
+        )
     return "; ".join(parts)
 
 
@@ -236,11 +338,46 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     """Rows of a metrics.jsonl as written (none if the file does not exist yet)."""
     if not Path(path).exists():
         return []
-    return parse_rows(Path(path).read_text(errors="replace"))[0]
+    return read_rows(path).rows
+
+
+@dataclass(frozen=True)
+class MetricsRows:
+    """A metrics.jsonl read: its ``rows`` as written, the (1-based) numbers of the lines that
+    were not rows, and ``note``, one sentence on those lines ("" when there are none)."""
+
+    rows: list[dict[str, Any]]
+    bad_lines: list[int]
+    note: str
+
+
+def read_rows(path: Path) -> MetricsRows:
+    """Read a metrics.jsonl (the one reader; :func:`read_metrics` is its rows). Raises
+    OSError (FileNotFoundError) when the file cannot be read."""
+    text = Path(path).read_text(errors="replace")
+    rows, bad = parse_rows(text)
+    return MetricsRows(rows, bad, describe_bad_lines(bad, text) if bad else "")
+
+
+def in_step_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows the way the trainer meant them: a row with the step of the row before is merged
+    into it (an eval logged beside the train row), and a row with an earlier step starts a
+    resumed run, whose rows replace the old ones from that step on."""
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        step = r[K.STEP]
+        if out and step == out[-1][K.STEP]:
+            out[-1].update(r)
+            continue
+        if out and step < out[-1][K.STEP]:
+            out = [o for o in out if o[K.STEP] < step]
+        out.append(dict(r))
+    return out
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
-    """Keep only rows with ``step <= last_step`` so a resumed run neither repeats nor skips a step."""
+    """Keep only rows with ``step <= last_step`` so a resumed run neither repeats nor skips a
+    step."""
     if not path.exists():
         return
     keep = [r for r in read_metrics(path) if r.get("step", 0) <= last_step]

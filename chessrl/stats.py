@@ -15,12 +15,21 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "Trend", "wilson", "score_difference", "elo_diff", "elo_ci", "t_cdf", "t_quantile", "trend",
-    "block_means", "peak_is_noise",
+    "Trend",
+    "wilson",
+    "score_difference",
+    "elo_diff",
+    "elo_ci",
+    "t_cdf",
+    "t_quantile",
+    "trend",
+    "block_means",
+    "peak_is_noise",
 ]
 
 
 # --- score intervals and Elo -----------------------------------------------------------
+
 
 def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
     """Wilson score interval of the proportion ``successes / n`` (95% for z = 1.96).
@@ -40,8 +49,9 @@ def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def score_difference(score_a: float, games_a: int, score_b: float, games_b: int,
-                     z: float = 1.96) -> tuple[float, float, float]:
+def score_difference(
+    score_a: float, games_a: int, score_b: float, games_b: int, z: float = 1.96
+) -> tuple[float, float, float]:
     """(difference, lo, hi): ``score_b - score_a`` of two independent matches and its interval.
 
     Newcombe's hybrid score interval (his method 10), built from the two Wilson intervals: it
@@ -82,6 +92,7 @@ def elo_ci(score: float, n: int, z: float = 1.96) -> tuple[float, float, float]:
 
 # --- Student's t distribution ------------------------------------------------------------
 
+
 def _betacf(a: float, b: float, x: float) -> float:
     """Continued fraction of the incomplete beta function (modified Lentz)."""
     tiny = 1e-300
@@ -115,7 +126,9 @@ def _betainc(a: float, b: float, x: float) -> float:
         return 0.0
     if x >= 1.0:
         return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
     front = math.exp(log_front)
     if x < (a + 1.0) / (a + b + 2.0):
         return front * _betacf(a, b, x) / a
@@ -160,6 +173,7 @@ def t_quantile(p: float, df: float) -> float:
 
 # --- trends ------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Trend:
     """An OLS slope (per step) with its confidence interval and a verdict.
@@ -177,7 +191,9 @@ class Trend:
     n: int = 0
 
 
-def block_means(steps: Sequence[float], values: Sequence[float], window: int) -> tuple[list[float], list[float]]:
+def block_means(
+    steps: Sequence[float], values: Sequence[float], window: int
+) -> tuple[list[float], list[float]]:
     """Means of consecutive, non-overlapping blocks of ``window`` finite points.
 
     Returns (mean step, mean value) per full block; a trailing partial block is dropped so
@@ -187,14 +203,18 @@ def block_means(steps: Sequence[float], values: Sequence[float], window: int) ->
     xs: list[float] = []
     ys: list[float] = []
     for i in range(0, len(pts) - window + 1, window):
-        block = pts[i:i + window]
+        block = pts[i : i + window]
         xs.append(sum(p[0] for p in block) / window)
         ys.append(sum(p[1] for p in block) / window)
     return xs, ys
 
 
-def trend(steps: Sequence[float], values: Sequence[float], window: int | None = None,
-          confidence: float = 0.95) -> Trend:
+def trend(
+    steps: Sequence[float],
+    values: Sequence[float],
+    window: int | None = None,
+    confidence: float = 0.95,
+) -> Trend:
     """Slope of ``values`` against ``steps`` with a ``confidence`` interval from a t quantile.
 
     With ``window`` (> 1) the fit is to non-overlapping window means (:func:`block_means`):
@@ -225,6 +245,7 @@ def trend(steps: Sequence[float], values: Sequence[float], window: int | None = 
 
 # --- is an evaluation peak real? ----------------------------------------------------------
 
+
 def _log_comb(n: int, k: int) -> float:
     return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
 
@@ -241,7 +262,9 @@ def _fisher_greater(x1: int, n1: int, x2: int, n2: int) -> float:
     return min(1.0, p)
 
 
-def peak_is_noise(scores: Sequence[float], games: Sequence[int] | int, alpha: float = 0.05) -> tuple[bool, dict[str, Any]]:
+def peak_is_noise(
+    scores: Sequence[float], games: Sequence[int] | int, alpha: float = 0.05
+) -> tuple[bool, dict[str, Any]]:
     """Is the best of several evaluation scores within the noise of the others' level?
 
     The rule (docs/diagnostics.md): the peak is the highest score; the level is the pooled
@@ -270,9 +293,17 @@ def peak_is_noise(scores: Sequence[float], games: Sequence[int] | int, alpha: fl
     lo, hi = wilson(peak * n1, n1)
     level_lo, level_hi = wilson(rest_points, rest_games) if rest_games > 0 else (0.0, 1.0)
     details: dict[str, Any] = {
-        "evaluations": k, "peak_index": i, "peak_score": peak, "peak_games": n1,
-        "peak_lo": lo, "peak_hi": hi, "level": level, "level_lo": level_lo, "level_hi": level_hi,
-        "level_games": rest_games, "alpha": alpha,
+        "evaluations": k,
+        "peak_index": i,
+        "peak_score": peak,
+        "peak_games": n1,
+        "peak_lo": lo,
+        "peak_hi": hi,
+        "level": level,
+        "level_lo": level_lo,
+        "level_hi": level_hi,
+        "level_games": rest_games,
+        "alpha": alpha,
     }
     if rest_games <= 0 or n1 <= 0 or not peak > level + 1e-12:
         details.update(p_value=1.0, p_adjusted=1.0)

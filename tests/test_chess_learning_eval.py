@@ -9,16 +9,18 @@ import os
 import numpy as np
 import pytest
 import torch
+from chessrl.envs.chess.game import ChessGame
 
 from chessrl.config import load_config
-from chessrl.envs.chess.game import ChessGame
 from chessrl.health import HealthMonitor
 from chessrl.metrics import read_metrics
 from chessrl.policy import Policy
 from chessrl.trainer import train
 
 STOCKFISH = "/usr/games/stockfish"
-pytestmark = pytest.mark.skipif(not os.access(STOCKFISH, os.X_OK), reason="needs Debian's stockfish")
+pytestmark = pytest.mark.skipif(
+    not os.access(STOCKFISH, os.X_OK), reason="needs Debian's stockfish"
+)
 
 TINY_CHESS = """
 name = "tiny-chess"
@@ -71,11 +73,15 @@ def test_benchmark_scores_a_policy_with_intervals_and_an_elo():
     assert weak["agreement/top1"] < 0.2  # an untrained policy is near the random mover
     assert weak["ladder/elo_lo"] <= weak["ladder/elo"] <= weak["ladder/elo_hi"]
     assert strong["ladder/elo"] > weak["ladder/elo"] + 300  # the Elo follows the match scores
-    assert weak["agreement/top1"] == strong["agreement/top1"]  # the sets do not depend on the matches
+    assert (
+        weak["agreement/top1"] == strong["agreement/top1"]
+    )  # the sets do not depend on the matches
 
 
 def test_eval_opponents_follow_the_ladder_option_and_play_legal_moves():
-    game = ChessGame(depth=1, eval_ladder=["random", "material_greedy", "eps0.5:skill:0", "stockfish"])
+    game = ChessGame(
+        depth=1, eval_ladder=["random", "material_greedy", "eps0.5:skill:0", "stockfish"]
+    )
     try:
         opponents = game.eval_opponents()
         assert list(opponents) == ["random", "material_greedy", "eps05_skill_0", "stockfish"]
@@ -89,9 +95,15 @@ def test_eval_opponents_follow_the_ladder_option_and_play_legal_moves():
 
 def test_a_bad_ladder_rung_is_one_clear_config_error(tmp_path, cli):
     cfg = tmp_path / "c.toml"
-    cfg.write_text(TINY_CHESS.replace('eval_ladder = ["random", "material_greedy"]', 'eval_ladder = ["randm"]'))
+    cfg.write_text(
+        TINY_CHESS.replace('eval_ladder = ["random", "material_greedy"]', 'eval_ladder = ["randm"]')
+    )
     r = cli("run", str(cfg), "--run-dir", str(tmp_path / "run"))
-    assert r.returncode == 2 and "unknown ladder rung 'randm'" in r.stderr and "Traceback" not in r.stderr
+    assert (
+        r.returncode == 2
+        and "unknown ladder rung 'randm'" in r.stderr
+        and "Traceback" not in r.stderr
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -114,7 +126,9 @@ def test_every_evaluation_logs_the_benchmark_and_the_verdict_reads_it(tmp_path, 
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert set(out["players"]) == {"checkpoint", "initial", "random"}
-    assert out["players"]["checkpoint"]["agreement/top1"] == pytest.approx(rows[-1]["eval/agreement/top1"])
+    assert out["players"]["checkpoint"]["agreement/top1"] == pytest.approx(
+        rows[-1]["eval/agreement/top1"]
+    )
 
 
 @pytest.mark.parametrize("example", ["chess_quick.toml", "chess_gpu.toml"])
@@ -124,11 +138,28 @@ def test_the_chess_recipes_train_as_configured(example, tmp_path):
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    cfg = load_config(repo / "examples" / example, [
-        "rollout.roots=2", "rollout.group_size=4", "trainer.steps=2", "trainer.eval_every=0", "env.engines=2",
-        "policy.d_model=32", "policy.n_layers=1", "policy.n_heads=2", "policy.d_ff=64", "device='cpu'",
-        "logging.wandb='disabled'", "logging.progress=false"])
-    assert cfg.rollout.plies == 1 and cfg.rollout.expert_members == 2 and cfg.advantage.returns == "terminal"
+    cfg = load_config(
+        repo / "examples" / example,
+        [
+            "rollout.roots=2",
+            "rollout.group_size=4",
+            "trainer.steps=2",
+            "trainer.eval_every=0",
+            "env.engines=2",
+            "policy.d_model=32",
+            "policy.n_layers=1",
+            "policy.n_heads=2",
+            "policy.d_ff=64",
+            "device='cpu'",
+            "logging.wandb='disabled'",
+            "logging.progress=false",
+        ],
+    )
+    assert (
+        cfg.rollout.plies == 1
+        and cfg.rollout.expert_members == 2
+        and cfg.advantage.returns == "terminal"
+    )
     run_dir = train(cfg, tmp_path / "run", progress=False, echo=lambda s: None)
     rows = read_metrics(run_dir / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]

@@ -16,7 +16,9 @@ FAILURES = {("dominant", "entropy_bonus"), ("saturated", "adaptive_kl"), ("dead"
 
 @pytest.fixture(scope="module")
 def diagnose_run(tmp_path_factory):
-    cfg = load_config(REPO / "examples" / "diagnose.toml", ["trainer.steps=24", "trainer.health_window=8"])
+    cfg = load_config(
+        REPO / "examples" / "diagnose.toml", ["trainer.steps=24", "trainer.health_window=8"]
+    )
     run_dir = tmp_path_factory.mktemp("diag") / "run"
     lines = []
     train(cfg, run_dir, progress=False, echo=lines.append)
@@ -30,7 +32,7 @@ def test_diagnose_report_flags_all_three_failures(diagnose_run):
     assert FAILURES <= found, found
     # each was printed once, as one line, during training
     for code, subject in FAILURES:
-        printed = [l for l in lines if f"[{code}]" in l and subject in l]
+        printed = [line for line in lines if f"[{code}]" in line and subject in line]
         assert len(printed) == 1, (code, subject, lines)
 
 
@@ -66,14 +68,35 @@ def test_report_files_written(diagnose_run):
 
 
 def test_short_clean_run_flags_none(tmp_path):
-    cfg = load_config(REPO / "examples" / "clean.toml", [
-        "policy.d_model=64", "policy.n_layers=2", "policy.n_heads=4", "policy.d_ff=128", "policy.frozen_layers=0",
-        "policy.init_checkpoint=''",
-        "rollout.group_size=8", "rollout.plies=8", "env.depth=2", "trainer.steps=12", "trainer.health_window=6",
-        "trainer.eval_every=0", "logging.wandb=disabled", "logging.progress=false", "device=cpu"])
+    cfg = load_config(
+        REPO / "examples" / "clean.toml",
+        [
+            "policy.d_model=64",
+            "policy.n_layers=2",
+            "policy.n_heads=4",
+            "policy.d_ff=128",
+            "policy.frozen_layers=0",
+            "policy.init_checkpoint=''",
+            "rollout.group_size=8",
+            "rollout.plies=8",
+            "env.depth=2",
+            "trainer.steps=12",
+            "trainer.health_window=6",
+            "trainer.eval_every=0",
+            "logging.wandb=disabled",
+            "logging.progress=false",
+            "device=cpu",
+        ],
+    )
     run_dir = train(cfg, tmp_path / "run", progress=False, echo=lambda s: None)
     found = {(f["code"], f["subject"]) for f in build_report(run_dir)["findings"]}
-    assert not {c for c, _ in found} & {"dominant", "saturated", "dead", "ratio_not_one", "clip_high"}, found
+    assert not {c for c, _ in found} & {
+        "dominant",
+        "saturated",
+        "dead",
+        "ratio_not_one",
+        "clip_high",
+    }, found
     rows = read_metrics(run_dir / "metrics.jsonl")
     assert all(r["train/ratio_first_epoch"] == 1.0 for r in rows)
     assert sorted(cfg.plugins) == ["entropy_bonus", "kl_penalty"]
