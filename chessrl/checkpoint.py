@@ -56,7 +56,8 @@ def write(path: Path, state: dict[str, Any]) -> Path:
             torch.save(plain(state), fh)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is private; a checkpoint is as shareable as any file
+        # mkstemp's file is private; a checkpoint is as shareable as any file
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -65,6 +66,28 @@ def write(path: Path, state: dict[str, Any]) -> Path:
             raise OSError(cause.errno, cause.strerror, str(path)) from exc
         raise
     return path
+
+
+def policy_state(policy: torch.nn.Module, *, game: str, config: dict[str, Any], step: int = 0,
+                 **extra: Any) -> dict[str, Any]:
+    """The state of a checkpoint that holds ``policy``: the fields every chessrl checkpoint
+    has, which :mod:`chessrl.player` (``chessrl eval``, ``play``, ``uci``) and
+    ``[policy] init_checkpoint`` read, plus ``extra`` (a training run's optimiser and plugin
+    state, a pretraining summary).
+
+    ``policy``: the weights (on the CPU); ``policy_sizes``: what rebuilds the network;
+    ``game``: the game's name; ``config``: the resolved config, whose ``env`` section (with
+    ``name``) rebuilds the game; ``step``: the optimiser step (0 for a policy not trained by
+    ``chessrl run``)."""
+    weights = {k: v.detach().cpu() for k, v in policy.state_dict().items()}
+    return {"step": step, "policy": weights, "config": config, "game": game,
+            "policy_sizes": dict(getattr(policy, "sizes", {})), **extra}
+
+
+def write_policy(path: Path, policy: torch.nn.Module, *, game: str, config: dict[str, Any],
+                 step: int = 0, **extra: Any) -> Path:
+    """Write :func:`policy_state` to ``path`` atomically (:func:`write`)."""
+    return write(path, policy_state(policy, game=game, config=config, step=step, **extra))
 
 
 def _os_error(exc: BaseException | None) -> OSError | None:
@@ -78,7 +101,8 @@ def _os_error(exc: BaseException | None) -> OSError | None:
 
 
 def save(ckpt_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Write ``state`` to ``ckpt_dir/step_<step>.pt`` atomically; prune all but the last ``keep``."""
+    """Write ``state`` to ``ckpt_dir/step_<step>.pt`` atomically; prune all but the last
+    ``keep``."""
     path = write(ckpt_dir / f"step_{step:07d}.pt", state)
     for old in list_checkpoints(ckpt_dir)[:-keep]:
         old.unlink(missing_ok=True)
@@ -109,7 +133,8 @@ def resolve(path: str | Path) -> Path:
     if p.is_dir():
         found = latest(p / "checkpoints") or latest(p)
         if found is None:
-            raise UserError(f"{path}: no checkpoint found (expected step_*.pt or checkpoints/step_*.pt)")
+            raise UserError(f"{path}: no checkpoint found (expected step_*.pt or "
+                            "checkpoints/step_*.pt)")
         return found
     if not p.exists():
         raise UserError(f"{path}: no such checkpoint file or run directory")
@@ -128,12 +153,14 @@ def load(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - every way a file can be bad is the user's to fix
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise UserError(f"{p}: refused: the file holds Python objects beyond tensors and plain data "
-                            "(loading it could run code); chessrl checkpoints never do, so it was not made "
-                            "by chessrl or was tampered with") from None
-        raise UserError(f"{p}: not a readable chessrl checkpoint ({type(exc).__name__}: {first})") from None
+            raise UserError(f"{p}: refused: the file holds Python objects beyond tensors and "
+                            "plain data (loading it could run code); chessrl checkpoints never do, "
+                            "so it was not made by chessrl or was tampered with") from None
+        raise UserError(f"{p}: not a readable chessrl checkpoint "
+                        f"({type(exc).__name__}: {first})") from None
     if not isinstance(state, dict):
-        raise UserError(f"{p}: not a chessrl checkpoint (holds a {type(state).__name__}, not a dict)")
+        raise UserError(f"{p}: not a chessrl checkpoint "
+                        f"(holds a {type(state).__name__}, not a dict)")
     return state
 
 

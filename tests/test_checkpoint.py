@@ -85,7 +85,8 @@ def test_every_cli_path_refuses_a_malicious_checkpoint(trained_run, cli):
     run = d / "run"
     # 1. --resume: the latest step checkpoint is the attacker's
     _malicious(run / "checkpoints" / "step_0000009.pt", marker)
-    _refused(cli("run", str(d / "tiny.toml"), "--run-dir", str(run), "--resume", "--max-steps", "1"), marker)
+    _refused(cli("run", str(d / "tiny.toml"), "--run-dir", str(run), "--resume",
+                 "--max-steps", "1"), marker)
     # 2. eval FILE and 3. eval RUN_DIR
     evil = _malicious(d / "evil.pt", marker)
     _refused(cli("eval", str(evil), "--games", "2"), marker)
@@ -94,3 +95,28 @@ def test_every_cli_path_refuses_a_malicious_checkpoint(trained_run, cli):
     _refused(cli("run", str(d / "tiny.toml"), "--run-dir", str(d / "fresh"), "--max-steps", "1",
                  "--set", f"policy.init_checkpoint={evil}"), marker)
     assert not (d / "fresh" / "metrics.jsonl").exists()
+
+
+def test_write_policy_holds_the_fields_players_and_init_checkpoint_read(tmp_path):
+    """The one writer of a policy checkpoint (pretraining's, and the trainer's fields): the file
+    loads as a player, with the game rebuilt from its config, and as policy.init_checkpoint."""
+    from chessrl.config import PolicyConfig
+    from chessrl.envs.tictactoe import TicTacToe
+    from chessrl.player import load_player
+    from chessrl.policy import build_policy
+
+    cfg = PolicyConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, head_dim=4)
+    with torch.random.fork_rng(devices=[]):
+        policy = build_policy(cfg, TicTacToe())
+    path = checkpoint.write_policy(tmp_path / "p.pt", policy, game="tictactoe",
+                                   config={"env": {"name": "tictactoe"}}, note="extra")
+    state = checkpoint.load(path)
+    assert {"step", "policy", "config", "game", "policy_sizes", "note"} <= set(state)
+    assert state["step"] == 0 and state["policy_sizes"] == policy.sizes
+    player = load_player(path)
+    assert player.game.name == "tictactoe" and player.name == "p"
+    assert all(torch.equal(v, player.policy.state_dict()[k]) for k, v in state["policy"].items())
+    with torch.random.fork_rng(devices=[]):
+        again = build_policy(PolicyConfig(**{**vars(cfg), "init_checkpoint": str(path)}),
+                             TicTacToe())
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in state["policy"].items())
