@@ -19,9 +19,11 @@ BUILTINS = ("entropy_bonus", "kl_penalty", "adaptive_kl", "entropy_floor")
 
 def hook_signatures() -> list[str]:
     """``name(arg, ...)`` of every hook specification in chessrl/hookspecs.py."""
-    return [f"{name}({', '.join(inspect.signature(fn).parameters)})"
-            for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
-            if hasattr(fn, "chessrl_spec")]
+    return [
+        f"{name}({', '.join(inspect.signature(fn).parameters)})"
+        for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+        if hasattr(fn, "chessrl_spec")
+    ]
 
 
 def sections(text: str) -> dict[str, str]:
@@ -38,12 +40,15 @@ def test_hookspecs_are_found() -> None:
 def test_every_hook_has_a_section_with_an_example(signature: str) -> None:
     docs = sections(DOC.read_text())
     assert signature in docs, f"docs/plugins.md has no heading '### {signature}'"
-    assert "```python" in docs[signature], f"the section '{signature}' in docs/plugins.md has no example"
+    assert "```python" in docs[signature], (
+        f"the section '{signature}' in docs/plugins.md has no example"
+    )
 
 
 @pytest.mark.parametrize("name", BUILTINS)
 def test_every_builtin_option_is_in_its_table(name: str) -> None:
     body = sections(DOC.read_text())[name]
     for f in dataclasses.fields(regularisers()[name].obj.Config):
-        assert re.search(rf"^\| *`{f.name}` *\|", body, flags=re.M), \
+        assert re.search(rf"^\| *`{f.name}` *\|", body, flags=re.M), (
             f"docs/plugins.md: option '{f.name}' of {name} is missing from its table"
+        )

@@ -40,8 +40,22 @@ def _installed_from_here() -> bool:
 def l2_init():
     """Install the example package (editable, once) and return its module and the fresh registry."""
     if not _installed_from_here():
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                        "-e", str(PACKAGE)], check=True, capture_output=True, timeout=300)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-deps",
+                "--no-build-isolation",
+                "-e",
+                str(PACKAGE),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
         importlib.invalidate_caches()
     if importlib.util.find_spec("chessrl_l2_init") is None:
         # an editable install is activated by a .pth file, which Python reads only at start-up
@@ -67,10 +81,14 @@ def tiny_policy() -> Policy:
 def test_term_is_zero_at_start_then_pulls_moved_weights_back(l2_init) -> None:
     policy = tiny_policy()
     coefs = Coefficients()
-    inst = l2_init.L2Init("l2_init", build(l2_init.L2Init.Config, {"coef": 0.5}, prefix="plugins.l2_init"), coefs)
+    inst = l2_init.L2Init(
+        "l2_init", build(l2_init.L2Init.Config, {"coef": 0.5}, prefix="plugins.l2_init"), coefs
+    )
     pm = new_plugin_manager()
     pm.register(inst, name="l2_init")
-    run = SimpleNamespace(config=None, policy=policy, coefs=coefs, run_dir=None, game=None, log=print)
+    run = SimpleNamespace(
+        config=None, policy=policy, coefs=coefs, run_dir=None, game=None, log=print
+    )
     call_hook(pm, "chessrl_train_start", run=run)
 
     [(_, term)] = call_hook(pm, "chessrl_loss_terms", out=None, batch=None, coefs=coefs)
@@ -115,17 +133,29 @@ def test_anchor_survives_a_checkpoint(l2_init) -> None:
 
 
 def test_two_training_steps_through_the_cli(l2_init, tiny_config, tmp_path, cli) -> None:
-    """The installed package, enabled from TOML, trains: its term is in the metrics and in the gradient."""
+    """The installed package, enabled from TOML, trains: its term is in the metrics and in the
+    gradient."""
     run_dir = tmp_path / "run"
-    res = cli("run", str(tiny_config), "--run-dir", str(run_dir), "--max-steps", "2", "--no-progress",
-              "--set", "plugins.l2_init.coef=10.0")
+    res = cli(
+        "run",
+        str(tiny_config),
+        "--run-dir",
+        str(run_dir),
+        "--max-steps",
+        "2",
+        "--no-progress",
+        "--set",
+        "plugins.l2_init.coef=10.0",
+    )
     assert res.returncode == 0, res.stderr
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
-    assert rows[0]["budget/l2_init/value"] == 0.0          # the weights have not moved yet
-    assert rows[1]["budget/l2_init/value"] > 0.0           # after one update they have
-    assert rows[1]["budget/l2_init/grad_norm"] > 0.0       # and the term pulls on the gradient
-    assert rows[1]["budget/l2_init/cos_objective"] == rows[1]["budget/l2_init/cos_objective"]  # not NaN
+    assert rows[0]["budget/l2_init/value"] == 0.0  # the weights have not moved yet
+    assert rows[1]["budget/l2_init/value"] > 0.0  # after one update they have
+    assert rows[1]["budget/l2_init/grad_norm"] > 0.0  # and the term pulls on the gradient
+    assert (
+        rows[1]["budget/l2_init/cos_objective"] == rows[1]["budget/l2_init/cos_objective"]
+    )  # not NaN
 
 
 def test_config_reference_lists_the_installed_plugins_options(l2_init, cli) -> None:
@@ -137,7 +167,9 @@ def test_config_reference_lists_the_installed_plugins_options(l2_init, cli) -> N
     assert "l2_init" not in builtin.stdout and "### `entropy_bonus`" in builtin.stdout
 
 
-def test_a_source_folder_that_shadows_the_installed_module_is_named(l2_init, tiny_config, cli) -> None:
+def test_a_source_folder_that_shadows_the_installed_module_is_named(
+    l2_init, tiny_config, cli
+) -> None:
     """``python -m chessrl`` from examples/plugins/ (the tutorial's own layout): the folder
     chessrl_l2_init/ is imported as an empty namespace package instead of the installed module."""
     where = PACKAGE.parent
@@ -146,7 +178,12 @@ def test_a_source_folder_that_shadows_the_installed_module_is_named(l2_init, tin
     row = next(line for line in res.stdout.splitlines() if line.startswith("l2_init"))
     assert f"BROKEN: module 'chessrl_l2_init' is shadowed by the folder {PACKAGE}" in row
     assert "run chessrl from another directory" in row
-    run = cli("run", str(tiny_config), "--max-steps", "1", "--set", "plugins.l2_init.coef=1e-3", cwd=where)
+    run = cli(
+        "run", str(tiny_config), "--max-steps", "1", "--set", "plugins.l2_init.coef=1e-3", cwd=where
+    )
     assert run.returncode == 2 and "Traceback" not in run.stderr
-    assert f"plugin 'l2_init' (chessrl-l2-init 0.1.0) is installed but failed to load: module 'chessrl_l2_init' " \
-           f"is shadowed by the folder {PACKAGE}" in run.stderr.strip().splitlines()[-1]
+    last = run.stderr.strip().splitlines()[-1]
+    assert (
+        f"plugin 'l2_init' (chessrl-l2-init 0.1.0) is installed but failed to load: "
+        f"module 'chessrl_l2_init' is shadowed by the folder {PACKAGE}" in last
+    )
