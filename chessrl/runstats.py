@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from chessrl import keys as K
+from chessrl.findings import fmt
 from chessrl.rules import (
     EVAL_TREND_MIN_EVALS,
     RATIO_MAXDEV_TOL,
     RATIO_MEAN_TOL,
     TREND_MIN_WINDOWS,
-    fmt,
 )
 from chessrl.stats import Trend, score_difference, trend
 
