@@ -1,4 +1,5 @@
-"""chessrl pretrain: real Stockfish labels, cache reuse and resumption, label checks, no global RNG."""
+"""chessrl pretrain: real Stockfish labels, cache reuse and resumption, label checks, no global
+RNG."""
 
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ min_distinct = 0.5
 
 
 def rng_states():
-    return (torch.random.get_rng_state().clone(), np.random.get_state()[1].copy(), random.getstate())
+    return (torch.random.get_rng_state().clone(), np.random.get_state()[1].copy(),
+            random.getstate())
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +82,8 @@ def test_distillation_beats_random_on_held_out_positions(first_run):
 
 def test_no_global_rng_is_touched(first_run):
     before, after = first_run[4]
-    assert torch.equal(before[0], after[0]) and np.array_equal(before[1], after[1]) and before[2] == after[2]
+    assert torch.equal(before[0], after[0]) and np.array_equal(before[1], after[1])
+    assert before[2] == after[2]
 
 
 def test_checkpoint_loads_as_init_checkpoint_and_in_eval(first_run):
@@ -111,7 +114,8 @@ def test_second_run_reuses_the_cache_and_generation_resumes(first_run):
     shard.unlink()
     _, facts = labelled_data(cfg, log=lambda line: None, labeller=labeller)
     labeller.close()
-    assert facts["shards_generated"] == 1 and facts["shards_loaded"] == 1 and labeller.searches == 150
+    assert facts["shards_generated"] == 1 and facts["shards_loaded"] == 1
+    assert labeller.searches == 150
     assert np.array_equal(np.load(shard)["fen"], old)
 
 
@@ -123,10 +127,13 @@ def test_cli_pretrain_uses_cache_and_label_checks_fail_clearly(first_run):
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()) as stdout:
         rc = main(["pretrain", str(path), "--set", "checks.min_distinct=0.999", "--no-progress"])
     assert rc == 2 and "label checks failed" in err.getvalue() and "min_distinct" in err.getvalue()
-    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()) as stdout:
-        rc = main(["pretrain", str(path), "--set", "train.epochs=1", "--set", f"output='{out}/again.pt'",
+    quiet = contextlib.redirect_stderr(io.StringIO())
+    with quiet, contextlib.redirect_stdout(io.StringIO()) as stdout:
+        rc = main(["pretrain", str(path), "--set", "train.epochs=1",
+                   "--set", f"output='{out}/again.pt'",
                    "--no-progress"])
-    assert rc == 0 and "2 shards from the cache, 0 generated, 0 engine searches" in stdout.getvalue()
+    assert rc == 0
+    assert "2 shards from the cache, 0 generated, 0 engine searches" in stdout.getvalue()
     assert (out / "again.pt").exists() and (out / "again.json").exists()
 
 
@@ -154,5 +161,21 @@ def test_every_pretrain_key_is_documented():
     from chessrl.schema import describe
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "pretraining.md").read_text()
-    keys = [r["key"] for r in describe(PretrainConfig) if not r["key"].startswith(("policy.", "env"))]
+    keys = [r["key"] for r in describe(PretrainConfig)
+            if not r["key"].startswith(("policy.", "env"))]
     assert not [k for k in keys if f"`{k}`" not in text]
+
+
+def test_config_mistakes_are_one_line_like_a_training_config(tmp_path, cli_in_process):
+    """The same loader as `chessrl run`: file and line, or the --set item; exit code 2."""
+    path = tmp_path / "p.toml"
+    path.write_text('seed = 0\n[labels]\ndepth = 3\nmulti_pv = 3\n')
+    rc, _, err = cli_in_process("pretrain", str(path), "--no-progress")
+    assert rc == 2 and f"{path}:4: unknown key 'labels.multi_pv'" in err, err
+    assert "did you mean 'multipv'" in err and len(err.strip().splitlines()) == 1
+    path.write_text('seed = 0\n')
+    rc, _, err = cli_in_process("pretrain", str(path), "--set", "train.epochs=0")
+    assert rc == 2 and "--set train.epochs=0: 'train.epochs' = 0" in err, err
+    path.write_text('seed = 0\n[env]\nname = "tictactoe"\n')
+    rc, _, err = cli_in_process("pretrain", str(path))
+    assert rc == 2 and f"{path}:3: 'env.name' = 'tictactoe': pretraining is chess-only" in err

@@ -57,10 +57,11 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def add_pretrain_command(subparsers) -> None:
     """``chessrl pretrain CONFIG``: Stockfish distillation into a starting checkpoint."""
-    p = subparsers.add_parser("pretrain", help="pretrain the chess policy by Stockfish distillation "
-                              "(docs/pretraining.md)")
+    p = subparsers.add_parser("pretrain", help="pretrain the chess policy by Stockfish "
+                              "distillation (docs/pretraining.md)")
     p.add_argument("config", help="pretraining TOML, e.g. examples/pretrain.toml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SECTION.KEY=VALUE",
                    help="override a config value (repeatable), e.g. --set train.epochs=2")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
