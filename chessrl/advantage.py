@@ -12,10 +12,12 @@ Every ply of player ``p`` in trajectory ``g`` carries that advantage.
 from __future__ import annotations
 
 import torch
+from tensordict import TensorDictBase
 
 
-def group_advantages(returns: torch.Tensor, valid: torch.Tensor, *, scale: str = "std",
-                     eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+def group_advantages(
+    returns: torch.Tensor, valid: torch.Tensor, *, scale: str = "std", eps: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Advantages ``[..., G]`` from returns ``[..., G]`` over the last (group) dim.
 
     ``valid`` marks members that count in the group's mean and std; invalid members get
@@ -37,8 +39,14 @@ def group_advantages(returns: torch.Tensor, valid: torch.Tensor, *, scale: str =
     return torch.where(keep, adv, torch.zeros_like(adv)), zero_spread
 
 
-def player_returns(reward: torch.Tensor, value: torch.Tensor, mover_is_root: torch.Tensor,
-                   played: torch.Tensor, root_value: torch.Tensor, mode: str) -> torch.Tensor:
+def player_returns(
+    reward: torch.Tensor,
+    value: torch.Tensor,
+    mover_is_root: torch.Tensor,
+    played: torch.Tensor,
+    root_value: torch.Tensor,
+    mode: str,
+) -> torch.Tensor:
     """Returns ``[R, G, 2]`` (root player, other player) from per-ply tensors ``[R, G, T]``.
 
     ``reward``/``value`` are for the mover of each ply; ``played`` marks plies actually played.
@@ -64,17 +72,30 @@ def player_returns(reward: torch.Tensor, value: torch.Tensor, mover_is_root: tor
     return torch.stack([final_root, -final_root], -1)
 
 
-def rollout_advantages(td, returns: str, scale: str, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Write ``advantage`` [R, G, T] and ``traj_index`` into a rollout; return (returns, zero_spread).
+def rollout_advantages(
+    td: TensorDictBase, mode: str, scale: str, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write ``advantage`` [R, G, T] and ``traj_index`` into a rollout; return
+    ``(returns, zero_spread)``.
 
-    ``returns`` is [R, G, 2] (root player, other player); ``zero_spread`` is [R, 2].
+    ``mode`` is the return definition (config ``advantage.returns``: ``"sum"`` or
+    ``"terminal"``, see :func:`player_returns`); the returned ``returns`` tensor is [R, G, 2]
+    (root player, other player); ``zero_spread`` is [R, 2].
     """
     mover_root, trained = td["mover_is_root"], td["loss_mask"]
-    ret = player_returns(td["next", "reward"].squeeze(-1), td["next", "value"].squeeze(-1), mover_root,
-                         td["valid"], td["root_value"][..., 0], returns)
-    counts = torch.stack([(trained & mover_root).any(-1), (trained & ~mover_root).any(-1)], -2)  # [R, 2, G]
+    ret = player_returns(
+        td["next", "reward"].squeeze(-1),
+        td["next", "value"].squeeze(-1),
+        mover_root,
+        td["valid"],
+        td["root_value"][..., 0],
+        mode,
+    )
+    counts = torch.stack(
+        [(trained & mover_root).any(-1), (trained & ~mover_root).any(-1)], -2
+    )  # [R, 2, G]
     adv, zero = group_advantages(ret.transpose(-1, -2), counts, scale=scale, eps=eps)
-    adv = adv.transpose(-1, -2)                                                                 # [R, G, 2]
+    adv = adv.transpose(-1, -2)  # [R, G, 2]
     td["advantage"] = torch.where(mover_root, adv[..., 0:1], adv[..., 1:2])
     R, G, T = td.batch_size
     td["traj_index"] = torch.arange(R * G).reshape(R, G, 1).expand(R, G, T)

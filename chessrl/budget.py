@@ -15,7 +15,9 @@ import math
 import torch
 
 
-def value_budget(values: dict[str, float], coefs: dict[str, float], raws: dict[str, float]) -> dict[str, float]:
+def value_budget(
+    values: dict[str, float], coefs: dict[str, float], raws: dict[str, float]
+) -> dict[str, float]:
     """``budget/<term>/value|raw|coef|value_share`` for each term."""
     total = sum(abs(v) for v in values.values()) or 1.0
     out = {}
@@ -27,8 +29,9 @@ def value_budget(values: dict[str, float], coefs: dict[str, float], raws: dict[s
     return out
 
 
-def backward_with_budget(terms: dict[str, torch.Tensor], params: list[torch.nn.Parameter],
-                         accumulate: bool = True) -> dict[str, float]:
+def backward_with_budget(
+    terms: dict[str, torch.Tensor], params: list[torch.nn.Parameter], accumulate: bool = True
+) -> dict[str, float]:
     """Measure each term's gradient; with ``accumulate``, also add their sum to ``params``' grads.
 
     Returns ``budget/<term>/grad_norm``, ``grad_share`` and ``cos_objective`` (the objective
@@ -56,5 +59,7 @@ def backward_with_budget(terms: dict[str, torch.Tensor], params: list[torch.nn.P
         out[f"budget/{n}/grad_share"] = norms[n] / norm_sum
         if obj is not None:
             denom = norms[n] * norms["objective"]
-            out[f"budget/{n}/cos_objective"] = float(flat[n] @ obj) / denom if denom > 0 else math.nan
+            out[f"budget/{n}/cos_objective"] = (
+                float(flat[n] @ obj) / denom if denom > 0 else math.nan
+            )
     return out

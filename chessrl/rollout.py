@@ -25,10 +25,21 @@ class RolloutTimes:
     env: float = 0.0
 
 
-def collect(env: BoardGameEnv, policy: torch.nn.Module, *, plies: int, temperature: float,
-            opponent: str = "self", train_plies: str = "root", teacher_forcing_prob: float = 0.0,
-            teacher_forcing_depth: int = 0, generator: torch.Generator | None = None,
-            times: RolloutTimes | None = None, score: str = "every_ply", expert_members: int = 0) -> TensorDict:
+def collect(
+    env: BoardGameEnv,
+    policy: torch.nn.Module,
+    *,
+    plies: int,
+    temperature: float,
+    opponent: str = "self",
+    train_plies: str = "root",
+    teacher_forcing_prob: float = 0.0,
+    teacher_forcing_depth: int = 0,
+    generator: torch.Generator | None = None,
+    times: RolloutTimes | None = None,
+    score: str = "every_ply",
+    expert_members: int = 0,
+) -> TensorDict:
     """Play ``plies`` plies on every board of ``env`` (batch ``[R, G]``) and stack them.
 
     Teacher forcing flips one coin per trajectory: a forced trajectory's first
@@ -54,8 +65,14 @@ def collect(env: BoardGameEnv, policy: torch.nn.Module, *, plies: int, temperatu
     B = env.batch_size
     root_player = td["to_play"].clone()
     root_value = td["value"].squeeze(-1).clone()
-    coin = torch.rand(B, generator=generator, device=generator.device if generator is not None else "cpu")
-    forced_traj = (coin < teacher_forcing_prob).to(device) if teacher_forcing_prob > 0 else torch.zeros(B, dtype=torch.bool, device=device)
+    coin = torch.rand(
+        B, generator=generator, device=generator.device if generator is not None else "cpu"
+    )
+    forced_traj = (
+        (coin < teacher_forcing_prob).to(device)
+        if teacher_forcing_prob > 0
+        else torch.zeros(B, dtype=torch.bool, device=device)
+    )
     opp_plies_done = torch.zeros(B, dtype=torch.long, device=device)
     steps = []
     pdev = next(policy.parameters()).device  # one batched transfer per ply, never per board
@@ -63,15 +80,21 @@ def collect(env: BoardGameEnv, policy: torch.nn.Module, *, plies: int, temperatu
         active = ~td["done"].squeeze(-1)
         t0 = time.perf_counter()
         with torch.no_grad():
-            lp = log_probs(policy, td["observation"].reshape(-1, td["observation"].shape[-1]).to(pdev),
-                           td["action_mask"].reshape(-1, td["action_mask"].shape[-1]).to(pdev), temperature)
+            lp = log_probs(
+                policy,
+                td["observation"].reshape(-1, td["observation"].shape[-1]).to(pdev),
+                td["action_mask"].reshape(-1, td["action_mask"].shape[-1]).to(pdev),
+                temperature,
+            )
             action = sample(lp, generator).to(device)
             lp = lp.to(device)
         times.policy += time.perf_counter() - t0
         action = action.reshape(B)
         mover_is_root = td["to_play"] == root_player
         opp = ~mover_is_root & active
-        engine_ply = opp & ((opponent == "engine") | (forced_traj & (opp_plies_done < teacher_forcing_depth)))
+        engine_ply = opp & (
+            (opponent == "engine") | (forced_traj & (opp_plies_done < teacher_forcing_depth))
+        )
         rows = np.flatnonzero(engine_ply.reshape(-1).cpu().numpy())
         if rows.size:
             t0 = time.perf_counter()
@@ -80,7 +103,7 @@ def collect(env: BoardGameEnv, policy: torch.nn.Module, *, plies: int, temperatu
             action.view(-1)[torch.as_tensor(rows, device=device)] = eng
         if expert_members and not steps:  # the root ply: the first k members take the engine's move
             lead = torch.zeros(B, dtype=torch.bool, device=device)
-            lead[..., :min(expert_members, B[-1])] = True
+            lead[..., : min(expert_members, B[-1])] = True
             rows = np.flatnonzero((lead & active).reshape(-1).cpu().numpy())
             if rows.size:
                 t0 = time.perf_counter()

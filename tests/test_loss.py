@@ -7,7 +7,7 @@ import torch
 
 from chessrl import pluginmanager
 from chessrl.env import BoardGameEnv
-from chessrl.loss import GRPOLoss, exact_entropy, exact_kl
+from chessrl.loss import GroupPolicyLoss, exact_entropy, exact_kl, loss_entries, total_loss
 from chessrl.policy import Policy, log_probs
 from chessrl.rollout import collect
 
@@ -20,10 +20,18 @@ def _game():
 def _rollout(policy, temperature, seed=0):
     game = _game()
     env = BoardGameEnv(game, batch_size=(3, 4), seed=seed)
-    td = collect(env, policy, plies=9, temperature=temperature, train_plies="both",
-                 generator=torch.Generator().manual_seed(seed))
+    td = collect(
+        env,
+        policy,
+        plies=9,
+        temperature=temperature,
+        train_plies="both",
+        generator=torch.Generator().manual_seed(seed),
+    )
     flat = td.reshape(-1)
-    batch = flat[flat["loss_mask"]].select("observation", "action_mask", "action", "sample_log_prob")
+    batch = flat[flat["loss_mask"]].select(
+        "observation", "action_mask", "action", "sample_log_prob"
+    )
     batch["advantage"] = torch.randn(len(batch), generator=torch.Generator().manual_seed(1))
     return batch
 
@@ -39,11 +47,13 @@ def policy():
 def test_first_epoch_ratio_is_exactly_one(policy):
     batch = _rollout(policy, 1.3)
     with torch.no_grad():
-        batch["old_log_probs"] = log_probs(policy, batch["observation"], batch["action_mask"], 1.3)
+        batch["old_log_probs_all"] = log_probs(
+            policy, batch["observation"], batch["action_mask"], 1.3
+        )
     # the rollout's own sampling log-probs agree with the recompute
-    taken = batch["old_log_probs"].gather(-1, batch["action"][:, None]).squeeze(-1)
+    taken = batch["old_log_probs_all"].gather(-1, batch["action"][:, None]).squeeze(-1)
     assert torch.equal(taken, batch["sample_log_prob"])
-    out = GRPOLoss(policy, temperature=1.3)(batch)
+    out = GroupPolicyLoss(policy, temperature=1.3)(batch)
     ratio = (out["log_probs"] - taken).exp()
     assert torch.equal(ratio, torch.ones_like(ratio))
     assert out["clip_fraction"] == 0.0
@@ -53,9 +63,11 @@ def test_first_epoch_ratio_is_exactly_one(policy):
 def test_temperature_mismatch_breaks_the_ratio(policy):
     """The analysed run's bug: sampling at 1.3, training at 1.0. The check must see it."""
     batch = _rollout(policy, 1.3)
-    batch["old_log_probs"] = torch.zeros(len(batch), 9)
-    batch["old_log_probs"] = batch["old_log_probs"].scatter(-1, batch["action"][:, None], batch["sample_log_prob"][:, None])
-    out = GRPOLoss(policy, temperature=1.0)(batch)
+    batch["old_log_probs_all"] = torch.zeros(len(batch), 9)
+    batch["old_log_probs_all"] = batch["old_log_probs_all"].scatter(
+        -1, batch["action"][:, None], batch["sample_log_prob"][:, None]
+    )
+    out = GroupPolicyLoss(policy, temperature=1.0)(batch)
     ratio = (out["log_probs"] - batch["sample_log_prob"]).exp()
     assert (ratio - 1).abs().max() > 1e-3
 
@@ -63,11 +75,13 @@ def test_temperature_mismatch_breaks_the_ratio(policy):
 def test_masked_plies_contribute_nothing(policy):
     batch = _rollout(policy, 1.0)
     with torch.no_grad():
-        batch["old_log_probs"] = log_probs(policy, batch["observation"], batch["action_mask"], 1.0)
+        batch["old_log_probs_all"] = log_probs(
+            policy, batch["observation"], batch["action_mask"], 1.0
+        )
     n = len(batch)
     mask = torch.arange(n) % 2 == 0
     batch["loss_mask"] = mask
-    loss = GRPOLoss(policy, temperature=1.0)
+    loss = GroupPolicyLoss(policy, temperature=1.0)
 
     def grads(b):
         policy.zero_grad()
@@ -78,7 +92,11 @@ def test_masked_plies_contribute_nothing(policy):
     out1, g1 = grads(batch)
     garbage = batch.clone()
     garbage["advantage"] = torch.where(mask, garbage["advantage"], torch.full((n,), 1e6))
-    garbage["old_log_probs"] = torch.where(mask[:, None], garbage["old_log_probs"], torch.full_like(garbage["old_log_probs"], -30.0))
+    garbage["old_log_probs_all"] = torch.where(
+        mask[:, None],
+        garbage["old_log_probs_all"],
+        torch.full_like(garbage["old_log_probs_all"], -30.0),
+    )
     out2, g2 = grads(garbage)
     for k in ("loss_objective", "entropy", "kl_old_exact", "clip_fraction"):
         assert torch.equal(out1[k], out2[k]), k
@@ -91,7 +109,9 @@ def test_exact_entropy_and_kl_match_hand_computation():
     p = torch.tensor([[0.5, 0.25, 0.0, 0.25]])
     q = torch.tensor([[0.25, 0.25, 0.0, 0.5]])
     lp, lq = p.log(), q.log()
-    assert torch.allclose(exact_entropy(lp, mask), torch.tensor([1.5 * torch.log(torch.tensor(2.0))]))
+    assert torch.allclose(
+        exact_entropy(lp, mask), torch.tensor([1.5 * torch.log(torch.tensor(2.0))])
+    )
     expected = 0.5 * torch.log(torch.tensor(2.0)) + 0.25 * torch.log(torch.tensor(0.5))
     assert torch.allclose(exact_kl(lp, lq, mask), expected.reshape(1))
 
@@ -103,10 +123,36 @@ def test_clip_fraction_counts_only_binding_clips(policy):
     moved = copy.deepcopy(policy)
     with torch.no_grad():
         moved.head.weight.mul_(3.0)
-    batch["old_log_probs"] = lp
-    out = GRPOLoss(moved, temperature=1.0, clip_low=0.2, clip_high=0.2)(batch)
+    batch["old_log_probs_all"] = lp
+    out = GroupPolicyLoss(moved, temperature=1.0, clip_low=0.2, clip_high=0.2)(batch)
     ratio = (out["log_probs"] - lp.gather(-1, batch["action"][:, None]).squeeze(-1)).exp().detach()
     adv = batch["advantage"]
     expected = (((adv > 0) & (ratio > 1.2)) | ((adv < 0) & (ratio < 0.8))).float().mean()
     assert torch.allclose(out["clip_fraction"], expected)
     assert 0 < float(expected) < 1
+
+
+def test_only_loss_entries_are_summed_and_keys_follow_set_keys(policy):
+    batch = _rollout(policy, 1.0)
+    with torch.no_grad():
+        batch["old_log_probs_all"] = log_probs(
+            policy, batch["observation"], batch["action_mask"], 1.0
+        )
+    loss = GroupPolicyLoss(policy)
+    out = loss(batch)
+    out["loss_extra"] = 2 * out["entropy"]  # what a plugin's term adds
+    assert loss_entries(out).keys() == {"objective", "extra"}
+    assert torch.equal(total_loss(out), out["loss_objective"] + out["loss_extra"])
+    assert set(out.keys()) <= {*loss.out_keys, "loss_extra"}
+    assert all(k in loss.out_keys for k in out.keys() if not k.startswith("loss_"))
+    loss.set_keys(loss_mask="trained", old_log_probs_all="old")
+    assert loss.loss_mask_key == "trained" and {"trained", "old"} <= set(loss.in_keys)
+    renamed = batch.clone().rename_key_("old_log_probs_all", "old")
+    renamed["trained"] = torch.arange(len(batch)) % 2 == 0
+    masked = batch.clone()
+    masked["loss_mask"] = renamed["trained"]
+    assert torch.equal(
+        loss(renamed)["loss_objective"], GroupPolicyLoss(policy)(masked)["loss_objective"]
+    )
+    with pytest.raises(ValueError):
+        loss.set_keys(old_log_prob="typo")  # a misspelt key fails loudly
