@@ -19,6 +19,7 @@ boards; the action spec is a :class:`LegalActions` whose mask is the current leg
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -42,14 +43,19 @@ class LegalActions(Categorical):
 
     def update_mask(self, mask) -> None:
         current = getattr(self, "mask", None)  # unset while __init__ runs
-        if mask is not None and current is not None and torch.as_tensor(mask).shape == current.shape:
+        if (
+            mask is not None
+            and current is not None
+            and torch.as_tensor(mask).shape == current.shape
+        ):
             self.mask.copy_(torch.as_tensor(mask, dtype=torch.bool, device=self.mask.device))
         else:
             super().update_mask(mask)
 
     def clone(self) -> "LegalActions":
-        return self.__class__(n=self.space.n, shape=self.shape, device=self.device, dtype=self.dtype,
-                              mask=self.mask)  # shared on purpose: the live legal-move mask
+        return self.__class__(
+            n=self.space.n, shape=self.shape, device=self.device, dtype=self.dtype, mask=self.mask
+        )  # shared on purpose: the live legal-move mask
 
 
 class BoardGameEnv(EnvBase):
@@ -57,7 +63,9 @@ class BoardGameEnv(EnvBase):
 
     batch_locked = True
 
-    def __init__(self, game: Game, batch_size=(1,), device: str | torch.device = "cpu", seed: int = 0):
+    def __init__(
+        self, game: Game, batch_size=(1,), device: str | torch.device = "cpu", seed: int = 0
+    ):
         batch_size = torch.Size(batch_size)
         super().__init__(device=device, batch_size=batch_size)
         self.game = game
@@ -72,25 +80,42 @@ class BoardGameEnv(EnvBase):
         self.score_plies = True
         B = batch_size
         self.observation_spec = Composite(
-            observation=Bounded(0, game.obs_vocab - 1, shape=(*B, game.obs_len), dtype=torch.int64, device=device),
+            observation=Bounded(
+                0, game.obs_vocab - 1, shape=(*B, game.obs_len), dtype=torch.int64, device=device
+            ),
             action_mask=Categorical(2, shape=(*B, game.n_actions), dtype=torch.bool, device=device),
             to_play=Bounded(0, 1, shape=B, dtype=torch.int64, device=device),
             ply=Unbounded(shape=B, dtype=torch.int64, device=device),
             value=Unbounded(shape=(*B, 1), dtype=torch.float32, device=device),
-            shape=B, device=device,
+            shape=B,
+            device=device,
         )
-        self.action_spec = LegalActions(game.n_actions, shape=B, dtype=torch.int64, device=device,
-                                        mask=torch.ones(*B, game.n_actions, dtype=torch.bool, device=device))
+        self.action_spec = LegalActions(
+            game.n_actions,
+            shape=B,
+            dtype=torch.int64,
+            device=device,
+            mask=torch.ones(*B, game.n_actions, dtype=torch.bool, device=device),
+        )
         self.reward_spec = Unbounded(shape=(*B, 1), dtype=torch.float32, device=device)
         self.done_spec = Composite(
-            {k: Categorical(2, shape=(*B, 1), dtype=torch.bool, device=device)
-             for k in ("done", "terminated", "truncated")}, shape=B, device=device)
+            {
+                k: Categorical(2, shape=(*B, 1), dtype=torch.bool, device=device)
+                for k in ("done", "terminated", "truncated")
+            },
+            shape=B,
+            device=device,
+        )
 
     # --- helpers ---------------------------------------------------------------------
     def _tensor(self, a: np.ndarray, dtype) -> torch.Tensor:
         # copy: ply/terminated/truncated are updated in place every step, and a shared buffer
         # would rewrite every TensorDict already returned
-        return torch.tensor(np.asarray(a), dtype=dtype).reshape(*self.batch_size, *a.shape[1:]).to(self.device)
+        return (
+            torch.tensor(np.asarray(a), dtype=dtype)
+            .reshape(*self.batch_size, *a.shape[1:])
+            .to(self.device)
+        )
 
     def _observe(self, done: np.ndarray, obs: Observation | None = None) -> dict:
         obs = obs if obs is not None else self.game.observe(self.states)
@@ -106,14 +131,20 @@ class BoardGameEnv(EnvBase):
         """The observation entries of every board, from the last observation; updates the
         action spec's live mask."""
         self.action_spec.update_mask(self._tensor(self._mask, torch.bool))
-        return {"observation": self._tensor(self._tokens, torch.int64),
-                "action_mask": self._tensor(self._mask, torch.bool),
-                "to_play": self._tensor(self._to_play, torch.int64),
-                "ply": self._tensor(self.ply, torch.int64)}
+        return {
+            "observation": self._tensor(self._tokens, torch.int64),
+            "action_mask": self._tensor(self._mask, torch.bool),
+            "to_play": self._tensor(self._to_play, torch.int64),
+            "ply": self._tensor(self.ply, torch.int64),
+        }
 
     def _flags(self, terminated: np.ndarray, truncated: np.ndarray) -> dict:
         b = lambda a: self._tensor(a[:, None], torch.bool)  # noqa: E731
-        return {"terminated": b(terminated), "truncated": b(truncated), "done": b(terminated | truncated)}
+        return {
+            "terminated": b(terminated),
+            "truncated": b(truncated),
+            "done": b(terminated | truncated),
+        }
 
     # --- EnvBase ---------------------------------------------------------------------
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
@@ -128,10 +159,13 @@ class BoardGameEnv(EnvBase):
         states = [self.game.copy_state(r) for r in roots for _ in range(self.group)]
         root_values = np.repeat(np.asarray(self.game.values(roots), dtype=np.float32), self.group)
         g = self.group
-        obs = Observation(tokens=np.repeat(root_obs.tokens, g, axis=0),
-                          action_mask=np.repeat(root_obs.action_mask, g, axis=0),
-                          to_play=np.repeat(root_obs.to_play, g), terminated=np.repeat(root_obs.terminated, g),
-                          reason=[r for r in root_obs.reason for _ in range(g)])
+        obs = Observation(
+            tokens=np.repeat(root_obs.tokens, g, axis=0),
+            action_mask=np.repeat(root_obs.action_mask, g, axis=0),
+            to_play=np.repeat(root_obs.to_play, g),
+            terminated=np.repeat(root_obs.terminated, g),
+            reason=[r for r in root_obs.reason for _ in range(g)],
+        )
         return self.load_states(states, root_values, observation=obs)
 
     def _partial_reset(self, rows: np.ndarray) -> TensorDictBase:
@@ -157,8 +191,12 @@ class BoardGameEnv(EnvBase):
         fields.update(self._flags(self.terminated, self.truncated))
         return TensorDict(fields, batch_size=self.batch_size, device=self.device)
 
-    def load_states(self, states: list[Any], values: np.ndarray | None = None,
-                    observation: Observation | None = None) -> TensorDictBase:
+    def load_states(
+        self,
+        states: list[Any],
+        values: np.ndarray | None = None,
+        observation: Observation | None = None,
+    ) -> TensorDictBase:
         """Start every board from ``states`` (flat, one per board); return the reset TensorDict.
         ``observation``: the game's observation of exactly these states, if already made."""
         if len(states) != self.n:
@@ -184,8 +222,10 @@ class BoardGameEnv(EnvBase):
         idx = np.flatnonzero(active)
         if idx.size and not self._mask[idx, actions[idx]].all():
             bad = idx[~self._mask[idx, actions[idx]]][0]
-            raise ValueError(f"illegal action {actions[bad]} ({self.game.action_to_str(int(actions[bad]))}) "
-                             f"on board {bad}: {self.game.state_to_str(self.states[bad])}")
+            raise ValueError(
+                f"illegal action {actions[bad]} ({self.game.action_to_str(int(actions[bad]))}) "
+                f"on board {bad}: {self.game.state_to_str(self.states[bad])}"
+            )
         reward = np.zeros(self.n, dtype=np.float32)
         value = np.zeros(self.n, dtype=np.float32)
         if idx.size:
@@ -196,7 +236,9 @@ class BoardGameEnv(EnvBase):
         fields, obs = self._observe(~active)
         if idx.size:
             if self.score_plies:
-                after = np.asarray(self.game.values([self.states[i] for i in idx]), dtype=np.float32)
+                after = np.asarray(
+                    self.game.values([self.states[i] for i in idx]), dtype=np.float32
+                )
             else:  # only results by the rules; live boards are scored once, by final_values()
                 after = np.zeros(idx.size, dtype=np.float32)
                 ended = np.flatnonzero(obs.terminated[idx])
@@ -230,6 +272,21 @@ class BoardGameEnv(EnvBase):
         self.values[rows] = after
         return rows, -after
 
+    def game_states(self, rows: Sequence[int] | None = None) -> list[Any]:
+        """The game states of the flat boards ``rows`` (every board by default), in that order.
+
+        A game's state is the game's own object (a python-chess board, a bitboard), so it lives
+        here, outside the TensorDict; this is the one public way to read it (callables that
+        play from states, adjudication, PGN). The objects are the env's: do not modify them.
+        """
+        return list(self.states) if rows is None else [self.states[i] for i in rows]
+
+    def end_reasons(self) -> list[str]:
+        """Why each flat board's game ended: the game's reason ("checkmate", "win", ...),
+        ``"max_plies"`` when truncated, ``""`` while it runs. Strings, so not in the
+        TensorDict (its ``terminated`` / ``truncated`` entries carry the flags)."""
+        return list(self.reasons)
+
     def _set_seed(self, seed: int | None) -> None:
         self.rng = np.random.default_rng(seed)
 
@@ -240,8 +297,13 @@ class BoardGameEnv(EnvBase):
         return np.asarray(self.game.engine_actions([self.states[i] for i in rows]), dtype=np.int64)
 
 
-def make_gym_env(game: str, render_mode: str | None = None, seed: int = 0, illegal_action: str = "lose",
-                 **options: Any):
+def make_gym_env(
+    game: str,
+    render_mode: str | None = None,
+    seed: int = 0,
+    illegal_action: str = "lose",
+    **options: Any,
+):
     """The Gymnasium view of the installed game ``game``; ``options`` are its ``[env]`` options,
     validated by the game's own schema exactly like a config's ``[env]`` section (an unknown key
     or a bad value is a one-line :class:`~chessrl.errors.UserError`); ``seed`` seeds the game's
@@ -255,9 +317,14 @@ def make_gym_env(game: str, render_mode: str | None = None, seed: int = 0, illeg
     pluginmanager.check_not_broken(game, "gymnasium: ")
     reg = pluginmanager.games().get(game)
     if reg is None:
-        raise UserError(f"game '{game}' is not installed (installed: {', '.join(sorted(pluginmanager.games()))})"
-                        + pluginmanager.missing_hint(game))
-    return GymView(reg.obj(build(reg.schema, options, prefix="env"), seed), render_mode, illegal_action)
+        installed = ", ".join(sorted(pluginmanager.games()))
+        raise UserError(
+            f"game '{game}' is not installed (installed: {installed})"
+            + pluginmanager.missing_hint(game)
+        )
+    return GymView(
+        reg.obj(build(reg.schema, options, prefix="env"), seed), render_mode, illegal_action
+    )
 
 
 def reset_state(game: Game, options: dict[str, Any]) -> Any:
@@ -271,9 +338,14 @@ def reset_state(game: Game, options: dict[str, Any]) -> Any:
             if len(options) != 1:
                 raise ValueError("'state' cannot be combined with other options")
             state = game.copy_state(options["state"])
-        elif getattr(type(game), "state_from_options", Game.state_from_options) is Game.state_from_options:
-            raise ValueError(f"game '{game.name}' takes no reset options but 'state' (it defines no "
-                             "state_from_options)")
+        elif (
+            getattr(type(game), "state_from_options", Game.state_from_options)
+            is Game.state_from_options
+        ):
+            raise ValueError(
+                f"game '{game.name}' takes no reset options but 'state' (it defines no "
+                "state_from_options)"
+            )
         else:
             state = game.state_from_options(dict(options))
         getattr(game, "check_state", lambda s: Game.check_state(game, s))(state)
@@ -315,7 +387,8 @@ def _gym_class():
     from gymnasium import spaces
 
     class LegalDiscrete(spaces.Discrete):
-        """``Discrete(n_actions)``: an unmasked ``sample()`` draws a legal move of ``env``'s position."""
+        """``Discrete(n_actions)``: an unmasked ``sample()`` draws a legal move of ``env``'s "
+        "position."""
 
         def __init__(self, n: int, env: "GameGymEnv"):
             super().__init__(n)
@@ -330,19 +403,27 @@ def _gym_class():
     class GameGymEnv(gym.Env):
         metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
-        def __init__(self, game: Game, render_mode: str | None = None, illegal_action: str = "lose"):
+        def __init__(
+            self, game: Game, render_mode: str | None = None, illegal_action: str = "lose"
+        ):
             if illegal_action not in ("lose", "raise"):
                 from chessrl.errors import UserError
 
-                raise UserError(f"illegal_action = {illegal_action!r}: use 'lose' (the mover loses the game) "
-                                "or 'raise' (ValueError)")
+                raise UserError(
+                    f"illegal_action = {illegal_action!r}: use 'lose' (the mover loses the game) "
+                    "or 'raise' (ValueError)"
+                )
             self.game = game
             self.illegal_action = illegal_action
             self.render_mode = render_mode
-            self.observation_space = spaces.Dict({
-                "board": spaces.Box(0, game.obs_vocab - 1, shape=(game.obs_len,), dtype=np.int64),
-                "action_mask": spaces.MultiBinary(game.n_actions),
-            })
+            self.observation_space = spaces.Dict(
+                {
+                    "board": spaces.Box(
+                        0, game.obs_vocab - 1, shape=(game.obs_len,), dtype=np.int64
+                    ),
+                    "action_mask": spaces.MultiBinary(game.n_actions),
+                }
+            )
             self.action_space = LegalDiscrete(game.n_actions, self)
             self.state = None
             self._over = True
@@ -372,8 +453,10 @@ def _gym_class():
             if self._over:
                 raise ValueError("step() after the episode ended (or before reset()); call reset()")
             if not self._last.action_mask[0, int(action)]:
-                why = (f"illegal action {action} ({self.game.action_to_str(int(action))}) "
-                       f"in {self.game.state_to_str(self.state)}")
+                why = (
+                    f"illegal action {action} ({self.game.action_to_str(int(action))}) "
+                    f"in {self.game.state_to_str(self.state)}"
+                )
                 if self.illegal_action == "raise":
                     raise ValueError(why)
                 # the mover loses (PettingZoo's convention): a deterministic, terminal transition
@@ -383,8 +466,17 @@ def _gym_class():
                 obs["action_mask"][:] = 0
                 obs["action_mask"][0] = 1  # over: only action 0, as for a finished game
                 self._shown_mask = obs["action_mask"].copy()
-                return (obs, reward, True, False,
-                        {"reason": "illegal_action", "to_play": int(self._last.to_play[0]), "illegal": why})
+                return (
+                    obs,
+                    reward,
+                    True,
+                    False,
+                    {
+                        "reason": "illegal_action",
+                        "to_play": int(self._last.to_play[0]),
+                        "illegal": why,
+                    },
+                )
             self.state = self.game.play([self.state], np.array([int(action)]))[0]
             self.ply += 1
             obs = self._obs()
@@ -395,7 +487,13 @@ def _gym_class():
             truncated = not terminated and self.ply >= self.game.max_plies
             reason = self._last.reason[0] or ("max_plies" if truncated else "")
             self._over = terminated or truncated
-            return obs, reward, terminated, truncated, {"reason": reason, "to_play": int(self._last.to_play[0])}
+            return (
+                obs,
+                reward,
+                terminated,
+                truncated,
+                {"reason": reason, "to_play": int(self._last.to_play[0])},
+            )
 
         def render(self):
             return self.game.state_to_str(self.state)

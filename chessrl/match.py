@@ -32,8 +32,9 @@ class MatchError(RuntimeError):
 
     def __init__(self, games: list[int], what: str, error: BaseException):
         self.games, self.what, self.error = list(games), what, error
-        which = f"game {self.games[0] + 1}" if len(self.games) == 1 else \
-            f"games {', '.join(str(g + 1) for g in self.games[:8])}{' ...' if len(self.games) > 8 else ''}"
+        listed = ", ".join(str(g + 1) for g in self.games[:8])
+        more = " ..." if len(self.games) > 8 else ""
+        which = f"game {self.games[0] + 1}" if len(self.games) == 1 else f"games {listed}{more}"
         super().__init__(f"{what} failed in {which}: {type(error).__name__}: {error}")
 
 
@@ -79,9 +80,20 @@ class MatchResult:
         """Everything as plain values (infinite Elo bounds as None), e.g. for JSON."""
         lo, hi = self.interval()
         elo = [None if not np.isfinite(x) else round(float(x), 1) for x in self.elo()]
-        return {"games": self.games, "wins": self.wins, "draws": self.draws, "losses": self.losses,
-                "score": self.score, "score_lo": lo, "score_hi": hi, "elo": elo[0], "elo_lo": elo[1],
-                "elo_hi": elo[2], "reasons": dict(sorted(self.reasons.items())), "results": list(self.results)}
+        return {
+            "games": self.games,
+            "wins": self.wins,
+            "draws": self.draws,
+            "losses": self.losses,
+            "score": self.score,
+            "score_lo": lo,
+            "score_hi": hi,
+            "elo": elo[0],
+            "elo_lo": elo[1],
+            "elo_hi": elo[2],
+            "reasons": dict(sorted(self.reasons.items())),
+            "results": list(self.results),
+        }
 
     def metrics(self, prefix: str) -> dict[str, float]:
         from chessrl.stats import wilson
@@ -89,18 +101,34 @@ class MatchResult:
         lo, hi = self.interval()
         n = max(self.games, 1)
         nl_lo, nl_hi = wilson(self.wins + self.draws, self.games)
-        return {f"{prefix}/score": self.score, f"{prefix}/score_lo": lo, f"{prefix}/score_hi": hi,
-                f"{prefix}/non_losing": (self.wins + self.draws) / n, f"{prefix}/non_losing_lo": nl_lo,
-                f"{prefix}/non_losing_hi": nl_hi,
-                f"{prefix}/games": self.games, f"{prefix}/wins": self.wins, f"{prefix}/draws": self.draws,
-                f"{prefix}/losses": self.losses}
+        return {
+            f"{prefix}/score": self.score,
+            f"{prefix}/score_lo": lo,
+            f"{prefix}/score_hi": hi,
+            f"{prefix}/non_losing": (self.wins + self.draws) / n,
+            f"{prefix}/non_losing_lo": nl_lo,
+            f"{prefix}/non_losing_hi": nl_hi,
+            f"{prefix}/games": self.games,
+            f"{prefix}/wins": self.wins,
+            f"{prefix}/draws": self.draws,
+            f"{prefix}/losses": self.losses,
+        }
 
 
-def play_match(game, policy: torch.nn.Module | Callable[[list[Any]], np.ndarray], opponent: Callable[[list[Any]], np.ndarray],
-               *, games: int, temperature: float = 1.0, greedy: bool = True, seed: int = 0,
-               adjudicate: float = 0.5, starts: list[Any] | None = None,
-               on_game: Callable[[int, Any, float, str], None] | None = None,
-               adjudicator: Callable[[list[Any]], np.ndarray] | None = None) -> MatchResult:
+def play_match(
+    game,
+    policy: torch.nn.Module | Callable[[list[Any]], np.ndarray],
+    opponent: Callable[[list[Any]], np.ndarray],
+    *,
+    games: int,
+    temperature: float = 1.0,
+    greedy: bool = True,
+    seed: int = 0,
+    adjudicate: float = 0.5,
+    starts: list[Any] | None = None,
+    on_game: Callable[[int, Any, float, str], None] | None = None,
+    adjudicator: Callable[[list[Any]], np.ndarray] | None = None,
+) -> MatchResult:
     """Play ``games`` games of ``policy`` (a Policy or a states->actions callable) vs ``opponent``.
 
     ``greedy`` plays the policy's most likely move, otherwise it samples at ``temperature``
@@ -112,15 +140,21 @@ def play_match(game, policy: torch.nn.Module | Callable[[list[Any]], np.ndarray]
     roots = starts if starts is not None else game.initial_states(half, rng)
     env = BoardGameEnv(game, batch_size=(half, 2), seed=seed)
     # every start position is played once with each colour
-    td = env.load_states([game.copy_state(roots[i % len(roots)]) for i in range(half) for _ in range(2)])
+    td = env.load_states(
+        [game.copy_state(roots[i % len(roots)]) for i in range(half) for _ in range(2)]
+    )
     policy_side = torch.tensor([[0, 1]] * half).reshape(-1)
     gen = torch.Generator().manual_seed(seed)
-    device = next(policy.parameters()).device if isinstance(policy, torch.nn.Module) else torch.device("cpu")
+    device = (
+        next(policy.parameters()).device
+        if isinstance(policy, torch.nn.Module)
+        else torch.device("cpu")
+    )
     final_value = np.zeros(env.n, dtype=np.float32)
     last_mover_is_policy = np.zeros(env.n, dtype=bool)
     for _ in range(game.max_plies):
         done = td["done"].reshape(-1)
-        if bool(done[: games].all()):
+        if bool(done[:games].all()):
             break
         to_play = td["to_play"].reshape(-1)
         mine = (to_play == policy_side) & ~done
@@ -130,18 +164,22 @@ def play_match(game, policy: torch.nn.Module | Callable[[list[Any]], np.ndarray]
         if len(rows):
             if isinstance(policy, torch.nn.Module):
                 with torch.no_grad():
-                    lp = log_probs(policy, td["observation"].reshape(env.n, -1)[rows].to(device),
-                                   td["action_mask"].reshape(env.n, -1)[rows].to(device), temperature)
+                    lp = log_probs(
+                        policy,
+                        td["observation"].reshape(env.n, -1)[rows].to(device),
+                        td["action_mask"].reshape(env.n, -1)[rows].to(device),
+                        temperature,
+                    )
                 actions[rows] = (lp.argmax(-1) if greedy else sample(lp, gen)).cpu()
             else:
                 idx = rows.tolist()
-                actions[rows] = torch.as_tensor(_call(policy, [env.states[i] for i in idx], idx, "the policy"),
-                                                dtype=torch.long)
+                moves = _call(policy, env.game_states(idx), idx, "the policy")
+                actions[rows] = torch.as_tensor(moves, dtype=torch.long)
         rows_t = torch.nonzero(theirs).flatten()
         if len(rows_t):
             idx = rows_t.tolist()
-            actions[rows_t] = torch.as_tensor(_call(opponent, [env.states[i] for i in idx], idx, "the opponent"),
-                                              dtype=torch.long)
+            moves = _call(opponent, env.game_states(idx), idx, "the opponent")
+            actions[rows_t] = torch.as_tensor(moves, dtype=torch.long)
         td["action"] = actions.reshape(env.batch_size)
         td = env.step(td)
         moved = (~done).numpy()
@@ -149,14 +187,17 @@ def play_match(game, policy: torch.nn.Module | Callable[[list[Any]], np.ndarray]
         last_mover_is_policy[moved] = mine.numpy()[moved]
         td = td["next"]
     res = MatchResult()
-    open_games = [i for i in range(games) if not env.terminated[i]]
+    terminated = td["terminated"].reshape(-1).tolist()
+    states, reasons = env.game_states(), env.end_reasons()
+    open_games = [i for i in range(games) if not terminated[i]]
     values_now = np.zeros(env.n, dtype=np.float32)
     if open_games:  # adjudicate by the engine's view of the final positions (side to move's POV)
-        values_now[open_games] = np.asarray(_call(adjudicator or game.values, [env.states[i] for i in open_games],
-                                                  open_games, "adjudication"), dtype=np.float32)
+        adjudicate_fn = adjudicator or game.values
+        v_open = _call(adjudicate_fn, [states[i] for i in open_games], open_games, "adjudication")
+        values_now[open_games] = np.asarray(v_open, dtype=np.float32)
     for i in range(games):
-        reason = env.reasons[i] or "max_plies"
-        if env.terminated[i]:
+        reason = reasons[i] or "max_plies"
+        if terminated[i]:
             v = final_value[i] if last_mover_is_policy[i] else -final_value[i]
         else:
             side_to_move_is_policy = int(td["to_play"].reshape(-1)[i]) == int(policy_side[i])
@@ -170,6 +211,5 @@ def play_match(game, policy: torch.nn.Module | Callable[[list[Any]], np.ndarray]
         res.losses += score == 0.0
         res.reasons[reason] += 1
         if on_game is not None:
-            on_game(i, env.states[i], score, reason)
+            on_game(i, states[i], score, reason)
     return res
-

@@ -21,30 +21,44 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, config: str, run_dir: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank), WANDB_MODE="disabled")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        WANDB_MODE="disabled",
+    )
     torch.set_num_threads(1)
-    from chessrl.config import load_config
     from chessrl import trainer
+    from chessrl.config import load_config
 
     captured = {}
-    original = trainer.grpo_step
+    original = trainer.grpo_step  # chessrl.step.grpo_step; the loop looks it up in chessrl.trainer
 
     def spy(run, step):  # keep this rank's policy after the last step
         m = original(run, step)
         captured["policy"] = {k: v.clone() for k, v in run.policy.state_dict().items()}
-        captured.setdefault("boards", []).append([run.game.state_to_str(x) for x in run.env.states])
+        captured.setdefault("boards", []).append(
+            [run.game.state_to_str(x) for x in run.env.game_states()]
+        )
         return m
 
     trainer.grpo_step = spy
-    trainer.train(load_config(config, ["trainer.steps=2"]), Path(run_dir), progress=False, echo=lambda s: None)
+    trainer.train(
+        load_config(config, ["trainer.steps=2"]), Path(run_dir), progress=False, echo=lambda s: None
+    )
     torch.save(captured, f"{out}/rank{rank}.pt")
 
 
 def test_two_ranks_keep_identical_parameters(tiny_config, tmp_path):
     run_dir = tmp_path / "run"
-    mp.start_processes(_worker, args=(2, _free_port(), str(tiny_config), str(run_dir), str(tmp_path)),
-                       nprocs=2, start_method="spawn")
+    mp.start_processes(
+        _worker,
+        args=(2, _free_port(), str(tiny_config), str(run_dir), str(tmp_path)),
+        nprocs=2,
+        start_method="spawn",
+    )
     r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     for k in r0["policy"]:
         assert torch.equal(r0["policy"][k], r1["policy"][k]), k
@@ -61,12 +75,33 @@ def test_two_ranks_keep_identical_parameters(tiny_config, tmp_path):
 def test_torchrun_cli(tiny_config, tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
-           "-m", "chessrl", "run", str(tiny_config), "--run-dir", str(run_dir), "--max-steps", "2", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "chessrl",
+        "run",
+        str(tiny_config),
+        "--run-dir",
+        str(run_dir),
+        "--max-steps",
+        "2",
+        "--no-progress",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [1, 2]
-    res = subprocess.run(cmd[:-5] + ["--run-dir", str(run_dir), "--max-steps", "2", "--resume", "--no-progress"],
-                         capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    res = subprocess.run(
+        cmd[:-5] + ["--run-dir", str(run_dir), "--max-steps", "2", "--resume", "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [1, 2, 3, 4]
