@@ -24,9 +24,9 @@ from chessrl.envs.chess.pretrain_config import LabelConfig, PretrainConfig
 from chessrl.envs.chess.pretrain_data import epd_key, hash01, soft_targets
 from chessrl.errors import UserError
 from chessrl.policy import Policy, build_policy, log_probs
+from chessrl.run import resolve_device
 from chessrl.schema import to_dict
 from chessrl.stats import wilson
-from chessrl.trainer import resolve_device
 
 
 def new_policy(cfg: PretrainConfig) -> Policy:
