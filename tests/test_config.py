@@ -10,7 +10,7 @@ from chessrl.errors import UserError
 
 def _one_line_exit_2(res):
     assert res.returncode == 2, res.stderr
-    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, res.stderr
     assert "Traceback" not in res.stderr
     return lines[0]
@@ -22,8 +22,10 @@ def _one_line_exit_2(res):
     ('[trainer]\nlr = "fast"\n', ["'trainer.lr' = 'fast'", "expected a number"]),
     ('[rollout]\ngroup_size = 0\n', ["'rollout.group_size' = 0", "expected >= 1"]),
     ('[advantage]\nscale = "sdt"\n', ["'advantage.scale' = 'sdt'", "did you mean 'std'?"]),
-    ('[plugins.entropy_bonuss]\ncoef = 0.1\n', ["plugin 'entropy_bonuss' is not installed", "entropy_bonus"]),
-    ('[plugins.entropy_bonus]\ncof = 0.1\n', ["unknown key 'plugins.entropy_bonus.cof'", "did you mean 'coef'?"]),
+    ('[plugins.entropy_bonuss]\ncoef = 0.1\n',
+     ["plugin 'entropy_bonuss' is not installed", "entropy_bonus"]),
+    ('[plugins.entropy_bonus]\ncof = 0.1\n',
+     ["unknown key 'plugins.entropy_bonus.cof'", "did you mean 'coef'?"]),
     ('[env]\nname = "chekers"\n', ["'env.name' = 'chekers' is not an installed game", "tictactoe"]),
     ('[env]\nname = "tictactoe"\nstart = 3\n', ["env.start"]),
     ('[policy]\nd_model = 30\nn_heads = 8\n', ["n_heads = 8 must divide d_model = 30"]),
@@ -31,7 +33,8 @@ def _one_line_exit_2(res):
 ])
 def test_config_mistakes(tmp_path, cli, body, expected):
     p = tmp_path / "bad.toml"
-    p.write_text('[env]\nname = "tictactoe"\n' + body if not body.startswith(("[env]", 'name = "x"')) else body)
+    own_env = body.startswith(("[env]", 'name = "x"'))
+    p.write_text(body if own_env else '[env]\nname = "tictactoe"\n' + body)
     line = _one_line_exit_2(cli("config", "show", str(p)))
     assert str(p) in line
     for e in expected:
@@ -61,7 +64,8 @@ def test_run_with_bad_config_writes_nothing(cli, tmp_path):
 def test_overrides_and_resolved_config(tmp_path, cli):
     p = tmp_path / "ok.toml"
     p.write_text('[env]\nname = "tictactoe"\n[plugins.entropy_bonus]\ncoef = 0.5\n')
-    cfg = load_config(p, ["trainer.lr=3e-6", "plugins.entropy_bonus.coef=0.01", "rollout.opponent=engine"])
+    cfg = load_config(p, ["trainer.lr=3e-6", "plugins.entropy_bonus.coef=0.01",
+                          "rollout.opponent=engine"])
     assert cfg.trainer.lr == 3e-6 and cfg.plugins["entropy_bonus"].coef == 0.01
     assert cfg.rollout.opponent == "engine"
     res = cli("config", "show", str(p), "--json", "--set", "trainer.lr=3e-6")
