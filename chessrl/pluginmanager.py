@@ -2,16 +2,28 @@
 
 Built-in games and regularisers are found exactly like third-party ones: through the
 ``chessrl`` entry-point group. Nothing here imports a game or a regulariser.
+
+Hooks are called by pluggy itself (``pm.hook.<name>(**kwargs)``), so hook wrappers,
+``tryfirst``/``trylast`` and pluggy's call monitoring work as pluggy documents them. chessrl
+adds two things at registration (:class:`PluginManager`): every hook implementation is guarded
+so that an exception inside it is re-raised as :class:`PluginError` naming the plugin, and
+each non-None result is noted with the plugin that returned it (:func:`call_hook` returns
+``[(plugin, result)]``). pluggy calls the last registered implementation first; the per-run
+manager registers the regularisers in reverse TOML order so that they run in TOML order
+(:func:`register_in_call_order`).
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import importlib.metadata
+import inspect
 import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import pluggy
 
@@ -25,11 +37,105 @@ TRACEBACK_ENV = "CHESSRL_TRACEBACK"  # also prints a failing plugin import's tra
 _PM: pluggy.PluginManager | None = None
 
 
-def new_plugin_manager() -> pluggy.PluginManager:
-    """A plugin manager with chessrl's hook specifications and no plugins."""
-    pm = pluggy.PluginManager("chessrl")
+# the plugin whose hook implementation is running (for the discovery hooks' register()), and
+# the (hook, plugin, result) notes of the call_hook in progress
+_CURRENT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "chessrl_plugin", default=None)
+_NOTES: contextvars.ContextVar[list[tuple[str, str, Any]] | None] = contextvars.ContextVar(
+    "chessrl_hook_results", default=None)
+
+
+def current_plugin() -> str | None:
+    """The name of the plugin whose hook implementation is running (None outside hooks)."""
+    return _CURRENT.get()
+
+
+def _guard(function: Callable[..., Any], plugin: str, hook: str) -> Callable[..., Any]:
+    """``function`` (a hook implementation of ``plugin``) with its exceptions named by plugin
+    and its non-None results noted for :func:`call_hook`. A wrapper (a generator) stays one."""
+    if inspect.isgeneratorfunction(function):
+
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            token = _CURRENT.set(plugin)
+            try:
+                return (yield from function(*args, **kwargs))
+            except (UserError, PluginError):
+                raise
+            except Exception as exc:
+                raise PluginError(plugin, hook, exc) from exc
+            finally:
+                _CURRENT.reset(token)
+
+        return wrapper
+
+    @functools.wraps(function)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        token = _CURRENT.set(plugin)
+        try:
+            result = function(*args, **kwargs)
+        except (UserError, PluginError):
+            raise
+        except Exception as exc:
+            raise PluginError(plugin, hook, exc) from exc
+        finally:
+            _CURRENT.reset(token)
+        notes = _NOTES.get()
+        if notes is not None and result is not None:
+            notes.append((hook, plugin, result))
+        return result
+
+    return guarded
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager for project ``chessrl``; each hook implementation a plugin brings is
+    guarded when it is registered (errors named by plugin, results noted by plugin)."""
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        name = super().register(plugin, name)
+        if name is not None:
+            for caller in self.get_hookcallers(plugin) or []:
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is plugin:
+                        # HookImpl.function is the public name of the callable pluggy calls
+                        impl.function = _guard(impl.function, name, caller.name)  # type: ignore[misc]
+        return name
+
+
+def new_plugin_manager() -> PluginManager:
+    """A plugin manager with chessrl's hook specifications and no plugins; with
+    ``CHESSRL_TRACE_PLUGINS=1`` it prints every hook call (:func:`trace_hook_calls`)."""
+    pm = PluginManager("chessrl")
     pm.add_hookspecs(hookspecs)
+    if os.environ.get(TRACE_ENV, "") not in ("", "0"):
+        trace_hook_calls(pm)
     return pm
+
+
+def trace_hook_calls(pm: pluggy.PluginManager, write: Callable[[str], Any] | None = None
+                     ) -> Callable[[], None]:
+    """Print each hook call of ``pm`` (pluggy's call monitoring): the hook, its implementing
+    plugins in call order and its duration. Returns the function that stops it."""
+    write = write or (lambda line: print(line, file=sys.stderr))
+    starts: list[float] = []
+
+    def before(hook_name: str, impls: Sequence[Any], kwargs: Any) -> None:
+        starts.append(time.perf_counter())
+
+    def after(outcome: Any, hook_name: str, impls: Sequence[Any], kwargs: Any) -> None:
+        ms = (time.perf_counter() - starts.pop()) * 1000
+        names = ",".join(i.plugin_name for i in reversed(impls)) or "-"  # pluggy calls last first
+        write(f"[chessrl trace] {hook_name} plugins={names} {ms:.2f} ms")
+
+    return pm.add_hookcall_monitoring(before, after)
+
+
+def register_in_call_order(pm: pluggy.PluginManager, plugins: Iterable[tuple[str, Any]]) -> None:
+    """Register ``(name, plugin)`` pairs so that pluggy calls them in the given order (it calls
+    the last registered first, so they are registered in reverse)."""
+    for name, plugin in reversed(list(plugins)):
+        pm.register(plugin, name=name)
 
 
 def check_hooks(pm: pluggy.PluginManager) -> None:
@@ -97,11 +203,13 @@ def get_plugin_manager() -> pluggy.PluginManager:
                         traceback.print_exception(exc, file=sys.stderr)
                     dist = getattr(ep, "dist", None)
                     first = (str(exc).strip().splitlines() or [""])[0]
-                    _BROKEN[ep.name] = BrokenPlugin(ep.name, ep.value, dist.metadata["name"] if dist else None,
-                                                    dist.version if dist else None, f"{type(exc).__name__}: {first}")
+                    _BROKEN[ep.name] = BrokenPlugin(
+                        ep.name, ep.value, dist.metadata["name"] if dist else None,
+                        dist.version if dist else None, f"{type(exc).__name__}: {first}")
         _drop_shadowed(pm)
         for b in _BROKEN.values():
-            print(f"chessrl: warning: {b.line()}; it is disabled ('chessrl plugins' lists it)", file=sys.stderr)
+            print(f"chessrl: warning: {b.line()}; it is disabled ('chessrl plugins' lists it)",
+                  file=sys.stderr)
         check_hooks(pm)
         _PM = pm
     return _PM
@@ -119,9 +227,11 @@ def _drop_shadowed(pm: pluggy.PluginManager) -> None:
         dist = dists.get(id(plugin))
         pm.unregister(name=name)
         _BROKEN[name] = BrokenPlugin(
-            name, plugin.__name__, dist.metadata["name"] if dist else None, dist.version if dist else None,
-            f"module '{plugin.__name__}' is shadowed by the folder {folders} (an empty namespace package, "
-            f"not the installed module); run chessrl from another directory or take that folder off "
+            name, plugin.__name__, dist.metadata["name"] if dist else None,
+            dist.version if dist else None,
+            f"module '{plugin.__name__}' is shadowed by the folder {folders} (an empty namespace "
+            f"package, not the installed module); run chessrl from another directory or take that "
+            f"folder off "
             f"sys.path/PYTHONPATH")
 
 
@@ -136,7 +246,8 @@ def check_not_broken(name: str, where: str = "") -> None:
     b = broken().get(name)
     if b is not None:
         dist = f" ({b.distribution} {b.version})" if b.distribution else ""
-        raise UserError(f"{where}plugin '{name}'{dist} is installed but failed to load: {b.error}; fix that "
+        raise UserError(f"{where}plugin '{name}'{dist} is installed but failed to load: "
+                        f"{b.error}; fix that "
                         f"import error or uninstall {b.distribution or 'the plugin'}")
 
 
@@ -144,7 +255,8 @@ def missing_hint(name: str) -> str:
     """What to add to "X is not installed": the broken plugins, one of which may provide X."""
     bad = broken()
     if bad:
-        return "; note: " + "; ".join(b.line() for b in bad.values()) + " (it may be the one that provides it)"
+        return ("; note: " + "; ".join(b.line() for b in bad.values())
+                + " (it may be the one that provides it)")
     return ""
 
 
@@ -157,41 +269,36 @@ def reset_plugin_manager() -> None:
 
 
 def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> list[tuple[str, Any]]:
-    """Call hook ``name`` on every implementation in registration order; return ``[(plugin, result)]``.
+    """Call hook ``name`` through pluggy (``pm.hook.<name>(**kwargs)``); return its results as
+    ``[(plugin, result)]`` in call order, Nones left out.
 
-    Results that are None are dropped. An exception inside a plugin is re-raised as
-    :class:`PluginError` naming the plugin. With ``CHESSRL_TRACE_PLUGINS=1`` each call is
-    printed to stderr with its implementing plugins and duration.
+    The call order is pluggy's: the last registered first, ``tryfirst``/``trylast`` first and
+    last, wrappers around them. The run's regularisers are registered so that this is the
+    order of their ``[plugins.*]`` sections (:func:`register_in_call_order`). An exception
+    inside a plugin is re-raised as :class:`PluginError` naming the plugin (a ``UserError``
+    passes unchanged). A hook wrapper may replace results one for one (each keeps the name of
+    the plugin that returned the one it replaced) or leave some out.
     """
     caller = getattr(pm.hook, name)
-    trace = os.environ.get(TRACE_ENV, "") not in ("", "0")
-    results = []
-    t0 = time.perf_counter()
-    # pluggy itself calls the last registered first; chessrl promises registration order (for
-    # run plugins: TOML order), which get_hookimpls() holds, keeping tryfirst/trylast first/last
-    impls = sorted(caller.get_hookimpls(), key=lambda i: 0 if i.tryfirst else 2 if i.trylast else 1)
-    for impl in impls:
-        args = [kwargs[a] for a in impl.argnames]
-        try:
-            res = impl.function(*args)
-        except (UserError, PluginError, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            raise PluginError(impl.plugin_name, name, exc) from exc
-        if res is not None:
-            results.append((impl.plugin_name, res))
-    if trace:
-        ms = (time.perf_counter() - t0) * 1000
-        names = ",".join(i.plugin_name for i in impls) or "-"
-        print(f"[chessrl trace] {name} plugins={names} {ms:.2f} ms", file=sys.stderr)
-    return results
-
-
-def register_in_call_order(pm: pluggy.PluginManager, plugins: Iterable[tuple[str, Any]]) -> None:
-    """Register ``(name, plugin)`` pairs so that :func:`call_hook` calls them in the given order
-    (the run's regularisers: TOML order)."""
-    for name, plugin in plugins:
-        pm.register(plugin, name=name)
+    notes: list[tuple[str, str, Any]] = []
+    token = _NOTES.set(notes)
+    try:
+        got = caller(**kwargs)
+    finally:
+        _NOTES.reset(token)
+    if caller.spec is not None and caller.spec.opts.get("firstresult"):
+        got = [] if got is None else [got]
+    returned = [(plugin, res) for hook, plugin, res in notes if hook == name]
+    if len(got) == len(returned):
+        return [(plugin, res) for (plugin, _), res in zip(returned, got)]
+    named = []
+    for res in got:  # a wrapper left some out: name the rest by identity
+        match = next((i for i, (_, r) in enumerate(returned) if r is res), None)
+        if match is None:
+            raise TypeError(f"hook {name}: a hook wrapper added a result no plugin returned "
+                            f"({type(res).__name__}); replace results one for one instead")
+        named.append(returned.pop(match))
+    return named
 
 
 @dataclass
@@ -209,23 +316,21 @@ def _collect(hook: str) -> dict[str, Registration]:
     if hook in _registry_cache:
         return _registry_cache[hook]
     pm = get_plugin_manager()
+    calls: list[tuple[str, str, Any, Any]] = []
+
+    def register(name: str, obj: Any, schema: Any = None) -> None:
+        calls.append((current_plugin() or "?", name, obj, schema))
+
+    call_hook(pm, hook, register=register)
+    # pluggy called the last registered plugin first: back to registration order
+    order = {name: i for i, (name, _) in enumerate(pm.list_name_plugin())}
+    calls.sort(key=lambda c: order.get(c[0], len(order)))
     found: dict[str, Registration] = {}
-    for impl in getattr(pm.hook, hook).get_hookimpls():
-
-        def register(name: str, obj: Any, schema: Any = None, _plugin=impl.plugin_name) -> None:
-            if name in found:
-                raise UserError(
-                    f"plugins '{found[name].plugin}' and '{_plugin}' both register '{name}'; "
-                    "uninstall one of them"
-                )
-            found[name] = Registration(name, _plugin, obj, schema)
-
-        try:
-            impl.function(*[{"register": register}[a] for a in impl.argnames])
-        except UserError:
-            raise
-        except Exception as exc:
-            raise PluginError(impl.plugin_name, hook, exc) from exc
+    for plugin, name, obj, schema in calls:
+        if name in found:
+            raise UserError(f"plugins '{found[name].plugin}' and '{plugin}' both register "
+                            f"'{name}'; uninstall one of them")
+        found[name] = Registration(name, plugin, obj, schema)
     _registry_cache[hook] = found
     return found
 
@@ -266,7 +371,8 @@ def plugin_info() -> list[dict[str, Any]]:
             "broken": None,
         })
     for b in broken().values():
-        rows.append({"name": b.name, "version": b.version, "distribution": b.distribution, "module": b.module,
+        rows.append({"name": b.name, "version": b.version, "distribution": b.distribution,
+                     "module": b.module,
                      "hooks": [], "games": [], "regularisers": [], "broken": b.error})
     return sorted(rows, key=lambda r: r["name"])
 

@@ -13,6 +13,7 @@ the ``chessrl_*`` hooks by calling them, and a subclass may still implement a ho
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
@@ -207,6 +208,10 @@ class RunView:
     replace it. ``step`` is the step training starts from (0, or the checkpoint's on resume)
     or, at train end, the last step done. ``log(line)`` prints a line and writes it to
     train.log.
+
+    Plugins written when train_start received the trainer's whole run may still read its other
+    fields (``run.optimizer``, ...): they are forwarded, with a ``DeprecationWarning``, from
+    the run the view was made of (``full``; not part of the view's interface).
     """
 
     config: Config
@@ -217,6 +222,19 @@ class RunView:
     device: torch.device | str = "cpu"
     step: int = 0
     log: Callable[[str], None] = print
+    full: Any = field(default=None, repr=False, compare=False)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            full = object.__getattribute__(self, "full")
+        except AttributeError:
+            full = None
+        if full is None or name.startswith("__"):
+            raise AttributeError(f"'RunView' object has no attribute '{name}'")
+        warnings.warn(f"run.{name} is not part of the plugins' view of a run (RunView: config, "
+                      f"run_dir, game, policy, coefs, device, step, log); it will go",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(full, name)
 
 
 class Regulariser:

@@ -22,12 +22,12 @@ from chessrl.errors import UserError
 from chessrl.game import Game
 from chessrl.loss import GroupPolicyLoss
 from chessrl.policy import build_policy
-from chessrl.regularisers import Coefficients
+from chessrl.regularisers import Coefficients, Regularisers, RunView
 
 
 @dataclass
 class Run:
-    """Everything one training run holds; plugins receive it in train_start/train_end."""
+    """Everything one training run holds; plugins see a :class:`RunView` of it (:meth:`view`)."""
 
     config: Config
     run_dir: Path
@@ -39,7 +39,7 @@ class Run:
     loss: GroupPolicyLoss
     optimizer: torch.optim.Optimizer
     coefs: Coefficients
-    plugins: Any  # the per-run pluggy manager of enabled regularisers
+    plugins: Regularisers  # the enabled regularisers, in TOML order (their own plugin manager)
     plugin_names: list[str]
     generator: torch.Generator
     device: torch.device
@@ -53,7 +53,14 @@ class Run:
     ddp_model: torch.nn.Module | None = None  # the policy's DDP wrapper under torchrun
 
     def hook(self, name: str, **kwargs) -> list[tuple[str, Any]]:
-        return pluginmanager.call_hook(self.plugins, name, **kwargs)
+        """Call a run hook on the regularisers through pluggy: ``[(plugin, result)]``."""
+        return self.plugins.hook(name, **kwargs)
+
+    def view(self, step: int) -> RunView:
+        """What the plugins see of this run at ``step``."""
+        return RunView(config=self.config, run_dir=self.run_dir, game=self.game,
+                       policy=self.policy, coefs=self.coefs, device=self.device, step=step,
+                       log=self.log, full=self)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,9 +114,9 @@ def build_run(
             policy = build_policy(cfg.policy, game).to(device)
         policy.eval()  # no dropout or batch statistics exist, and none may sneak in
         coefs = Coefficients()
-        pm, names = _plugins(cfg, coefs)
-        needs_ref = any(getattr(pm.get_plugin(n), "needs_reference", False) for n in names)
-        ref = copy.deepcopy(policy).requires_grad_(False) if needs_ref else None
+        pm = Regularisers.from_config(cfg.plugins, coefs)
+        names = pm.names
+        ref = copy.deepcopy(policy).requires_grad_(False) if pm.needs_reference else None
         old = policy if cfg.trainer.sync_every == 1 else copy.deepcopy(policy).requires_grad_(False)
         ddp_model = None
         if dist.enabled:  # every rank starts from rank 0's weights; backward all-reduces gradients
@@ -155,23 +162,9 @@ def build_run(
     )
 
 
-def _plugins(cfg: Config, coefs: Coefficients) -> tuple[Any, list[str]]:
-    """The per-run plugin manager with one instance per ``[plugins.<name>]``, in TOML order."""
-    pm = pluginmanager.new_plugin_manager()
-    names = []
-    for name, options in cfg.plugins.items():
-        inst = pluginmanager.regularisers()[name].obj(name, options, coefs)
-        pm.register(inst, name=name)
-        names.append(name)
-    pluginmanager.check_hooks(pm)
-    return pm, names
-
-
 def state_dict(run: Run, step: int) -> dict[str, Any]:
     """Everything a checkpoint holds (docs/training.md#checkpoints-and-resume)."""
-    plugin_states: dict = {}
-    for _, s in run.hook("chessrl_state_dict"):
-        plugin_states.update(s)
+    plugin_states = run.plugins.state_dict()
     return {
         "step": step,
         "policy": run.policy.state_dict(),
@@ -229,7 +222,7 @@ def load_state(run: Run, state: dict[str, Any], path: Path | str = "checkpoint")
             "resume with the config the run was started with"
         ) from None
     run.coefs.load_state_dict(state["coefficients"])
-    run.hook("chessrl_load_state_dict", states=state["plugins"])
+    run.plugins.load_state_dict(state["plugins"])
     run.skipped_steps, run.last_sync = state["skipped_steps"], state["last_sync"]
     run.consecutive_skips = state.get("consecutive_skips", 0)
     return int(state["step"])

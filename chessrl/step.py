@@ -22,7 +22,7 @@ from chessrl.advantage import rollout_advantages
 from chessrl.budget import backward_with_budget, value_budget
 from chessrl.loss import loss_entries
 from chessrl.policy import log_probs
-from chessrl.regularisers import LossTerm, PluginReport
+from chessrl.regularisers import report_metrics
 from chessrl.rollout import RolloutTimes, collect
 from chessrl.run import Run, rank_seed
 from chessrl.timing import Timer
@@ -226,48 +226,26 @@ def loss_terms(run: Run, batch: TensorDict) -> LossTerms:
     out = run.loss(batch)
     terms = {"objective": out["loss_objective"]}
     raws, coefs = {"objective": float(out["loss_objective"].detach())}, {"objective": 1.0}
-    for plugin, res in run.hook("chessrl_loss_terms", out=out, batch=batch, coefs=run.coefs):
-        for term in res if isinstance(res, (list, tuple)) else [res]:
-            if not isinstance(term, LossTerm):
-                raise TypeError(
-                    f"plugin {plugin}: chessrl_loss_terms must return LossTerm, "
-                    f"got {type(term).__name__}"
-                )
-            if term.name in terms:
-                raise ValueError(f"plugin {plugin}: loss term '{term.name}' already exists")
-            terms[term.name] = term.coef * term.raw
-            out[f"loss_{term.name}"] = terms[term.name]
-            raws[term.name], coefs[term.name] = float(term.raw.detach()), float(term.coef)
+    for term in run.plugins.loss_terms(out, batch, taken=list(terms)):
+        terms[term.name] = term.coef * term.raw
+        out[f"loss_{term.name}"] = terms[term.name]
+        raws[term.name], coefs[term.name] = float(term.raw.detach()), float(term.coef)
     return out, terms, raws, coefs
 
 
 def _plugin_updates(run: Run, m: dict[str, float], step: int) -> dict[str, float]:
     """The controllers adjust the next step's coefficients; each plugin's end-of-step report
     becomes ``plugin/<name>/...`` metrics (and maybe a message, or a reason to stop)."""
-    run.hook("chessrl_adjust_coefficients", metrics=m, coefs=run.coefs, step=step)
-    out: dict[str, float] = {}
-    for name, report in run.hook("chessrl_step_end", metrics=m, step=step):
-        out.update(_plugin_metrics(name, report))
-        if report.message:
-            run.log(f"plugin {name}: {report.message}")
-        if report.stop:
-            run.stop_reason = f"plugin {name} stopped training: {report.stop}"
-    return out
+    run.plugins.adjust_coefficients(m, step)
+    end = run.plugins.step_end(m, step)
+    for line in end.messages:
+        run.log(line)
+    if end.stop:
+        run.stop_reason = end.stop
+    return end.metrics
 
 
-def _plugin_metrics(name: str, report: PluginReport) -> dict[str, float]:
-    if not isinstance(report, PluginReport):
-        raise TypeError(
-            f"plugin {name}: chessrl_step_end must return a PluginReport, "
-            f"got {type(report).__name__}"
-        )
-    out = {f"plugin/{name}/{k}": float(v) for k, v in report.metrics.items()}
-    if report.acted is not None:
-        out[f"plugin/{name}/acted"] = float(bool(report.acted))
-    if report.at_bound is not None:
-        out[f"plugin/{name}/at_bound"] = float(bool(report.at_bound))
-    out.update(report.declared_metrics(name))
-    return out
+_plugin_metrics = report_metrics  # the old name of a report's metrics
 
 
 # ------------------------------------------------------------------------------------------

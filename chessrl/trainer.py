@@ -170,7 +170,7 @@ def train(
             kept = read_metrics(run_dir / "metrics.jsonl")
             for row in kept:  # findings already reported stay quiet
                 health.update(row)
-        run.hook("chessrl_train_start", run=run)
+        run.plugins.train_start(run.view(start))
 
         def record(
             row: dict[str, Any],
@@ -317,7 +317,7 @@ def train(
         if bar is not None:
             bar.close()
         try:
-            run.hook("chessrl_train_end", run=run)
+            run.plugins.train_end(run.view(step))
         finally:
             run.game.close()
             if logger is not None:
@@ -580,7 +580,6 @@ def run_eval(run: Run, step: int) -> dict[str, float]:
     bench = getattr(run.game, "benchmark", None)  # Game.benchmark; a duck-typed game may lack it
     if bench is not None:
         out.update({f"eval/{k}": float(v) for k, v in bench(run.policy, matches).items()})
-    reports = run.hook("chessrl_eval_end", metrics=out, step=step)
-    del reports
+    run.plugins.eval_end(out, step)
     out["time/eval"] = time.perf_counter() - t0
     return out
