@@ -18,7 +18,7 @@ from tensordict import TensorDict
 from chessrl import hookimpl
 from chessrl.config import from_dict
 from chessrl.errors import UserError
-from chessrl.loss import GRPOLoss
+from chessrl.loss import GroupPolicyLoss
 from chessrl.pluginmanager import call_hook, regularisers
 from chessrl.policy import Policy
 from chessrl.regularisers import (
@@ -118,7 +118,8 @@ def tiny_policy() -> Policy:
 
 
 def loss_out(policy: Policy) -> TensorDict:
-    """GRPOLoss output on three plies; old and reference policies are uniform over legal moves."""
+    """GroupPolicyLoss output on three plies; old and reference policies are uniform over legal
+    moves."""
     mask = torch.zeros(3, 4, dtype=torch.bool)
     for i, legal in enumerate(LEGAL):
         mask[i, legal] = True
@@ -127,12 +128,12 @@ def loss_out(policy: Policy) -> TensorDict:
         observation=torch.randint(0, 5, (3, 3), generator=torch.Generator().manual_seed(1)),
         action_mask=mask,
         action=torch.tensor(ACTIONS),
-        old_log_probs=uniform,
-        ref_log_probs=uniform,
+        old_log_probs_all=uniform,
+        ref_log_probs_all=uniform,
         advantage=torch.tensor([1.0, -1.0, 0.5]),
         batch_size=[3],
     )
-    return GRPOLoss(policy)(batch)
+    return GroupPolicyLoss(policy)(batch)
 
 
 def hand_entropy() -> float:
