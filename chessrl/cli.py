@@ -146,16 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser("report", help="write RUN_DIR/report.md and report.html (the run's post-mortem); "
-                       "with several runs, a side-by-side comparison")
-    p.add_argument("run_dir", nargs="+", metavar="RUN_DIR",
-                   help="a run directory (runs/<name>-<timestamp>/ or the run's --run-dir); it needs "
-                   "only metrics.jsonl and config.toml, so a running or crashed run works too; give several to "
-                   "compare them side by side")
-    p.add_argument("--json", action="store_true", help="print the findings as JSON")
-    p.add_argument("--window", type=int, help="steps per health window (default: the run's trainer.health_window)")
-    p.add_argument("--out", metavar="DIR", help="with several runs: where the comparison is written "
-                   "(default: compare-<runs> beside the first run)")
+    from chessrl.report.cli import HELP as REPORT_HELP
+    from chessrl.report.cli import add_arguments as add_report_arguments
+
+    p = sub.add_parser("report", help=REPORT_HELP)
+    add_report_arguments(p)
     p.set_defaults(func=cmd_report)
 
     from chessrl.evaluate import add_eval_command

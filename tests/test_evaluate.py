@@ -88,7 +88,7 @@ def test_an_elo_out_of_range_is_said_with_its_bound():
     assert elo_text(*MatchResult(wins=8, losses=8).elo()) == "+0 [-164, +164]"
     assert elo_text(5.0, -math.inf, math.inf) == "+5 [-inf, +inf]"  # no games: nothing is known
     # the report's evaluation table says the same in its two Elo columns
-    from chessrl.report import _elo_cells
+    from chessrl.report.render import elo_cells
 
-    assert _elo_cells(*lost.elo()) == ["below the measurable range", "< -248"]
-    assert _elo_cells(*MatchResult(wins=16).elo()) == ["above the measurable range", "> +248"]
+    assert elo_cells(*lost.elo()) == ["below the measurable range", "< -248"]
+    assert elo_cells(*MatchResult(wins=16).elo()) == ["above the measurable range", "> +248"]

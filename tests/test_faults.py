@@ -559,7 +559,7 @@ def test_report_names_the_command_and_the_garbage_line(tiny_config, tmp_path, ca
     from chessrl import report
 
     with pytest.raises(UserError, match="made by 'chessrl run'"):
-        report.read_metrics(tmp_path / "nowhere")
+        report.read_run_metrics(tmp_path / "nowhere")
     run_dir = train(load_config(tiny_config, ["trainer.steps=3"]), tmp_path / "run", **quiet)
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     (run_dir / "metrics.jsonl").write_text("\n".join([lines[0], "#garbage", *lines[1:], '{"step": 4, "tr']) + "\n")

@@ -13,7 +13,7 @@ from test_health import synthetic_rows
 from chessrl import hookimpl
 from chessrl.errors import UserError
 from chessrl.regularisers import NoOptions, PluginReport, Regulariser
-from chessrl.report import build_report, load_metrics, main, read_metrics, write_report
+from chessrl.report import build_report, load_metrics, main, read_run_metrics, write_report
 
 CONFIG = """[trainer]
 steps = 120
@@ -126,7 +126,7 @@ def test_build_report_numbers(sick_run):
 def test_crashed_run_ignores_partial_line(tmp_path):
     rows = synthetic_rows(n=50, sick=True, evals=False)
     run = make_run(tmp_path, rows, tail='{"step": 51, "train/clip_fr', config=None)
-    loaded, bad = read_metrics(run)
+    loaded, bad = read_run_metrics(run)
     assert len(loaded) == 50 and bad == [51]
     paths = write_report(run)
     names = {p.name for p in paths}

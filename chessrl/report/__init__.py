@@ -22,16 +22,10 @@ from chessrl.report.data import (
     load_metrics,
     read_run_metrics,
 )
-from chessrl.report.render import elo_cells, write_report
-
-read_metrics = (
-    read_run_metrics  # the run-directory reader's former name (rows in step order, bad lines)
-)
-_elo_cells = elo_cells  # tests/test_evaluate.py imports it under this name
+from chessrl.report.render import write_report
 
 __all__ = [
     "load_metrics",
-    "read_metrics",
     "read_run_metrics",
     "build_report",
     "write_report",
