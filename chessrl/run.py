@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from chessrl import distributed, pluginmanager
+from chessrl import checkpoint, distributed, pluginmanager
 from chessrl.config import Config, config_to_dict
 from chessrl.env import BoardGameEnv
 from chessrl.errors import UserError
@@ -164,22 +164,20 @@ def build_run(
 
 def state_dict(run: Run, step: int) -> dict[str, Any]:
     """Everything a checkpoint holds (docs/training.md#checkpoints-and-resume)."""
-    plugin_states = run.plugins.state_dict()
-    return {
-        "step": step,
-        "policy": run.policy.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "old_policy": None if run.old_policy is run.policy else run.old_policy.state_dict(),
-        "ref_policy": None if run.ref_policy is None else run.ref_policy.state_dict(),
-        "coefficients": run.coefs.state_dict(),
-        "plugins": plugin_states,
-        "skipped_steps": run.skipped_steps,
-        "consecutive_skips": run.consecutive_skips,
-        "last_sync": run.last_sync,
-        "config": config_to_dict(run.config),
-        "game": run.config.env.name,
-        "policy_sizes": getattr(run.policy, "sizes", {}),
-    }
+    return checkpoint.policy_state(
+        run.policy,
+        game=run.config.env.name,
+        config=config_to_dict(run.config),
+        step=step,
+        optimizer=run.optimizer.state_dict(),
+        old_policy=None if run.old_policy is run.policy else run.old_policy.state_dict(),
+        ref_policy=None if run.ref_policy is None else run.ref_policy.state_dict(),
+        coefficients=run.coefs.state_dict(),
+        plugins=run.plugins.state_dict(),
+        skipped_steps=run.skipped_steps,
+        consecutive_skips=run.consecutive_skips,
+        last_sync=run.last_sync,
+    )
 
 
 _STATE_KEYS = (
