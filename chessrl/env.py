@@ -66,6 +66,11 @@ class BoardGameEnv(EnvBase):
     def __init__(
         self, game: Game, batch_size=(1,), device: str | torch.device = "cpu", seed: int = 0
     ):
+        if not isinstance(game, Game):
+            raise TypeError(
+                f"{type(game).__qualname__} is not a chessrl.game.Game: a game subclasses Game "
+                "(docs/envs.md), which gives every optional member its default"
+            )
         batch_size = torch.Size(batch_size)
         super().__init__(device=device, batch_size=batch_size)
         self.game = game
@@ -338,17 +343,14 @@ def reset_state(game: Game, options: dict[str, Any]) -> Any:
             if len(options) != 1:
                 raise ValueError("'state' cannot be combined with other options")
             state = game.copy_state(options["state"])
-        elif (
-            getattr(type(game), "state_from_options", Game.state_from_options)
-            is Game.state_from_options
-        ):
+        elif type(game).state_from_options is Game.state_from_options:
             raise ValueError(
                 f"game '{game.name}' takes no reset options but 'state' (it defines no "
                 "state_from_options)"
             )
         else:
             state = game.state_from_options(dict(options))
-        getattr(game, "check_state", lambda s: Game.check_state(game, s))(state)
+        game.check_state(state)
     except InvalidState:
         raise
     except (ValueError, TypeError, KeyError) as exc:

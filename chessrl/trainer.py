@@ -22,7 +22,6 @@ import torch
 from chessrl import checkpoint, distributed, rundir
 from chessrl.config import Config, config_to_dict, dumps_toml
 from chessrl.errors import EngineFailure, Interrupted, NonFinite, RunFailure, UserError
-from chessrl.game import Game
 from chessrl.metrics import MetricsLogger, read_metrics
 from chessrl.policy import log_probs
 from chessrl.progress import Progress
@@ -183,7 +182,7 @@ def train(
         def evaluate(
             step: int,
         ) -> dict[str, float]:  # the opponents' generators derive from (seed, step)
-            _reseed(run.game, derived_seed(cfg.seed, 0, step, 2))
+            run.game.reseed(derived_seed(cfg.seed, 0, step, 2))
             if step == 0:
                 log(
                     "evaluating the initial policy (step 0): the baseline of every later evaluation"
@@ -214,7 +213,7 @@ def train(
             )  # a bar on a terminal, plain periodic lines elsewhere
         diverged = None
         for step in range(start + 1, end + 1):
-            _reseed(run.game, derived_seed(cfg.seed, run.dist.rank, step, 1))  # engine tie-breaks
+            run.game.reseed(derived_seed(cfg.seed, run.dist.rank, step, 1))  # engine tie-breaks
             skipped0, run.skip_reason = run.skipped_steps, None
             restarts0 = run.game.stats().get("restarts", 0)
             try:
@@ -458,12 +457,6 @@ _DISK_ERRNOS = (
 )
 
 
-def _reseed(game: Game, seed: int) -> None:
-    reseed = getattr(game, "reseed", None)  # Game.reseed; a duck-typed game may lack it
-    if reseed is not None:
-        reseed(seed)
-
-
 def _skipped_row(run: Run, step: int, reason: str) -> dict[str, Any]:
     """The metrics of a step whose rollout or evaluation met non-finite logits."""
     run.skipped_steps += 1
@@ -577,9 +570,8 @@ def run_eval(run: Run, step: int) -> dict[str, float]:
         )
         out.update(res.metrics(f"eval/{name}"))
         matches[name] = (res.score, res.games)
-    bench = getattr(run.game, "benchmark", None)  # Game.benchmark; a duck-typed game may lack it
-    if bench is not None:
-        out.update({f"eval/{k}": float(v) for k, v in bench(run.policy, matches).items()})
+    benchmark = run.game.benchmark(run.policy, matches)
+    out.update({f"eval/{k}": float(v) for k, v in benchmark.items()})
     run.plugins.eval_end(out, step)
     out["time/eval"] = time.perf_counter() - t0
     return out
