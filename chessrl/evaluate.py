@@ -18,11 +18,15 @@ import argparse
 import json
 import math
 import sys
+import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from chessrl import pluginmanager
 from chessrl.errors import UserError
+
+if TYPE_CHECKING:
+    from chessrl.run import Run
 
 HEADER = f"{'player':<12} {'games':>5} {'W':>4} {'D':>4} {'L':>4}  score [95% CI]        Elo [95% CI]  terminations"
 
@@ -191,3 +195,57 @@ def add_eval_command(subparsers) -> None:
         flags[reg.name] = [a.dest for a in group._group_actions]
     defaults = {d: p.get_default(d) for dests in flags.values() for d in dests}
     p.set_defaults(func=cmd_eval, game_flags=flags, game_defaults=defaults)
+
+
+def eval_line(step: int, metrics: dict[str, float]) -> str:
+    """One line for an evaluation: every ``eval/...`` number that carries a 95% interval
+    (``_lo``/``_hi``): match scores, benchmark proportions, an Elo."""
+    parts = []
+    for key, value in metrics.items():
+        lo, hi = metrics.get(f"{key}_lo"), metrics.get(f"{key}_hi")
+        if not key.startswith("eval/") or lo is None or hi is None:
+            continue
+        if key.endswith("/elo") and key != "eval/ladder/elo":
+            continue  # an opponent's Elo difference repeats its score
+        name = key[len("eval/") :].removesuffix("/score")
+        if key.endswith("/elo"):
+            parts.append(f"{name} {value:+.0f} [{lo:+.0f}, {hi:+.0f}]")
+        else:
+            parts.append(f"{name} {value:.3f} [{lo:.3f}, {hi:.3f}]")
+    took = metrics.get("time/eval")
+    return (
+        f"eval step {step}: "
+        + ("; ".join(parts) or "no metrics with intervals")
+        + (f" ({took:.0f} s)" if took is not None else "")
+    )
+
+
+def run_eval(run: Run, step: int) -> dict[str, float]:
+    """Play the game's evaluation opponents; ``eval/<opponent>/...`` metrics."""
+    import numpy as np
+
+    from chessrl.match import play_match
+
+    t0 = time.perf_counter()
+    out: dict[str, float] = {}
+    matches: dict[str, tuple[float, int]] = {}
+    for name, opponent in run.game.eval_opponents().items():
+        n = run.config.trainer.eval_games
+        starts = run.game.eval_states((n + 1) // 2, np.random.default_rng([run.config.seed, step]))
+        res = play_match(
+            run.game,
+            run.policy,
+            opponent,
+            games=n,
+            temperature=run.config.rollout.temperature,
+            greedy=True,
+            seed=run.config.seed + step,
+            starts=starts,
+        )
+        out.update(res.metrics(f"eval/{name}"))
+        matches[name] = (res.score, res.games)
+    benchmark = run.game.benchmark(run.policy, matches)
+    out.update({f"eval/{k}": float(v) for k, v in benchmark.items()})
+    run.plugins.eval_end(out, step)
+    out["time/eval"] = time.perf_counter() - t0
+    return out

@@ -18,10 +18,10 @@ import torch
 from chessrl import checkpoint, distributed, pluginmanager
 from chessrl.config import Config, config_to_dict
 from chessrl.env import BoardGameEnv
-from chessrl.errors import UserError
+from chessrl.errors import RunFailure, UserError
 from chessrl.game import Game
 from chessrl.loss import GroupPolicyLoss
-from chessrl.policy import build_policy
+from chessrl.policy import build_policy, log_probs
 from chessrl.regularisers import Coefficients, Regularisers, RunView
 
 
@@ -236,3 +236,46 @@ def nonfinite_tensors(state: dict[str, Any]) -> list[str]:
     for pid, s in state["optimizer"].get("state", {}).items():
         names += [f"optimizer.{pid}.{k}" for k, v in s.items() if bad(v)]
     return names
+
+
+def save_checkpoint(
+    run: Run, ckpt_dir: Path, step: int, *, keep: int = 1, initial: bool = False
+) -> str | None:
+    """Write the step's checkpoint unless the state is unhealthy; return why it was not written.
+
+    Unhealthy: a policy or optimiser tensor that is not finite, or a policy whose logits on
+    a few start positions are not finite (finite but exploded weights). The previous
+    checkpoint then stays the resume point. A disk failure is a :class:`RunFailure`.
+    """
+    state = state_dict(run, step)
+    bad = nonfinite_tensors(state)
+    if bad:
+        return f"{len(bad)} tensor(s) are not finite ({', '.join(bad[:3])})"
+    if not _logits_finite(run):
+        return "the policy's logits are not finite"
+    try:
+        if initial:
+            checkpoint.save_initial(ckpt_dir, state)
+        else:
+            checkpoint.save(ckpt_dir, step, state, keep)
+    except OSError as exc:
+        raise RunFailure(
+            f"cannot write the step-{step} checkpoint in {ckpt_dir}: {exc.strerror or exc} "
+            "(no partial file was left); free space or make it writable, then continue with "
+            f"--resume --run-dir {run.run_dir}"
+        ) from None
+    return None
+
+
+def _logits_finite(run: Run, n: int = 8) -> bool:
+    """Whether the policy's log-probs on ``n`` start positions are finite where legal."""
+    obs = run.game.observe(run.game.initial_states(n, np.random.default_rng(0)))
+    mask = torch.as_tensor(obs.action_mask)
+    with torch.no_grad():
+        lp = log_probs(
+            run.policy,
+            torch.as_tensor(obs.tokens).to(run.device),
+            mask.to(run.device),
+            run.config.rollout.temperature,
+        ).cpu()
+    return bool(torch.isfinite(lp.amax(-1)).all())

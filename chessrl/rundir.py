@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import tempfile
 import tomllib
 from pathlib import Path
@@ -151,3 +152,48 @@ def _defaults(cfg: Config) -> dict[str, Any]:
 
 def _show(v: Any) -> str:
     return "unset" if v is None else repr(v)
+
+
+def lock(run_dir: Path, resume: bool) -> tuple[RunLock, bool]:
+    """Create ``run_dir`` if needed and lock it; ``(lock, created)``. A directory that cannot
+    be created or locked is a :class:`UserError` (and one this call created is removed)."""
+    if resume and not run_dir.is_dir():
+        raise UserError(f"--resume: {run_dir}: no such run directory")
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        held = RunLock(run_dir)
+        held.acquire()
+    except OSError as exc:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise UserError(
+            f"{run_dir}: cannot use it as the run directory ({exc.strerror or exc}); "
+            "choose a writable --run-dir"
+        ) from None
+    return held, created
+
+
+def check_start(
+    run_dir: Path, cfg: Config, resume: bool, allow_change: Iterable[str] = ()
+) -> tuple[Path | None, list[tuple[str, Any, Any]]]:
+    """Whether ``cfg`` may start (or, with ``resume``, continue) the run in ``run_dir``:
+    ``(the checkpoint to resume from or None, the config changes --allow-change allowed)``.
+    A new run in a directory that holds one, a resume of nothing, or a change that is not
+    allowed is a :class:`UserError`."""
+    start_from = resume_checkpoint(run_dir)
+    if resume:
+        if start_from is None and not (run_dir / "config.toml").exists():
+            raise UserError(
+                f"--resume: {run_dir} holds no run (no checkpoint, no config.toml); "
+                "start without --resume"
+            )
+        return start_from, config_changes(run_dir, cfg, allow_change)
+    if allow_change:
+        raise UserError("--allow-change works with --resume only: a new run takes any config")
+    if holds_a_run(run_dir):
+        raise UserError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another "
+            f"--run-dir"
+        )
+    return start_from, []
