@@ -14,6 +14,8 @@ import math
 
 import torch
 
+from chessrl import keys as K
+
 
 def value_budget(
     values: dict[str, float], coefs: dict[str, float], raws: dict[str, float]
@@ -22,10 +24,10 @@ def value_budget(
     total = sum(abs(v) for v in values.values()) or 1.0
     out = {}
     for name, v in values.items():
-        out[f"budget/{name}/value"] = v
-        out[f"budget/{name}/raw"] = raws[name]
-        out[f"budget/{name}/coef"] = coefs[name]
-        out[f"budget/{name}/value_share"] = abs(v) / total
+        out[K.budget_key(name, "value")] = v
+        out[K.budget_key(name, "raw")] = raws[name]
+        out[K.budget_key(name, "coef")] = coefs[name]
+        out[K.budget_key(name, "value_share")] = abs(v) / total
     return out
 
 
@@ -53,13 +55,13 @@ def backward_with_budget(
     norms = {n: float(f.norm()) for n, f in flat.items()}
     norm_sum = sum(norms.values()) or 1.0
     out = {}
-    obj = flat.get("objective")
+    obj = flat.get(K.OBJECTIVE)
     for n in names:
-        out[f"budget/{n}/grad_norm"] = norms[n]
-        out[f"budget/{n}/grad_share"] = norms[n] / norm_sum
+        out[K.budget_key(n, "grad_norm")] = norms[n]
+        out[K.budget_key(n, "grad_share")] = norms[n] / norm_sum
         if obj is not None:
-            denom = norms[n] * norms["objective"]
-            out[f"budget/{n}/cos_objective"] = (
+            denom = norms[n] * norms[K.OBJECTIVE]
+            out[K.budget_key(n, "cos_objective")] = (
                 float(flat[n] @ obj) / denom if denom > 0 else math.nan
             )
     return out

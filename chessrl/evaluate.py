@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from chessrl import keys as K
 from chessrl import pluginmanager
 from chessrl.errors import UserError
 
@@ -140,8 +141,8 @@ def evaluate(player, args: argparse.Namespace, log: Callable[[str], None] | None
 def cmd_eval(args: argparse.Namespace) -> int:
     from chessrl import checkpoint as ckpt_io
     from chessrl.match import MatchError
-    from chessrl.player import game_name, player_from_state, resolve
     from chessrl.play import env_overrides
+    from chessrl.player import game_name, player_from_state, resolve
 
     path = resolve(args.checkpoint)
     state = ckpt_io.load(path)
@@ -212,7 +213,7 @@ def eval_line(step: int, metrics: dict[str, float]) -> str:
             parts.append(f"{name} {value:+.0f} [{lo:+.0f}, {hi:+.0f}]")
         else:
             parts.append(f"{name} {value:.3f} [{lo:.3f}, {hi:.3f}]")
-    took = metrics.get("time/eval")
+    took = metrics.get(K.TIME_EVAL)
     return (
         f"eval step {step}: "
         + ("; ".join(parts) or "no metrics with intervals")
@@ -247,5 +248,5 @@ def run_eval(run: Run, step: int) -> dict[str, float]:
     benchmark = run.game.benchmark(run.policy, matches)
     out.update({f"eval/{k}": float(v) for k, v in benchmark.items()})
     run.plugins.eval_end(out, step)
-    out["time/eval"] = time.perf_counter() - t0
+    out[K.TIME_EVAL] = time.perf_counter() - t0
     return out

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
+from chessrl import keys as K
 from chessrl import pluginmanager
 from chessrl.errors import UserError
-from chessrl.health import declared_key
 from chessrl.hookspecs import hookimpl
+from chessrl.keys import declared_key
 
 if TYPE_CHECKING:  # torch is imported by the code that runs a step; the CLI starts without it
     import torch
@@ -328,11 +329,11 @@ def report_metrics(name: str, report: PluginReport) -> dict[str, float]:
     if not isinstance(report, PluginReport):
         raise TypeError(f"plugin {name}: chessrl_step_end must return a PluginReport, "
                         f"got {type(report).__name__}")
-    out = {f"plugin/{name}/{k}": float(v) for k, v in report.metrics.items()}
+    out = {K.plugin_key(name, k): float(v) for k, v in report.metrics.items()}
     if report.acted is not None:
-        out[f"plugin/{name}/acted"] = float(bool(report.acted))
+        out[K.plugin_key(name, K.ACTED)] = float(bool(report.acted))
     if report.at_bound is not None:
-        out[f"plugin/{name}/at_bound"] = float(bool(report.at_bound))
+        out[K.plugin_key(name, K.AT_BOUND)] = float(bool(report.at_bound))
     out.update(report.declared_metrics(name))
     return out
 

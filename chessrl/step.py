@@ -18,6 +18,7 @@ import torch
 from tensordict import TensorDict
 
 from chessrl import distributed
+from chessrl import keys as K
 from chessrl.advantage import rollout_advantages
 from chessrl.budget import backward_with_budget, value_budget
 from chessrl.loss import loss_entries
@@ -224,8 +225,8 @@ def loss_terms(run: Run, batch: TensorDict) -> LossTerms:
     each is also written into ``out`` as ``loss_<name>``.
     """
     out = run.loss(batch)
-    terms = {"objective": out["loss_objective"]}
-    raws, coefs = {"objective": float(out["loss_objective"].detach())}, {"objective": 1.0}
+    terms = {K.OBJECTIVE: out["loss_objective"]}
+    raws, coefs = {K.OBJECTIVE: float(out["loss_objective"].detach())}, {K.OBJECTIVE: 1.0}
     for term in run.plugins.loss_terms(out, batch, taken=list(terms)):
         terms[term.name] = term.coef * term.raw
         out[f"loss_{term.name}"] = terms[term.name]
@@ -291,11 +292,11 @@ def _train_metrics(
 ) -> dict[str, float]:
     """``train/*``: the PPO epochs' numbers (means over epochs, first or last where noted)."""
     m: dict[str, float] = {
-        "train/lr": run.optimizer.param_groups[0]["lr"],
-        "train/ppo_epochs_run": len(rows),
-        "train/skipped_steps": run.skipped_steps,
-        "train/trained_plies": n_trained,
-        "train/old_policy_age": age,
+        K.TRAIN_LR: run.optimizer.param_groups[0]["lr"],
+        K.TRAIN_PPO_EPOCHS_RUN: len(rows),
+        K.TRAIN_SKIPPED_STEPS: run.skipped_steps,
+        K.TRAIN_TRAINED_PLIES: n_trained,
+        K.TRAIN_OLD_POLICY_AGE: age,
     }
     if not rows:
         return m
@@ -306,18 +307,18 @@ def _train_metrics(
     first, last = rows[0], rows[-1]
     m.update(
         {
-            "train/loss": mean("loss"),
-            "train/loss_objective": mean("loss_objective"),
-            "train/clip_fraction": mean("clip_fraction"),
-            "train/ratio_mean": mean("ratio_mean"),
-            "train/ratio_max": max(r["ratio_max"] for r in rows),
-            "train/ratio_min": min(r["ratio_min"] for r in rows),
-            "train/ratio_first_epoch": first["ratio_mean"],
-            "train/ratio_first_epoch_maxdev": first["maxdev"],
-            "train/ess": mean("ess"),
-            "train/entropy": first["entropy"],
-            "train/entropy_sample": first["entropy_sample"],
-            "train/grad_norm": last["grad_norm"],
+            K.TRAIN_LOSS: mean("loss"),
+            K.TRAIN_LOSS_OBJECTIVE: mean("loss_objective"),
+            K.TRAIN_CLIP_FRACTION: mean("clip_fraction"),
+            K.TRAIN_RATIO_MEAN: mean("ratio_mean"),
+            K.TRAIN_RATIO_MAX: max(r["ratio_max"] for r in rows),
+            K.TRAIN_RATIO_MIN: min(r["ratio_min"] for r in rows),
+            K.TRAIN_RATIO_FIRST_EPOCH: first["ratio_mean"],
+            K.TRAIN_RATIO_FIRST_EPOCH_MAXDEV: first["maxdev"],
+            K.TRAIN_ESS: mean("ess"),
+            K.TRAIN_ENTROPY: first["entropy"],
+            K.TRAIN_ENTROPY_SAMPLE: first["entropy_sample"],
+            K.TRAIN_GRAD_NORM: last["grad_norm"],
         }
     )
     m.update({f"train/{k}": last[k] for k in _KL_KEYS if k in last})
@@ -333,19 +334,19 @@ def _rollout_metrics(
     root_ret = returns[..., 0].reshape(-1)
     drift = (_taken(batch, "old_log_probs_all") - batch["sample_log_prob"]).abs()
     return {
-        "rollout/reward_mean": float(r[trained].mean()) if trained.any() else 0.0,
-        "rollout/return_mean": float(root_ret.mean()),
-        "rollout/return_std": float(root_ret.std(unbiased=False)),
-        "rollout/return_best": float(root_ret.max()),
-        "rollout/return_p90": float(root_ret.quantile(0.9)),
-        "rollout/zero_std_groups": int(zero[..., 0].sum()),
-        "rollout/zero_std_frac": float(zero[..., 0].float().mean()),
-        "rollout/trained_plies": int(trained.sum()),
-        "rollout/game_len_mean": float(td["valid"].sum(-1).float().mean()),
-        "rollout/terminated_frac": float(td["next", "terminated"][..., -1, 0].float().mean()),
-        "rollout/teacher_forced_frac": float(td["forced_traj"][..., 0].float().mean()),
+        K.ROLLOUT_REWARD_MEAN: float(r[trained].mean()) if trained.any() else 0.0,
+        K.ROLLOUT_RETURN_MEAN: float(root_ret.mean()),
+        K.ROLLOUT_RETURN_STD: float(root_ret.std(unbiased=False)),
+        K.ROLLOUT_RETURN_BEST: float(root_ret.max()),
+        K.ROLLOUT_RETURN_P90: float(root_ret.quantile(0.9)),
+        K.ROLLOUT_ZERO_STD_GROUPS: int(zero[..., 0].sum()),
+        K.ROLLOUT_ZERO_STD_FRAC: float(zero[..., 0].float().mean()),
+        K.ROLLOUT_TRAINED_PLIES: int(trained.sum()),
+        K.ROLLOUT_GAME_LEN_MEAN: float(td["valid"].sum(-1).float().mean()),
+        K.ROLLOUT_TERMINATED_FRAC: float(td["next", "terminated"][..., -1, 0].float().mean()),
+        K.ROLLOUT_TEACHER_FORCED_FRAC: float(td["forced_traj"][..., 0].float().mean()),
         **_expert_metrics(td),
-        "rollout/logprob_drift": float(drift.max()) if len(batch) else 0.0,
+        K.ROLLOUT_LOGPROB_DRIFT: float(drift.max()) if len(batch) else 0.0,
     }
 
 
@@ -367,8 +368,8 @@ def _expert_metrics(td: TensorDict) -> dict[str, float]:
     if expert is None or not bool(expert.any()):
         return {}
     return {
-        "rollout/expert_advantage": float(td["advantage"][expert].mean()),
-        "rollout/expert_plies": int(expert.sum()),
+        K.ROLLOUT_EXPERT_ADVANTAGE: float(td["advantage"][expert].mean()),
+        K.ROLLOUT_EXPERT_PLIES: int(expert.sum()),
     }
 
 
@@ -380,7 +381,7 @@ def _engine_metrics(before: dict[str, float], after: dict[str, float]) -> dict[s
     d = {k: after.get(k, 0) - before.get(k, 0) for k in keys}
     looked = d["hits"] + d["misses"]
     return {
-        "rollout/reward_searches": d["evaluations"],
-        "rollout/reward_cache_hit_rate": d["hits"] / looked if looked else 0.0,
-        "rollout/engine_restarts": d["restarts"],
+        K.ROLLOUT_REWARD_SEARCHES: d["evaluations"],
+        K.ROLLOUT_REWARD_CACHE_HIT_RATE: d["hits"] / looked if looked else 0.0,
+        K.ROLLOUT_ENGINE_RESTARTS: d["restarts"],
     }

@@ -12,6 +12,8 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from chessrl import keys as K
+
 #: the phases a step reports, each as ``time/<phase>``
 PHASES = ("step", "rollout", "reward_engine", "policy", "learner", "budget")
 
@@ -39,5 +41,5 @@ class Timer:
         s = self.seconds
         out = {f"time/{phase}": s[phase] for phase in PHASES}
         busy = s["reward_engine"] + s["policy"] + s["learner"]
-        out["time/overhead_frac"] = max(0.0, 1 - busy / s["step"]) if s["step"] > 0 else 0.0
+        out[K.TIME_OVERHEAD_FRAC] = max(0.0, 1 - busy / s["step"]) if s["step"] > 0 else 0.0
         return out

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import IO, Any, Callable
 
 from chessrl import checkpoint, distributed, rundir
+from chessrl import keys as K
 from chessrl.config import Config, config_to_dict, dumps_toml
 from chessrl.errors import Interrupted, NonFinite, RunFailure, UserError
 from chessrl.evaluate import eval_line, run_eval  # noqa: F401 - eval_line re-exported
 from chessrl.lifecycle import GracefulStop, as_run_failure, quietly, tee, upload_artifacts
 from chessrl.metrics import MetricsLogger, read_metrics
+from chessrl.metrics import row as metrics_row
 from chessrl.progress import Progress
 from chessrl.progress import echo as echo_above_bar
 from chessrl.run import (  # noqa: F401 - re-exported: chessrl.trainer's names before the split
@@ -202,7 +204,7 @@ class _Loop:
             and cfg.trainer.eval_initial
             and not any(r["step"] == 0 for r in kept)
         ):
-            self.record({"step": 0, **self.evaluate(0)})  # the baseline of every later eval
+            self.record(metrics_row(0, self.evaluate(0)))  # the baseline of every later eval
         return start
 
     def _resume(self) -> int:
@@ -289,7 +291,7 @@ class _Loop:
         skipped0, run.skip_reason = run.skipped_steps, None
         restarts0 = run.game.stats().get("restarts", 0)
         try:
-            row, rolled_out = {"step": step, **grpo_step(run, step)}, True
+            row, rolled_out = metrics_row(step, grpo_step(run, step)), True
         except NonFinite as exc:  # the rollout's logits: nothing of this step is usable
             row, rolled_out = _skipped_row(run, step, f"{exc} (in the rollout)"), False
         every = cfg.trainer.eval_every
@@ -397,9 +399,11 @@ def _skipped_row(run: Run, step: int, reason: str) -> dict[str, Any]:
     """The metrics of a step whose rollout or evaluation met non-finite logits."""
     run.skipped_steps += 1
     run.skip_reason = reason
-    return {
-        "step": step,
-        "train/skipped_steps": run.skipped_steps,
-        "train/ppo_epochs_run": 0,
-        "train/lr": run.optimizer.param_groups[0]["lr"],
-    }
+    return metrics_row(
+        step,
+        {
+            K.TRAIN_SKIPPED_STEPS: run.skipped_steps,
+            K.TRAIN_PPO_EPOCHS_RUN: 0,
+            K.TRAIN_LR: run.optimizer.param_groups[0]["lr"],
+        },
+    )

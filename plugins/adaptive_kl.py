@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from chessrl import hookimpl
+from chessrl import keys as K
 from chessrl.errors import UserError
 from chessrl.regularisers import (
     Coefficients,
@@ -33,7 +34,7 @@ from chessrl.regularisers import (
 from chessrl.schema import opt
 
 COEFFICIENT = "kl"
-TRAINED_PLIES = "rollout/trained_plies"
+TRAINED_PLIES = K.ROLLOUT_TRAINED_PLIES
 _E_CLIP = 0.2  # Ziegler et al.'s clip on the proportional error
 
 

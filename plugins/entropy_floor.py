@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from chessrl import hookimpl
+from chessrl import keys as K
 from chessrl.errors import UserError
 from chessrl.regularisers import (
     Coefficients,
@@ -46,7 +47,7 @@ class EntropyFloorConfig:
                               gt=1.0)
     max_coef: float = opt(0.1, "Boost: the entropy coefficient is never raised above this.",
                           gt=0.0)
-    metric: str = opt("train/entropy", "The metrics key holding the entropy to watch.")
+    metric: str = opt(K.TRAIN_ENTROPY, "The metrics key holding the entropy to watch.")
 
 
 class EntropyFloor(Regulariser):
