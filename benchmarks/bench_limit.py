@@ -172,7 +172,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, load average {load:.2f}; {len(boards)} positions, {go}, "
           f"hash {args.hash} MiB, {n} engines")
     rows = [("single engine, raw", single), (f"limit: {n} raw engines", lim),
-            (f"limit with ucinewgame", lim_fresh), ("pool, fresh (default)", pool),
+            ("limit with ucinewgame", lim_fresh), ("pool, fresh (default)", pool),
             ("pool, warm hash", warm), ("python-chess driver (before)", old)]
     for name, rate in rows:
         print(f"  {name:30s} {rate:8.1f} evals/s  {rate / lim:6.2f} of limit  {rate / single:5.2f}x one engine")

@@ -59,11 +59,10 @@ def evals_per_second(engines: int, boards: list[chess.Board], depth: int | None,
 
 def rollout_hit_rate(roots: int, group: int, plies: int, depth: int, engines: int) -> dict:
     import torch
+    from bench_env import sample_legal  # same directory
 
     from chessrl.env import BoardGameEnv
     from chessrl.envs.chess.game import ChessGame
-
-    from bench_env import sample_legal  # same directory
 
     game = ChessGame(depth=depth, engines=engines, start="random", random_plies=8)
     env = BoardGameEnv(game, batch_size=(roots, group), seed=0)

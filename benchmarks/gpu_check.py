@@ -341,7 +341,6 @@ def learner_throughput(args: argparse.Namespace, env: dict) -> dict:
     sizes = dict(DEFAULT_POLICY)
     if env.get("chessrl"):
         from chessrl.envs.chess import encoding as enc
-
         from chessrl.policy import Policy
 
         obs_len, obs_vocab, n_actions = enc.OBS_LEN, enc.OBS_VOCAB, enc.N_ACTIONS

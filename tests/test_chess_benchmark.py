@@ -14,9 +14,20 @@ import pytest
 import torch
 
 from chessrl.envs.chess import encoding as enc
-from chessrl.envs.chess.benchmark import (Benchmark, BenchmarkSpec, build, cache_path, choose_fn, elo_estimate,
-                                          material_greedy, mating_moves, random_mover, rung_opponent,
-                                          stockfish_nodes, stockfish_skill)
+from chessrl.envs.chess.benchmark import (
+    Benchmark,
+    BenchmarkSpec,
+    build,
+    cache_path,
+    choose_fn,
+    elo_estimate,
+    material_greedy,
+    mating_moves,
+    random_mover,
+    rung_opponent,
+    stockfish_nodes,
+    stockfish_skill,
+)
 from chessrl.envs.chess.game import ChessState
 from chessrl.envs.chess.stockfish import StockfishPool
 from chessrl.policy import Policy

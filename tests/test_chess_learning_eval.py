@@ -9,9 +9,9 @@ import os
 import numpy as np
 import pytest
 import torch
-from chessrl.envs.chess.game import ChessGame
 
 from chessrl.config import load_config
+from chessrl.envs.chess.game import ChessGame
 from chessrl.health import HealthMonitor
 from chessrl.metrics import read_metrics
 from chessrl.policy import Policy

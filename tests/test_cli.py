@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, TINY_TTT
 
 HEAVY = ("torch", "torchrl", "tensordict", "chess.engine", "matplotlib")

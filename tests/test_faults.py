@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_TTT
 
 from chessrl import checkpoint, hookimpl, pluginmanager
 from chessrl.cli import main
@@ -34,7 +35,6 @@ from chessrl.errors import RunFailure, UserError
 from chessrl.metrics import read_metrics
 from chessrl.regularisers import Regulariser
 from chessrl.trainer import train
-from conftest import TINY_TTT
 
 REPO = Path(__file__).resolve().parents[1]
 STOCKFISH = "/usr/games/stockfish"

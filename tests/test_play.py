@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from chessrl.policy import Policy
 from chessrl.envs.tictactoe import TicTacToe
+from chessrl.policy import Policy
 
 PLAY = [sys.executable, "-m", "chessrl", "play"]
 

@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from chessrl.envs.chess.game import ChessGame, ChessState
-from chessrl.envs.chess.stockfish import EngineFailure, StockfishPool, mate_value, process_alive, score_to_value
+from chessrl.envs.chess.stockfish import (
+    EngineFailure,
+    StockfishPool,
+    mate_value,
+    process_alive,
+    score_to_value,
+)
 from chessrl.errors import UserError
 
 STOCKFISH = "/usr/games/stockfish"

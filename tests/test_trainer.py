@@ -1,6 +1,5 @@
 """The trainer end to end on tic-tac-toe: metrics, checkpoints, resume, Ctrl-C, skipped steps."""
 
-import json
 import re
 import signal
 import subprocess

@@ -47,8 +47,14 @@ import torch
 
 from chessrl.envs.chess import encoding as enc
 from chessrl.envs.chess.game import ChessGame, ChessState, repetitions, terminal_reason
-from chessrl.envs.chess.starts import (PIECE_VALUES, mating_moves, random_endgame, random_play,  # noqa: F401
-                                       random_tempting, tempting)
+from chessrl.envs.chess.starts import (  # noqa: F401
+    PIECE_VALUES,
+    mating_moves,
+    random_endgame,
+    random_play,
+    random_tempting,
+    tempting,
+)
 from chessrl.envs.chess.stockfish import StockfishPool, check_stockfish
 from chessrl.errors import UserError
 from chessrl.policy import log_probs

@@ -265,8 +265,14 @@ def _ci(x: float, lo: float, hi: float) -> str:
 def benchmark_report(players: dict[str, Any], env: ChessOptions, args: argparse.Namespace) -> dict[str, Any]:
     """``--benchmark`` / ``--ladder``: every player's held-out scores and, with ``--ladder``, its
     games against the ladder's rungs and its Elo on the benchmark's scale (docs/benchmark.md)."""
-    from chessrl.envs.chess.benchmark import (BenchmarkSpec, choose_fn, elo_estimate, ladder_results, load_default,
-                                              random_mover)
+    from chessrl.envs.chess.benchmark import (
+        BenchmarkSpec,
+        choose_fn,
+        elo_estimate,
+        ladder_results,
+        load_default,
+        random_mover,
+    )
 
     bench = load_default(BenchmarkSpec(seed=env.benchmark_seed, stockfish_path=env.stockfish_path,
                                        engines=env.engines))
