@@ -78,9 +78,6 @@ class GroupPolicyLoss(LossModule):
 
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
-    #: the input names before the [N, A] entries said their shape; read when the new ones are
-    #: absent, until tests/test_plugins_builtin.py moves (coord/requests.md). Do not use.
-    _legacy_keys = {"old_log_probs_all": "old_log_probs", "ref_log_probs_all": "ref_log_probs"}
 
     def __init__(
         self,
@@ -128,9 +125,6 @@ class GroupPolicyLoss(LossModule):
 
     def _get(self, td: TensorDictBase, field: str, default: object = ...) -> torch.Tensor:
         key = getattr(self.tensor_keys, field)
-        legacy = self._legacy_keys.get(field)
-        if key not in td.keys() and legacy is not None and legacy in td.keys():
-            key = legacy
         return td.get(key) if default is ... else td.get(key, default)
 
     def aggregate(
@@ -238,6 +232,3 @@ def total_loss(out: TensorDictBase) -> torch.Tensor:
     """The loss to minimise: the sum of the output's ``loss_*`` entries."""
     return sum(loss_entries(out).values())
 
-
-#: deprecated: the old name, which clashed with :class:`torchrl.objectives.llm.GRPOLoss`
-GRPOLoss = GroupPolicyLoss
