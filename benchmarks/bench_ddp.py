@@ -102,33 +102,53 @@ def distributed_support() -> str | None:
     return "the trainer does not call torch.distributed.init_process_group (no DDP support in chessrl yet)"
 
 
-def train(procs: int, config: Path, run_dir: Path, steps: int, timeout: float,
-          threads: int | None = None) -> tuple[list[dict], float]:
+def train(
+    procs: int, config: Path, run_dir: Path, steps: int, timeout: float, threads: int | None = None
+) -> tuple[list[dict], float]:
     """Run torchrun with ``procs`` processes (``threads`` intra-op threads each if given);
     rank 0's metrics rows and the wall time."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
-           "-m", "chessrl", "run", str(config), "--run-dir", str(run_dir), "--max-steps", str(steps),
-           "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={procs}",
+        "-m",
+        "chessrl",
+        "run",
+        str(config),
+        "--run-dir",
+        str(run_dir),
+        "--max-steps",
+        str(steps),
+        "--no-progress",
+    ]
     env = dict(os.environ, WANDB_MODE="disabled", PYTHONWARNINGS="ignore")
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
         raise Unavailable(f"{procs}-process run did not finish within {timeout:.0f} s") from None
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.stderr.write(f"--- {procs}-process run, last lines of its output ---\n")
         sys.stderr.write("\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:]) + "\n")
-        raise Unavailable(f"{procs}-process run exited with {proc.returncode}: {first_error(proc.stderr)}")
+        raise Unavailable(
+            f"{procs}-process run exited with {proc.returncode}: {first_error(proc.stderr)}"
+        )
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         raise Unavailable(f"{procs}-process run wrote no {path.name} in its run directory")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if len(rows) != steps or [r.get("step") for r in rows] != list(range(1, steps + 1)):
-        raise Unavailable(f"{procs}-process run: metrics.jsonl has {len(rows)} rows for {steps} steps "
-                          "(expected one row per step from rank 0 only)")
+        raise Unavailable(
+            f"{procs}-process run: metrics.jsonl has {len(rows)} rows for {steps} steps "
+            "(expected one row per step from rank 0 only)"
+        )
     return rows, wall
 
 
@@ -136,10 +156,26 @@ def first_error(stderr: str) -> str:
     """The line that says what went wrong, out of a failed torchrun's output (not its banner)."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     for line in lines:
-        if line.startswith("chessrl: error") or re.search(r"^(\[rank\d+\]:\s*)?\w*(Error|Exception)\b.*:", line):
+        if line.startswith("chessrl: error") or re.search(
+            r"^(\[rank\d+\]:\s*)?\w*(Error|Exception)\b.*:", line
+        ):
             return line[:300]
-    noise = ("error_file", "traceback", "====", "----", "Failures", "Root Cause", "time ", "host ", "rank ",
-             "local_rank", "exitcode", "<NO_OTHER_FAILURES>", "[0]", "[1]")
+    noise = (
+        "error_file",
+        "traceback",
+        "====",
+        "----",
+        "Failures",
+        "Root Cause",
+        "time ",
+        "host ",
+        "rank ",
+        "local_rank",
+        "exitcode",
+        "<NO_OTHER_FAILURES>",
+        "[0]",
+        "[1]",
+    )
     useful = [line for line in lines if not line.startswith(noise) and "elastic" not in line]
     return (useful[-1] if useful else "no error message")[:300]
 
@@ -148,15 +184,23 @@ def summarise(rows: list[dict], skip: int, procs: int) -> dict:
     timed = rows[skip:]
     step = statistics.fmean(r["time/step"] for r in timed)
     plies = statistics.fmean(r["train/trained_plies"] for r in timed)
-    return {"procs": procs, "steps_timed": len(timed), "step_s": round(step, 4), "steps_per_s": round(1 / step, 3),
-            "trained_plies_per_rank": round(plies, 1), "positions_per_s": round(plies * procs / step, 1)}
+    return {
+        "procs": procs,
+        "steps_timed": len(timed),
+        "step_s": round(step, 4),
+        "steps_per_s": round(1 / step, 3),
+        "trained_plies_per_rank": round(plies, 1),
+        "positions_per_s": round(plies * procs / step, 1),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--procs", type=int, default=2, help="processes of the DDP run (vs 1)")
     parser.add_argument("--steps", type=int, default=8, help="steps per run")
-    parser.add_argument("--skip", type=int, default=2, help="first steps left out of the means (warm-up)")
+    parser.add_argument(
+        "--skip", type=int, default=2, help="first steps left out of the means (warm-up)"
+    )
     parser.add_argument("--roots", type=int, default=16, help="roots per rank per step")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per run")
     args = parser.parse_args()
@@ -165,8 +209,14 @@ def main() -> None:
 
     import torch
 
-    result: dict = {"procs": args.procs, "backend": "gloo", "game": "tictactoe", "roots_per_rank": args.roots,
-                    "cores": os.cpu_count(), "torch": torch.__version__}
+    result: dict = {
+        "procs": args.procs,
+        "backend": "gloo",
+        "game": "tictactoe",
+        "roots_per_rank": args.roots,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+    }
     try:
         if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
             raise Unavailable("this torch build has no torch.distributed gloo backend")
@@ -179,15 +229,26 @@ def main() -> None:
             runs = {}
             # 1 process at torch's default threads (all cores), 1 process at 1 thread (what each DDP
             # rank gets), N processes
-            for key, procs, threads in ((1, 1, None), ("1x1", 1, 1), (args.procs, args.procs, None)):
-                rows, wall = train(procs, config, Path(tmp) / f"run-{key}", args.steps, args.timeout, threads)
-                runs[key] = summarise(rows, args.skip, procs) | {"wall_s": round(wall, 2), "threads": threads or (
-                    torch.get_num_threads() if procs == 1 else 1)}
+            for key, procs, threads in (
+                (1, 1, None),
+                ("1x1", 1, 1),
+                (args.procs, args.procs, None),
+            ):
+                rows, wall = train(
+                    procs, config, Path(tmp) / f"run-{key}", args.steps, args.timeout, threads
+                )
+                runs[key] = summarise(rows, args.skip, procs) | {
+                    "wall_s": round(wall, 2),
+                    "threads": threads or (torch.get_num_threads() if procs == 1 else 1),
+                }
                 r = runs[key]
                 label = f"{procs} process{'es' if procs > 1 else ''}, {r['threads']} thread{'s' if r['threads'] > 1 else ''}"
-                print(f"{label:<22}: step {r['step_s']:.3f} s, "
-                      f"{r['trained_plies_per_rank']:.0f} trained plies per rank, "
-                      f"{r['positions_per_s']:8.1f} positions/s  (run {wall:.1f} s incl. start-up)", flush=True)
+                print(
+                    f"{label:<22}: step {r['step_s']:.3f} s, "
+                    f"{r['trained_plies_per_rank']:.0f} trained plies per rank, "
+                    f"{r['positions_per_s']:8.1f} positions/s  (run {wall:.1f} s incl. start-up)",
+                    flush=True,
+                )
     except Unavailable as exc:
         print(f"DDP not available: {exc}")
         print(json.dumps(result | {"ddp": None, "reason": str(exc)}))
@@ -196,12 +257,25 @@ def main() -> None:
     single, single1, multi = runs[1], runs["1x1"], runs[args.procs]
     ratio = multi["positions_per_s"] / single["positions_per_s"]
     ratio1 = multi["positions_per_s"] / single1["positions_per_s"]
-    print(f"throughput ratio {args.procs} processes / 1 process: {ratio:.2f}x; "
-          f"/ 1 single-threaded process: {ratio1:.2f}x (ideal {args.procs:.0f}x; {os.cpu_count()} cores; gloo)")
-    print(json.dumps(result | {"ddp": {"single": single, "single_1thread": single1, "multi": multi,
-                                       "throughput_ratio": round(ratio, 3),
-                                       "throughput_ratio_vs_1thread": round(ratio1, 3),
-                                       "step_time_ratio": round(multi["step_s"] / single["step_s"], 3)}}))
+    print(
+        f"throughput ratio {args.procs} processes / 1 process: {ratio:.2f}x; "
+        f"/ 1 single-threaded process: {ratio1:.2f}x (ideal {args.procs:.0f}x; {os.cpu_count()} cores; gloo)"
+    )
+    print(
+        json.dumps(
+            result
+            | {
+                "ddp": {
+                    "single": single,
+                    "single_1thread": single1,
+                    "multi": multi,
+                    "throughput_ratio": round(ratio, 3),
+                    "throughput_ratio_vs_1thread": round(ratio1, 3),
+                    "step_time_ratio": round(multi["step_s"] / single["step_s"], 3),
+                }
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -76,7 +76,9 @@ def bench_chess_game(seconds: float, batch: int, max_plies: int, rng: np.random.
     return plies / (time.perf_counter() - t0)
 
 
-def bench_board_game_env(seconds: float, batch: int, max_plies: int, rng: np.random.Generator) -> float:
+def bench_board_game_env(
+    seconds: float, batch: int, max_plies: int, rng: np.random.Generator
+) -> float:
     import torch
 
     from chessrl.env import BoardGameEnv
@@ -151,10 +153,20 @@ def main() -> None:
     }
     for name, ratio in ratios.items():
         print(f"{name:>32}: {ratio:6.2f}x")
-    targets = {"vs_pettingzoo>=10": ratios["board_game_env_vs_pettingzoo"] >= 10,
-               "vs_python_chess>=0.5": ratios["board_game_env_vs_python_chess"] >= 0.5}
-    print(json.dumps({"batch": args.batch, "plies_per_s": {k: round(v) for k, v in results.items()},
-                      "ratios": {k: round(v, 3) for k, v in ratios.items()}, "targets_met": targets}))
+    targets = {
+        "vs_pettingzoo>=10": ratios["board_game_env_vs_pettingzoo"] >= 10,
+        "vs_python_chess>=0.5": ratios["board_game_env_vs_python_chess"] >= 0.5,
+    }
+    print(
+        json.dumps(
+            {
+                "batch": args.batch,
+                "plies_per_s": {k: round(v) for k, v in results.items()},
+                "ratios": {k: round(v, 3) for k, v in ratios.items()},
+                "targets_met": targets,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

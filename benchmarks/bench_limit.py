@@ -47,9 +47,16 @@ STOCKFISH = "/usr/games/stockfish"
 
 
 def _engine(hash_mb: int) -> subprocess.Popen:
-    p = subprocess.Popen([STOCKFISH], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                         bufsize=0)
-    p.stdin.write(f"uci\nsetoption name Threads value 1\nsetoption name Hash value {hash_mb}\nisready\n".encode())
+    p = subprocess.Popen(
+        [STOCKFISH],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        bufsize=0,
+    )
+    p.stdin.write(
+        f"uci\nsetoption name Threads value 1\nsetoption name Hash value {hash_mb}\nisready\n".encode()
+    )
     buf = b""
     while b"readyok" not in buf:
         buf += os.read(p.stdout.fileno(), 1 << 16)
@@ -61,7 +68,10 @@ def raw_limit(boards: list[chess.Board], engines: int, go: str, hash_mb: int, fr
     procs = [_engine(hash_mb) for _ in range(engines)]
     shares = [boards[i::engines] for i in range(engines)]
     prefix = "ucinewgame\n" if fresh else ""
-    scripts = ["".join(f"{prefix}position fen {b.fen()}\n{go}\n" for b in share).encode() for share in shares]
+    scripts = [
+        "".join(f"{prefix}position fen {b.fen()}\n{go}\n" for b in share).encode()
+        for share in shares
+    ]
     sel = selectors.DefaultSelector()
     left = {}
     for p, share in zip(procs, shares):
@@ -90,9 +100,13 @@ def raw_limit(boards: list[chess.Board], engines: int, go: str, hash_mb: int, fr
     return len(boards) / wall
 
 
-def pool_rate(boards: list[chess.Board], engines: int, hash_mb: int, fresh: bool, **limit) -> tuple[float, float]:
+def pool_rate(
+    boards: list[chess.Board], engines: int, hash_mb: int, fresh: bool, **limit
+) -> tuple[float, float]:
     """(evaluations/s, searches in flight) of the reward path, cache off."""
-    return evals_per_second(engines, boards, limit.pop("depth", None), hash_mb=hash_mb, fresh=fresh, **limit)
+    return evals_per_second(
+        engines, boards, limit.pop("depth", None), hash_mb=hash_mb, fresh=fresh, **limit
+    )
 
 
 def python_chess_rate(boards: list[chess.Board], engines: int, hash_mb: int, depth: int) -> float:
@@ -126,7 +140,9 @@ def quality(boards: list[chess.Board], engines: int, hash_mb: int) -> dict:
     from chessrl.envs.chess.stockfish import StockfishPool
 
     def values(fresh: bool = True, **limit) -> tuple[np.ndarray, float]:
-        pool = StockfishPool(STOCKFISH, engines=engines, hash_mb=hash_mb, cache_size=0, fresh=fresh, **limit)
+        pool = StockfishPool(
+            STOCKFISH, engines=engines, hash_mb=hash_mb, cache_size=0, fresh=fresh, **limit
+        )
         try:
             pool.start_all()
             t0 = time.perf_counter()
@@ -137,13 +153,23 @@ def quality(boards: list[chess.Board], engines: int, hash_mb: int) -> dict:
 
     ref, ref_rate = values(depth=12)
     rows = {"depth12": {"evals_per_s": round(ref_rate, 1), "spearman_vs_depth12": 1.0}}
-    for name, limit in [("static", {"static": True}), ("depth1", {"depth": 1}), ("depth4", {"depth": 4}),
-                        ("depth6", {"depth": 6}), ("depth8", {"depth": 8}), ("nodes100", {"nodes": 100}),
-                        ("nodes1000", {"nodes": 1000}), ("nodes5000", {"nodes": 5000})]:
+    for name, limit in [
+        ("static", {"static": True}),
+        ("depth1", {"depth": 1}),
+        ("depth4", {"depth": 4}),
+        ("depth6", {"depth": 6}),
+        ("depth8", {"depth": 8}),
+        ("nodes100", {"nodes": 100}),
+        ("nodes1000", {"nodes": 1000}),
+        ("nodes5000", {"nodes": 5000}),
+    ]:
         v, rate = values(**limit)
         _, warm = values(fresh=False, **limit)
-        rows[name] = {"evals_per_s": round(rate, 1), "evals_per_s_warm": round(warm, 1),
-                      "spearman_vs_depth12": round(spearman(v, ref), 3)}
+        rows[name] = {
+            "evals_per_s": round(rate, 1),
+            "evals_per_s_warm": round(warm, 1),
+            "spearman_vs_depth12": round(spearman(v, ref), 3),
+        }
     return rows
 
 
@@ -169,27 +195,54 @@ def main() -> None:
     old = python_chess_rate(boards, n, args.hash, args.depth) if not args.nodes else float("nan")
     with open("/proc/loadavg") as fh:
         load = float(fh.read().split()[0])
-    print(f"machine: {os.cpu_count()} cores, load average {load:.2f}; {len(boards)} positions, {go}, "
-          f"hash {args.hash} MiB, {n} engines")
-    rows = [("single engine, raw", single), (f"limit: {n} raw engines", lim),
-            ("limit with ucinewgame", lim_fresh), ("pool, fresh (default)", pool),
-            ("pool, warm hash", warm), ("python-chess driver (before)", old)]
+    print(
+        f"machine: {os.cpu_count()} cores, load average {load:.2f}; {len(boards)} positions, {go}, "
+        f"hash {args.hash} MiB, {n} engines"
+    )
+    rows = [
+        ("single engine, raw", single),
+        (f"limit: {n} raw engines", lim),
+        ("limit with ucinewgame", lim_fresh),
+        ("pool, fresh (default)", pool),
+        ("pool, warm hash", warm),
+        ("python-chess driver (before)", old),
+    ]
     for name, rate in rows:
-        print(f"  {name:30s} {rate:8.1f} evals/s  {rate / lim:6.2f} of limit  {rate / single:5.2f}x one engine")
-    print(f"  pool searches in flight: {overlap:.2f}; limit scaling {lim / single / n:.2f} of linear")
-    out = {"cores": os.cpu_count(), "load_average": load, "engines": n, "go": go, "positions": len(boards),
-           "single": round(single, 1), "limit": round(lim, 1), "limit_fresh": round(lim_fresh, 1),
-           "pool": round(pool, 1), "pool_warm": round(warm, 1), "python_chess": round(old, 1),
-           "pool_fraction_of_limit": round(pool / lim, 3), "pool_warm_fraction_of_limit": round(warm / lim, 3),
-           "pool_fraction_of_fresh_limit": round(pool / lim_fresh, 3),
-           "pool_vs_one_engine": round(pool / single, 2), "warm_vs_one_engine": round(warm / single, 2),
-           "limit_scaling": round(lim / single / n, 3)}
+        print(
+            f"  {name:30s} {rate:8.1f} evals/s  {rate / lim:6.2f} of limit  {rate / single:5.2f}x one engine"
+        )
+    print(
+        f"  pool searches in flight: {overlap:.2f}; limit scaling {lim / single / n:.2f} of linear"
+    )
+    out = {
+        "cores": os.cpu_count(),
+        "load_average": load,
+        "engines": n,
+        "go": go,
+        "positions": len(boards),
+        "single": round(single, 1),
+        "limit": round(lim, 1),
+        "limit_fresh": round(lim_fresh, 1),
+        "pool": round(pool, 1),
+        "pool_warm": round(warm, 1),
+        "python_chess": round(old, 1),
+        "pool_fraction_of_limit": round(pool / lim, 3),
+        "pool_warm_fraction_of_limit": round(warm / lim, 3),
+        "pool_fraction_of_fresh_limit": round(pool / lim_fresh, 3),
+        "pool_vs_one_engine": round(pool / single, 2),
+        "warm_vs_one_engine": round(warm / single, 2),
+        "limit_scaling": round(lim / single / n, 3),
+    }
     if args.quality:
-        q = quality(distinct_positions(args.quality_positions, np.random.default_rng(11)), n, args.hash)
+        q = quality(
+            distinct_positions(args.quality_positions, np.random.default_rng(11)), n, args.hash
+        )
         for name, row in q.items():
-            print(f"  {name:10s} {row['evals_per_s']:9.1f} evals/s fresh, {row.get('evals_per_s_warm', 0):9.1f} warm;"
-                  f"  rank agreement with depth 12: "
-                  f"{row['spearman_vs_depth12']:.3f}")
+            print(
+                f"  {name:10s} {row['evals_per_s']:9.1f} evals/s fresh, {row.get('evals_per_s_warm', 0):9.1f} warm;"
+                f"  rank agreement with depth 12: "
+                f"{row['spearman_vs_depth12']:.3f}"
+            )
         out["quality"] = q
     print(json.dumps(out))
 

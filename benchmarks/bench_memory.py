@@ -54,12 +54,28 @@ def child(mode: str, config: str, steps: int, overrides: list[str]) -> None:
     else:
         with tempfile.TemporaryDirectory(prefix="bench_memory-") as tmp:
             train(cfg, Path(tmp) / "run", max_steps=steps, progress=False, echo=lambda line: None)
-    print(json.dumps({"mode": mode, "self_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                      "params": n_params}))
+    print(
+        json.dumps(
+            {
+                "mode": mode,
+                "self_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "params": n_params,
+            }
+        )
+    )
 
 
 def measure(mode: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--child", mode, "--config", args.config, "--steps", str(args.steps)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        "--config",
+        args.config,
+        "--steps",
+        str(args.steps),
+    ]
     for o in args.overrides:
         cmd += ["--set", o]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
@@ -73,7 +89,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(REPO / "examples" / "clean.toml"))
     parser.add_argument("--steps", type=int, default=2, help="training steps of the measured run")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"
+    )
     parser.add_argument("--child", choices=("baseline", "run"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -84,16 +102,28 @@ def main() -> None:
     run = measure("run", args)
     base_mib, run_mib = _mib(base["self_kib"]), _mib(run["self_kib"])
     ratio = run_mib / base_mib
-    print(f"config {args.config}, {args.steps}-step run vs policy only ({base['params']:,} parameters)")
+    print(
+        f"config {args.config}, {args.steps}-step run vs policy only ({base['params']:,} parameters)"
+    )
     print(f"{'':<32}{'peak RSS':>12}")
     print(f"{'baseline (torch+chessrl+policy)':<32}{base_mib:8.0f} MiB")
     print(f"{'training run':<32}{run_mib:8.0f} MiB")
     print(f"{'ratio run / baseline':<32}{ratio:8.2f}x")
     print(f"{'extra for training':<32}{run_mib - base_mib:8.0f} MiB")
     print("(Stockfish engines are separate processes, not in the run's RSS)")
-    print(json.dumps({"config": args.config, "steps": args.steps, "policy_params": base["params"],
-                      "baseline_mib": round(base_mib, 1), "run_mib": round(run_mib, 1),
-                      "ratio": round(ratio, 3), "extra_mib": round(run_mib - base_mib, 1)}))
+    print(
+        json.dumps(
+            {
+                "config": args.config,
+                "steps": args.steps,
+                "policy_params": base["params"],
+                "baseline_mib": round(base_mib, 1),
+                "run_mib": round(run_mib, 1),
+                "ratio": round(ratio, 3),
+                "extra_mib": round(run_mib - base_mib, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

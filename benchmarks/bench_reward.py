@@ -39,7 +39,9 @@ def distinct_positions(n: int, rng: np.random.Generator) -> list[chess.Board]:
     return list(seen.values())
 
 
-def evals_per_second(engines: int, boards: list[chess.Board], depth: int | None, **pool) -> tuple[float, float]:
+def evals_per_second(
+    engines: int, boards: list[chess.Board], depth: int | None, **pool
+) -> tuple[float, float]:
     """(evaluations per second, overlap): overlap = summed search time / wall time, i.e. how
     many searches ran at once on average (the pool's concurrency, whatever the CPU gave it)."""
     from chessrl.envs.chess.stockfish import StockfishPool
@@ -77,8 +79,14 @@ def rollout_hit_rate(roots: int, group: int, plies: int, depth: int, engines: in
     stats = game.stats()
     env.close()
     game.close()
-    return {"hit_rate": stats["hit_rate"], "hits": stats["hits"], "misses": stats["misses"],
-            "evaluations": stats["evaluations"], "seconds": seconds, "engine_seconds": stats["engine_seconds"]}
+    return {
+        "hit_rate": stats["hit_rate"],
+        "hits": stats["hits"],
+        "misses": stats["misses"],
+        "evaluations": stats["evaluations"],
+        "seconds": seconds,
+        "engine_seconds": stats["engine_seconds"],
+    }
 
 
 def main() -> None:
@@ -96,19 +104,37 @@ def main() -> None:
     speedup = pooled / single
     with open("/proc/loadavg") as fh:
         load = float(fh.read().split()[0])
-    print(f"1 engine, sequential : {single:8.1f} evals/s  ({len(boards)} positions, depth {args.depth})")
-    print(f"{args.engines}-engine pool       : {pooled:8.1f} evals/s  (searches in flight: {overlap:.2f})")
+    print(
+        f"1 engine, sequential : {single:8.1f} evals/s  ({len(boards)} positions, depth {args.depth})"
+    )
+    print(
+        f"{args.engines}-engine pool       : {pooled:8.1f} evals/s  (searches in flight: {overlap:.2f})"
+    )
     print(f"machine              : {os.cpu_count()} cores, load average {load:.2f}")
     print(f"speed-up             : {speedup:8.2f}x")
     roll = rollout_hit_rate(args.roots, args.group, args.plies, args.depth, args.engines)
-    print(f"rollout {args.roots}x{args.group}x{args.plies}: hit rate {roll['hit_rate']:.3f} "
-          f"({roll['hits']} hits, {roll['misses']} misses, {roll['evaluations']} searches), "
-          f"{roll['seconds']:.2f} s, engine {roll['engine_seconds']:.2f} s")
-    print(json.dumps({"depth": args.depth, "engines": args.engines,
-                      "evals_per_s": {"single": round(single, 1), "pool": round(pooled, 1)},
-                      "speedup": round(speedup, 3), "speedup_target_met": speedup >= 1.8,
-                      "searches_in_flight": round(overlap, 2), "cores": os.cpu_count(), "load_average": load,
-                      "rollout": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in roll.items()}}))
+    print(
+        f"rollout {args.roots}x{args.group}x{args.plies}: hit rate {roll['hit_rate']:.3f} "
+        f"({roll['hits']} hits, {roll['misses']} misses, {roll['evaluations']} searches), "
+        f"{roll['seconds']:.2f} s, engine {roll['engine_seconds']:.2f} s"
+    )
+    print(
+        json.dumps(
+            {
+                "depth": args.depth,
+                "engines": args.engines,
+                "evals_per_s": {"single": round(single, 1), "pool": round(pooled, 1)},
+                "speedup": round(speedup, 3),
+                "speedup_target_met": speedup >= 1.8,
+                "searches_in_flight": round(overlap, 2),
+                "cores": os.cpu_count(),
+                "load_average": load,
+                "rollout": {
+                    k: (round(v, 4) if isinstance(v, float) else v) for k, v in roll.items()
+                },
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -35,15 +35,29 @@ def curve(rows: list[dict]) -> tuple[list[dict], list[str]]:
     elapsed, points, opponents = 0.0, [], []
     for row in rows:
         elapsed += float(row.get("time/step", 0.0)) + float(row.get("time/eval", 0.0))
-        opps = sorted({k.split("/")[1] for k in row if k.startswith("eval/") and k.endswith("/score")})
+        opps = sorted(
+            {k.split("/")[1] for k in row if k.startswith("eval/") and k.endswith("/score")}
+        )
         if not opps:
             continue
         point = {"step": int(row["step"]), "seconds": round(elapsed, 1)}
         for opp in opps:
             p = f"eval/{opp}/"
-            e = {k: row.get(p + k) for k in ("games", "score", "score_lo", "score_hi",
-                                             "non_losing", "non_losing_lo", "non_losing_hi")}
-            if e["non_losing"] is None and all(row.get(p + k) is not None for k in ("wins", "draws", "games")):
+            e = {
+                k: row.get(p + k)
+                for k in (
+                    "games",
+                    "score",
+                    "score_lo",
+                    "score_hi",
+                    "non_losing",
+                    "non_losing_lo",
+                    "non_losing_hi",
+                )
+            }
+            if e["non_losing"] is None and all(
+                row.get(p + k) is not None for k in ("wins", "draws", "games")
+            ):
                 kept = row[p + "wins"] + row[p + "draws"]  # runs logged before non_losing existed
                 e["non_losing"] = kept / row[p + "games"]
                 e["non_losing_lo"], e["non_losing_hi"] = wilson(kept, int(row[p + "games"]))
@@ -63,8 +77,11 @@ def bench_curve(rows: list[dict]) -> list[dict]:
     elapsed, points = 0.0, []
     for row in rows:
         elapsed += float(row.get("time/step", 0.0)) + float(row.get("time/eval", 0.0))
-        found = {k: [row[f"eval/{k}"], row[f"eval/{k}_lo"], row[f"eval/{k}_hi"]] for k in BENCH_KEYS
-                 if all(f"eval/{k}{s}" in row for s in ("", "_lo", "_hi"))}
+        found = {
+            k: [row[f"eval/{k}"], row[f"eval/{k}_lo"], row[f"eval/{k}_hi"]]
+            for k in BENCH_KEYS
+            if all(f"eval/{k}{s}" in row for s in ("", "_lo", "_hi"))
+        }
         if found:
             points.append({"step": int(row["step"]), "seconds": round(elapsed, 1), **found})
     return points
@@ -79,14 +96,20 @@ def _cell(e: dict | None, key: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(REPO / "examples" / "tictactoe.toml"))
-    parser.add_argument("--run-dir", help="print the curve of this finished run instead of training")
+    parser.add_argument(
+        "--run-dir", help="print the curve of this finished run instead of training"
+    )
     parser.add_argument("--out", help="run directory for the training (default: a temporary one)")
     parser.add_argument("--steps", type=int, help="training steps (default: the config's)")
     parser.add_argument("--eval-every", type=int, default=150)
     parser.add_argument("--eval-games", type=int, default=200)
     parser.add_argument("--opponent", default="perfect", help="opponent the --target refers to")
-    parser.add_argument("--target", type=float, default=0.95, help="non-losing share to report the time to")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument(
+        "--target", type=float, default=0.95, help="non-losing share to report the time to"
+    )
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"
+    )
     args = parser.parse_args()
 
     from chessrl.metrics import read_metrics
@@ -98,8 +121,14 @@ def main() -> int:
         from chessrl.config import load_config
         from chessrl.trainer import train
 
-        over = [f"trainer.eval_every={args.eval_every}", f"trainer.eval_games={args.eval_games}",
-                "trainer.eval_initial=true", "logging.wandb=disabled", "logging.progress=false", *args.overrides]
+        over = [
+            f"trainer.eval_every={args.eval_every}",
+            f"trainer.eval_games={args.eval_games}",
+            "trainer.eval_initial=true",
+            "logging.wandb=disabled",
+            "logging.progress=false",
+            *args.overrides,
+        ]
         if args.steps:
             over.append(f"trainer.steps={args.steps}")
         cfg = load_config(args.config, over)
@@ -129,20 +158,51 @@ def main() -> int:
         print("\nheld-out benchmark (value [95% CI]):")
         print(f"{'step':>6} {'minutes':>8}  " + "  ".join(f"{k:<24}" for k in keys))
         for pt in bench:
-            cells = [(f"{pt[k][0]:+.0f} [{pt[k][1]:+.0f}, {pt[k][2]:+.0f}]" if k == "ladder/elo" else
-                      f"{pt[k][0]:.3f} [{pt[k][1]:.3f}, {pt[k][2]:.3f}]") if k in pt else "—" for k in keys]
-            print(f"{pt['step']:>6} {pt['seconds'] / 60:>8.1f}  " + "  ".join(f"{c:<24}" for c in cells))
-    reached = next((pt for pt in points if (pt.get(args.opponent) or {}).get("non_losing") is not None
-                    and pt[args.opponent]["non_losing"] >= args.target), None)
+            cells = [
+                (
+                    f"{pt[k][0]:+.0f} [{pt[k][1]:+.0f}, {pt[k][2]:+.0f}]"
+                    if k == "ladder/elo"
+                    else f"{pt[k][0]:.3f} [{pt[k][1]:.3f}, {pt[k][2]:.3f}]"
+                )
+                if k in pt
+                else "—"
+                for k in keys
+            ]
+            print(
+                f"{pt['step']:>6} {pt['seconds'] / 60:>8.1f}  "
+                + "  ".join(f"{c:<24}" for c in cells)
+            )
+    reached = next(
+        (
+            pt
+            for pt in points
+            if (pt.get(args.opponent) or {}).get("non_losing") is not None
+            and pt[args.opponent]["non_losing"] >= args.target
+        ),
+        None,
+    )
     if reached:
-        print(f"first evaluation with non-losing >= {args.target:.0%} against {args.opponent}: step {reached['step']}, "
-              f"{reached['seconds'] / 60:.1f} minutes of training and evaluation")
+        print(
+            f"first evaluation with non-losing >= {args.target:.0%} against {args.opponent}: step {reached['step']}, "
+            f"{reached['seconds'] / 60:.1f} minutes of training and evaluation"
+        )
     else:
         print(f"no evaluation reached non-losing >= {args.target:.0%} against {args.opponent}")
-    print(json.dumps({"source": source, "points": points, "benchmark": bench,
-                      "target": {"opponent": args.opponent, "non_losing": args.target,
-                                 "step": reached["step"] if reached else None,
-                                 "seconds": reached["seconds"] if reached else None}}))
+    print(
+        json.dumps(
+            {
+                "source": source,
+                "points": points,
+                "benchmark": bench,
+                "target": {
+                    "opponent": args.opponent,
+                    "non_losing": args.target,
+                    "step": reached["step"] if reached else None,
+                    "seconds": reached["seconds"] if reached else None,
+                },
+            }
+        )
+    )
     return 0
 
 

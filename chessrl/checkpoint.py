@@ -39,8 +39,10 @@ def plain(obj: Any) -> Any:
         return items if isinstance(obj, list) else tuple(items)
     if isinstance(obj, Path):
         return str(obj)
-    raise TypeError(f"checkpoint state holds a {type(obj).__name__}; only tensors and plain data "
-                    "(dict, list, tuple, str, int, float, bool, None) can be saved")
+    raise TypeError(
+        f"checkpoint state holds a {type(obj).__name__}; only tensors and plain data "
+        "(dict, list, tuple, str, int, float, bool, None) can be saved"
+    )
 
 
 def write(path: Path, state: dict[str, Any]) -> Path:
@@ -68,8 +70,9 @@ def write(path: Path, state: dict[str, Any]) -> Path:
     return path
 
 
-def policy_state(policy: torch.nn.Module, *, game: str, config: dict[str, Any], step: int = 0,
-                 **extra: Any) -> dict[str, Any]:
+def policy_state(
+    policy: torch.nn.Module, *, game: str, config: dict[str, Any], step: int = 0, **extra: Any
+) -> dict[str, Any]:
     """The state of a checkpoint that holds ``policy``: the fields every chessrl checkpoint
     has, which :mod:`chessrl.player` (``chessrl eval``, ``play``, ``uci``) and
     ``[policy] init_checkpoint`` read, plus ``extra`` (a training run's optimiser and plugin
@@ -80,12 +83,25 @@ def policy_state(policy: torch.nn.Module, *, game: str, config: dict[str, Any], 
     ``name``) rebuilds the game; ``step``: the optimiser step (0 for a policy not trained by
     ``chessrl run``)."""
     weights = {k: v.detach().cpu() for k, v in policy.state_dict().items()}
-    return {"step": step, "policy": weights, "config": config, "game": game,
-            "policy_sizes": dict(getattr(policy, "sizes", {})), **extra}
+    return {
+        "step": step,
+        "policy": weights,
+        "config": config,
+        "game": game,
+        "policy_sizes": dict(getattr(policy, "sizes", {})),
+        **extra,
+    }
 
 
-def write_policy(path: Path, policy: torch.nn.Module, *, game: str, config: dict[str, Any],
-                 step: int = 0, **extra: Any) -> Path:
+def write_policy(
+    path: Path,
+    policy: torch.nn.Module,
+    *,
+    game: str,
+    config: dict[str, Any],
+    step: int = 0,
+    **extra: Any,
+) -> Path:
     """Write :func:`policy_state` to ``path`` atomically (:func:`write`)."""
     return write(path, policy_state(policy, game=game, config=config, step=step, **extra))
 
@@ -117,8 +133,10 @@ def save_initial(ckpt_dir: Path, state: dict[str, Any]) -> Path:
 def list_checkpoints(ckpt_dir: Path) -> list[Path]:
     if not ckpt_dir.exists():
         return []
-    return sorted((p for p in ckpt_dir.iterdir() if PATTERN.search(p.name)),
-                  key=lambda p: int(PATTERN.search(p.name).group(1)))
+    return sorted(
+        (p for p in ckpt_dir.iterdir() if PATTERN.search(p.name)),
+        key=lambda p: int(PATTERN.search(p.name).group(1)),
+    )
 
 
 def latest(ckpt_dir: Path) -> Path | None:
@@ -133,8 +151,9 @@ def resolve(path: str | Path) -> Path:
     if p.is_dir():
         found = latest(p / "checkpoints") or latest(p)
         if found is None:
-            raise UserError(f"{path}: no checkpoint found (expected step_*.pt or "
-                            "checkpoints/step_*.pt)")
+            raise UserError(
+                f"{path}: no checkpoint found (expected step_*.pt or checkpoints/step_*.pt)"
+            )
         return found
     if not p.exists():
         raise UserError(f"{path}: no such checkpoint file or run directory")
@@ -153,14 +172,18 @@ def load(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - every way a file can be bad is the user's to fix
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise UserError(f"{p}: refused: the file holds Python objects beyond tensors and "
-                            "plain data (loading it could run code); chessrl checkpoints never do, "
-                            "so it was not made by chessrl or was tampered with") from None
-        raise UserError(f"{p}: not a readable chessrl checkpoint "
-                        f"({type(exc).__name__}: {first})") from None
+            raise UserError(
+                f"{p}: refused: the file holds Python objects beyond tensors and "
+                "plain data (loading it could run code); chessrl checkpoints never do, "
+                "so it was not made by chessrl or was tampered with"
+            ) from None
+        raise UserError(
+            f"{p}: not a readable chessrl checkpoint ({type(exc).__name__}: {first})"
+        ) from None
     if not isinstance(state, dict):
-        raise UserError(f"{p}: not a chessrl checkpoint "
-                        f"(holds a {type(state).__name__}, not a dict)")
+        raise UserError(
+            f"{p}: not a chessrl checkpoint (holds a {type(state).__name__}, not a dict)"
+        )
     return state
 
 
@@ -172,5 +195,7 @@ def load_policy_weights(policy: torch.nn.Module, path: str | Path) -> None:
         policy.load_state_dict(weights)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
-        raise UserError(f"{path}: weights do not fit the configured policy ({first}); "
-                        "match [policy] sizes to the checkpoint") from None
+        raise UserError(
+            f"{path}: weights do not fit the configured policy ({first}); "
+            "match [policy] sizes to the checkpoint"
+        ) from None

@@ -18,8 +18,14 @@ from chessrl.errors import Interrupted, PluginError, RunFailure, UserError
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="experiment TOML, e.g. examples/clean.toml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value (repeatable), e.g. --set trainer.lr=3e-6")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value (repeatable), e.g. --set trainer.lr=3e-6",
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -30,18 +36,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume and not args.run_dir:
         raise UserError("--resume needs --run-dir DIR: the run directory to continue")
     if args.max_steps is not None and args.max_steps < 1:
-        raise UserError(f"--max-steps {args.max_steps}: give the number of steps to run, at least 1")
+        raise UserError(
+            f"--max-steps {args.max_steps}: give the number of steps to run, at least 1"
+        )
     if args.allow_change and not args.resume:
         raise UserError("--allow-change works with --resume only: a new run takes any config")
     run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(cfg)
     try:
-        train(cfg, run_dir, max_steps=args.max_steps, resume=args.resume,
-              progress=False if args.no_progress else None, allow_change=args.allow_change)
+        train(
+            cfg,
+            run_dir,
+            max_steps=args.max_steps,
+            resume=args.resume,
+            progress=False if args.no_progress else None,
+            allow_change=args.allow_change,
+        )
     except Interrupted as exc:
         if exc.run_dir is None:
             raise
-        print(f"chessrl: interrupted; resume from the step-{exc.step} checkpoint with: "
-              f"{resume_command(args, exc.run_dir)}", file=sys.stderr)
+        print(
+            f"chessrl: interrupted; resume from the step-{exc.step} checkpoint with: "
+            f"{resume_command(args, exc.run_dir)}",
+            file=sys.stderr,
+        )
         return exc.exit_code
     print(f"run directory: {run_dir}")
     return 0
@@ -50,8 +67,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def resume_command(args: argparse.Namespace, run_dir: Path) -> str:
     """The shell command that continues ``run_dir``: this command's program, config and
     ``--set`` overrides, with ``--resume --run-dir`` (no ``--max-steps``)."""
-    words = ["run", args.config, *[w for o in args.overrides for w in ("--set", o)], "--resume", "--run-dir",
-             str(run_dir)]
+    words = [
+        "run",
+        args.config,
+        *[w for o in args.overrides for w in ("--set", o)],
+        "--resume",
+        "--run-dir",
+        str(run_dir),
+    ]
     return " ".join([_program()] + [shlex.quote(w) for w in words])
 
 
@@ -74,7 +97,9 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     d = config_to_dict(cfg)
-    print(json.dumps(d, indent=2) if args.json else dumps_toml(d), end="" if not args.json else "\n")
+    print(
+        json.dumps(d, indent=2) if args.json else dumps_toml(d), end="" if not args.json else "\n"
+    )
     return 0
 
 
@@ -91,7 +116,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     for r in rows:
-        provides = ", ".join([f"game {g}" for g in r["games"]] + [f"regulariser {x}" for x in r["regularisers"]])
+        provides = ", ".join(
+            [f"game {g}" for g in r["games"]] + [f"regulariser {x}" for x in r["regularisers"]]
+        )
         if r["broken"]:
             provides = f"BROKEN: {r['broken']}"
         print(f"{r['name']:<16} {r['version'] or '-':<8} {r['distribution'] or '-':<18} {provides}")
@@ -113,33 +140,54 @@ def cmd_play(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chessrl", description="GRPO for board games, with plugins and self-diagnosing runs.")
+    parser = argparse.ArgumentParser(
+        prog="chessrl", description="GRPO for board games, with plugins and self-diagnosing runs."
+    )
     parser.add_argument("--version", action="version", version=f"chessrl {__version__}")
-    parser.add_argument("--traceback", action="store_true",
-                        help=f"print the traceback of an exception raised inside a plugin (anywhere on the "
-                             f"command line; or set {TRACEBACK_ENV}=1)")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help=f"print the traceback of an exception raised inside a plugin (anywhere on the "
+        f"command line; or set {TRACEBACK_ENV}=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("run", help="train an experiment config")
     _add_config_args(p)
     p.add_argument("--run-dir", help="run directory (default runs/<name>-<timestamp>/)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (this invocation)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest checkpoint")
-    p.add_argument("--allow-change", action="append", default=[], metavar="KEY",
-                   help="with --resume: take this key's new value from the config or --set (repeatable; "
-                        "only safe keys, e.g. trainer.steps, trainer.lr; docs/reliability.md)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --run-dir from its latest checkpoint",
+    )
+    p.add_argument(
+        "--allow-change",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="with --resume: take this key's new value from the config or --set (repeatable; "
+        "only safe keys, e.g. trainer.steps, trainer.lr; docs/reliability.md)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("config", help="inspect configs")
     csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
-    q = csub.add_parser("show", help="print the resolved config (defaults filled in, overrides applied)")
+    q = csub.add_parser(
+        "show", help="print the resolved config (defaults filled in, overrides applied)"
+    )
     _add_config_args(q)
     q.add_argument("--json", action="store_true", help="JSON instead of TOML")
     q.set_defaults(func=cmd_config_show)
-    q = csub.add_parser("reference", help="print every config field with its help text (markdown), installed "
-                        "third-party games and regularisers included")
-    q.add_argument("--builtin", action="store_true", help="only what ships with chessrl (docs/config.md)")
+    q = csub.add_parser(
+        "reference",
+        help="print every config field with its help text (markdown), installed "
+        "third-party games and regularisers included",
+    )
+    q.add_argument(
+        "--builtin", action="store_true", help="only what ships with chessrl (docs/config.md)"
+    )
     q.set_defaults(func=cmd_config_reference)
 
     p = sub.add_parser("plugins", help="list installed plugins")
@@ -156,16 +204,43 @@ def build_parser() -> argparse.ArgumentParser:
     from chessrl.evaluate import add_eval_command
 
     add_eval_command(sub)
-    p = sub.add_parser("play", help="play against a checkpoint's policy in the terminal, any game "
-                       "(docs/evaluation.md#play-the-policy)")
-    p.add_argument("checkpoint", help="a checkpoint file (step_*.pt, initial.pt, a pretrained .pt) or a run directory")
-    p.add_argument("--side", choices=("first", "second"), default="first",
-                   help="the side you play: first (White, X) or second (default first)")
-    p.add_argument("--sample", action="store_true", help="the policy samples its moves instead of playing greedily")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature with --sample (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the start position and of sampling (default 0)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="env.KEY=VALUE",
-                   help="override a game option of the checkpoint (repeatable), e.g. --set env.start=standard")
+    p = sub.add_parser(
+        "play",
+        help="play against a checkpoint's policy in the terminal, any game "
+        "(docs/evaluation.md#play-the-policy)",
+    )
+    p.add_argument(
+        "checkpoint",
+        help="a checkpoint file (step_*.pt, initial.pt, a pretrained .pt) or a run directory",
+    )
+    p.add_argument(
+        "--side",
+        choices=("first", "second"),
+        default="first",
+        help="the side you play: first (White, X) or second (default first)",
+    )
+    p.add_argument(
+        "--sample",
+        action="store_true",
+        help="the policy samples its moves instead of playing greedily",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="sampling temperature with --sample (default 1)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the start position and of sampling (default 0)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="env.KEY=VALUE",
+        help="override a game option of the checkpoint (repeatable), e.g. --set env.start=standard",
+    )
     p.set_defaults(func=cmd_play)
 
     pm = pluginmanager.get_plugin_manager()
@@ -211,8 +286,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exception(exc.error, file=sys.stderr)
             print(f"chessrl: error: {exc}", file=sys.stderr)
         else:
-            print(f"chessrl: error: {exc} (its traceback: rerun with --traceback or {TRACEBACK_ENV}=1)",
-                  file=sys.stderr)
+            print(
+                f"chessrl: error: {exc} (its traceback: rerun with --traceback or {TRACEBACK_ENV}=1)",
+                file=sys.stderr,
+            )
         return 1
     except KeyboardInterrupt as exc:  # Interrupted carries 130 (SIGINT) or 143 (SIGTERM)
         print("chessrl: interrupted", file=sys.stderr)

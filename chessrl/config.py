@@ -24,8 +24,9 @@ T = TypeVar("T")
 
 @dataclass
 class EnvConfig:
-    name: str = opt("chess", "Game to play: any game registered by an installed plugin "
-                    "(`chessrl plugins`).")
+    name: str = opt(
+        "chess", "Game to play: any game registered by an installed plugin (`chessrl plugins`)."
+    )
     options: Any = None  # the game's own options dataclass, filled from the other [env] keys
 
 
@@ -35,25 +36,33 @@ class PolicyConfig:
     n_layers: int = opt(4, "Transformer layers.", ge=1)
     n_heads: int = opt(8, "Attention heads; must divide d_model.", ge=1)
     d_ff: int = opt(1024, "Feed-forward hidden size.", ge=8)
-    head_dim: int = opt(16, "Per-token features the action layer reads besides the CLS token "
-                        "(0 = CLS only).", ge=0)
-    head: str = opt("linear", "Action head: 'linear' (a logit row per action) or 'pairs' (an "
-                    "action scored from the two tokens it connects, e.g. a move's from- and "
-                    "to-square; the game must declare action_structure).",
-                    choices=("linear", "pairs"))
+    head_dim: int = opt(
+        16, "Per-token features the action layer reads besides the CLS token (0 = CLS only).", ge=0
+    )
+    head: str = opt(
+        "linear",
+        "Action head: 'linear' (a logit row per action) or 'pairs' (an "
+        "action scored from the two tokens it connects, e.g. a move's from- and "
+        "to-square; the game must declare action_structure).",
+        choices=("linear", "pairs"),
+    )
     pair_dim: int = opt(64, "Query/key features of the 'pairs' head.", ge=1)
-    frozen_layers: int = opt(0, "Freeze the embeddings and the first k layers (0 = train "
-                             "everything).", ge=0)
+    frozen_layers: int = opt(
+        0, "Freeze the embeddings and the first k layers (0 = train everything).", ge=0
+    )
     init_checkpoint: str = opt("", "Checkpoint to load policy weights from ('' = random init).")
-    bf16: bool = opt(True, "bf16 autocast for the policy's math on CUDA (log-probs stay "
-                     "float32); ignored on CPU.")
+    bf16: bool = opt(
+        True,
+        "bf16 autocast for the policy's math on CUDA (log-probs stay float32); ignored on CPU.",
+    )
 
     def __post_init__(self):
         if self.d_model % self.n_heads:
             raise ValueError(f"n_heads = {self.n_heads} must divide d_model = {self.d_model}")
         if self.frozen_layers > self.n_layers:
-            raise ValueError(f"frozen_layers = {self.frozen_layers} exceeds "
-                             f"n_layers = {self.n_layers}")
+            raise ValueError(
+                f"frozen_layers = {self.frozen_layers} exceeds n_layers = {self.n_layers}"
+            )
 
 
 @dataclass
@@ -62,36 +71,59 @@ class RolloutConfig:
     group_size: int = opt(16, "G: trajectories per root (the GRPO group).", ge=1)
     plies: int = opt(16, "T: plies per trajectory (the trajectory depth).", ge=1)
     temperature: float = opt(1.0, "Sampling temperature; the loss uses the same one.", gt=0.0)
-    opponent: str = opt("self", "'self': the policy plays both sides; 'engine': the game's "
-                        "engine answers.", choices=("self", "engine"))
-    train_plies: str = opt("root", "Which plies are trained on: the root player's ('root') or "
-                           "both sides' ('both').", choices=("root", "both"))
-    teacher_forcing_prob: float = opt(0.0, "Probability, per trajectory, that the first "
-                                      "opponent plies are the engine's.", ge=0.0, le=1.0)
-    teacher_forcing_depth: int = opt(4, "How many opponent plies a teacher-forced trajectory "
-                                     "takes from the engine.", ge=0)
-    expert_members: int = opt(0, "Group members per root whose first move is the game engine's, "
-                              "trained like sampled ones (guided GRPO: every group holds the "
-                              "engine's choice; 0 = on-policy only).", ge=0)
+    opponent: str = opt(
+        "self",
+        "'self': the policy plays both sides; 'engine': the game's engine answers.",
+        choices=("self", "engine"),
+    )
+    train_plies: str = opt(
+        "root",
+        "Which plies are trained on: the root player's ('root') or both sides' ('both').",
+        choices=("root", "both"),
+    )
+    teacher_forcing_prob: float = opt(
+        0.0,
+        "Probability, per trajectory, that the first opponent plies are the engine's.",
+        ge=0.0,
+        le=1.0,
+    )
+    teacher_forcing_depth: int = opt(
+        4, "How many opponent plies a teacher-forced trajectory takes from the engine.", ge=0
+    )
+    expert_members: int = opt(
+        0,
+        "Group members per root whose first move is the game engine's, "
+        "trained like sampled ones (guided GRPO: every group holds the "
+        "engine's choice; 0 = on-policy only).",
+        ge=0,
+    )
 
 
 @dataclass
 class AdvantageConfig:
-    scale: str = opt("std", "Divide group-centred returns by the group std ('std') or not "
-                     "('none', Dr. GRPO).", choices=("std", "none"))
-    returns: str = opt("sum", "Return: the sum of the player's per-ply rewards ('sum') or the "
-                       "final value ('terminal').", choices=("sum", "terminal"))
+    scale: str = opt(
+        "std",
+        "Divide group-centred returns by the group std ('std') or not ('none', Dr. GRPO).",
+        choices=("std", "none"),
+    )
+    returns: str = opt(
+        "sum",
+        "Return: the sum of the player's per-ply rewards ('sum') or the final value ('terminal').",
+        choices=("sum", "terminal"),
+    )
     eps: float = opt(1e-6, "Added to the group std before dividing.", gt=0.0)
 
 
 @dataclass
 class LossConfig:
-    clip_low: float = opt(0.2, "PPO clip epsilon below 1 (ratio >= 1 - clip_low).",
-                          ge=0.0, lt=1.0)
+    clip_low: float = opt(0.2, "PPO clip epsilon below 1 (ratio >= 1 - clip_low).", ge=0.0, lt=1.0)
     clip_high: float = opt(0.2, "PPO clip epsilon above 1 (ratio <= 1 + clip_high).", ge=0.0)
-    aggregation: str = opt("token-mean", "'token-mean': mean over all trained plies; "
-                           "'seq-mean': mean per trajectory, then over trajectories.",
-                           choices=("token-mean", "seq-mean"))
+    aggregation: str = opt(
+        "token-mean",
+        "'token-mean': mean over all trained plies; "
+        "'seq-mean': mean per trajectory, then over trajectories.",
+        choices=("token-mean", "seq-mean"),
+    )
 
 
 @dataclass
@@ -99,44 +131,58 @@ class TrainerConfig:
     steps: int = opt(100, "GRPO steps to run.", ge=0)
     lr: float = opt(1e-6, "AdamW learning rate.", gt=0.0)
     weight_decay: float = opt(0.0, "AdamW weight decay.", ge=0.0)
-    betas: list[float] = opt([0.9, 0.999], "AdamW betas (beta1, beta2).",
-                             ge=0.0, lt=1.0, length=2)
+    betas: list[float] = opt([0.9, 0.999], "AdamW betas (beta1, beta2).", ge=0.0, lt=1.0, length=2)
     grad_clip: float = opt(1.0, "Clip the global gradient norm to this (0 = off).", ge=0.0)
     ppo_steps: int = opt(1, "Optimisation epochs over each rollout.", ge=1)
     sync_every: int = opt(1, "Copy the policy into the old policy every N steps.", ge=1)
     checkpoint_every: int = opt(50, "Write a checkpoint every N steps (and at the end).", ge=1)
     keep_checkpoints: int = opt(3, "How many recent checkpoints to keep.", ge=1)
-    budget_every: int = opt(1, "Measure per-term gradient norms every N steps (0 = never).",
-                            ge=0)
-    eval_every: int = opt(0, "Evaluate against the game's opponent every N steps (0 = never).",
-                          ge=0)
+    budget_every: int = opt(1, "Measure per-term gradient norms every N steps (0 = never).", ge=0)
+    eval_every: int = opt(
+        0, "Evaluate against the game's opponent every N steps (0 = never).", ge=0
+    )
     eval_games: int = opt(16, "Games per evaluation.", ge=1)
-    eval_initial: bool = opt(True, "With eval_every > 0, also evaluate the initial policy at "
-                             "step 0, before any update: the baseline the report's learning "
-                             "verdict compares the last evaluation with.")
+    eval_initial: bool = opt(
+        True,
+        "With eval_every > 0, also evaluate the initial policy at "
+        "step 0, before any update: the baseline the report's learning "
+        "verdict compares the last evaluation with.",
+    )
     health_window: int = opt(20, "Steps in the window health flags look at.", ge=2)
-    max_consecutive_skips: int = opt(5, "Stop the run (exit 1) after this many consecutive "
-                                     "skipped steps: steps whose loss, gradient, updated "
-                                     "parameters or logits were not finite (0 = never stop).",
-                                     ge=0)
+    max_consecutive_skips: int = opt(
+        5,
+        "Stop the run (exit 1) after this many consecutive "
+        "skipped steps: steps whose loss, gradient, updated "
+        "parameters or logits were not finite (0 = never stop).",
+        ge=0,
+    )
 
 
 @dataclass
 class LoggingConfig:
-    wandb: str = opt("auto", "'auto' (offline unless an API key is configured), 'offline', "
-                     "'online' or 'disabled'; WANDB_MODE in the environment wins over it.",
-                     choices=("auto", "offline", "online", "disabled"))
+    wandb: str = opt(
+        "auto",
+        "'auto' (offline unless an API key is configured), 'offline', "
+        "'online' or 'disabled'; WANDB_MODE in the environment wins over it.",
+        choices=("auto", "offline", "online", "disabled"),
+    )
     project: str = opt("chessrl", "wandb project (WANDB_PROJECT wins when set).")
-    entity: str = opt("", "wandb entity, a user or team ('' = wandb's default; WANDB_ENTITY "
-                      "wins when set).")
-    group: str = opt("", "wandb run group, e.g. a sweep's name ('' = none; WANDB_RUN_GROUP "
-                     "wins when set).")
-    tags: list[str] = opt([], "wandb tags of the run (WANDB_TAGS, comma-separated, wins when "
-                          "set).")
-    wandb_report: bool = opt(True, "When the run ends with wandb on: write the run's report "
-                             "(chessrl report) and upload it as a 'report' artifact.")
-    wandb_checkpoint: bool = opt(False, "When the run ends with wandb on: upload the latest "
-                                 "checkpoint as a 'model' artifact.")
+    entity: str = opt(
+        "", "wandb entity, a user or team ('' = wandb's default; WANDB_ENTITY wins when set)."
+    )
+    group: str = opt(
+        "", "wandb run group, e.g. a sweep's name ('' = none; WANDB_RUN_GROUP wins when set)."
+    )
+    tags: list[str] = opt([], "wandb tags of the run (WANDB_TAGS, comma-separated, wins when set).")
+    wandb_report: bool = opt(
+        True,
+        "When the run ends with wandb on: write the run's report "
+        "(chessrl report) and upload it as a 'report' artifact.",
+    )
+    wandb_checkpoint: bool = opt(
+        False,
+        "When the run ends with wandb on: upload the latest checkpoint as a 'model' artifact.",
+    )
     progress: bool = opt(True, "Show a progress bar.")
 
 
@@ -144,8 +190,9 @@ class LoggingConfig:
 class Config:
     name: str = opt("run", "Run name; the run directory is runs/<name>-<timestamp>/.")
     seed: int = opt(0, "Seed for the policy init, root sampling and sampling.", ge=0)
-    device: str = opt("cpu", "'cpu', 'cuda' or 'auto' (cuda when present).",
-                      choices=("cpu", "cuda", "auto"))
+    device: str = opt(
+        "cpu", "'cpu', 'cuda' or 'auto' (cuda when present).", choices=("cpu", "cuda", "auto")
+    )
     env: EnvConfig = section(EnvConfig, "The game.")
     policy: PolicyConfig = section(PolicyConfig, "The policy network.")
     rollout: RolloutConfig = section(RolloutConfig, "Group rollouts.")
@@ -153,8 +200,12 @@ class Config:
     loss: LossConfig = section(LossConfig, "The GRPO (PPO-clip) objective.")
     trainer: TrainerConfig = section(TrainerConfig, "Optimisation and checkpoints.")
     logging: LoggingConfig = section(LoggingConfig, "metrics.jsonl and wandb.")
-    plugins: dict = dataclasses.field(default_factory=dict, metadata={
-        "help": "Enabled regularisers: one [plugins.<name>] table each, validated by the plugin."})
+    plugins: dict = dataclasses.field(
+        default_factory=dict,
+        metadata={
+            "help": "Enabled regularisers: one [plugins.<name>] table each, validated by the plugin."
+        },
+    )
 
 
 def read_toml(path: str | Path) -> tuple[dict, str]:
@@ -163,8 +214,9 @@ def read_toml(path: str | Path) -> tuple[dict, str]:
     try:
         text = p.read_text()
     except FileNotFoundError:
-        raise UserError(f"{path}: no such file; give the path of an experiment TOML, "
-                        "e.g. examples/clean.toml") from None
+        raise UserError(
+            f"{path}: no such file; give the path of an experiment TOML, e.g. examples/clean.toml"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read the file ({exc.__class__.__name__}: {exc})") from None
     try:
@@ -181,15 +233,17 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(data: dict, overrides: list[str],
-                    applied: dict[str, str] | None = None) -> dict:
+def apply_overrides(
+    data: dict, overrides: list[str], applied: dict[str, str] | None = None
+) -> dict:
     """Apply ``--set`` items to ``data`` (in place, also returned); ``applied``, when given,
     receives ``{dotted key: the --set item}`` so that errors can blame the item, not the file."""
     applied = {} if applied is None else applied
     for item in overrides:
         if "=" not in item:
-            raise UserError(f"--set {item!r}: expected section.key=value, "
-                            "e.g. --set trainer.lr=3e-6")
+            raise UserError(
+                f"--set {item!r}: expected section.key=value, e.g. --set trainer.lr=3e-6"
+            )
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
         node = data
@@ -202,8 +256,9 @@ def apply_overrides(data: dict, overrides: list[str],
     return data
 
 
-def load_toml(path: str | Path, overrides: Sequence[str],
-              from_dict: Callable[[dict, Locator], T]) -> T:
+def load_toml(
+    path: str | Path, overrides: Sequence[str], from_dict: Callable[[dict, Locator], T]
+) -> T:
     """Read the TOML file ``path``, apply the ``--set`` items and build a config with
     ``from_dict`` (:func:`from_dict` for an experiment, or another command's own builder).
     Every mistake is one :class:`UserError` line naming the file and line, or the item."""
@@ -224,16 +279,17 @@ def from_dict(data: dict, loc: Locator | None = None) -> Config:
     plugins = table(data, "plugins", loc, "a table of [plugins.<name>] sections")
     core = {k: v for k, v in data.items() if k not in ("env", "plugins")}
     cfg = build(Config, core, loc=loc)
-    cfg.env = build(EnvConfig, {k: v for k, v in env.items() if k == "name"}, prefix="env",
-                    loc=loc)
+    cfg.env = build(EnvConfig, {k: v for k, v in env.items() if k == "name"}, prefix="env", loc=loc)
 
     games = pluginmanager.games()
     if cfg.env.name not in games:
         pluginmanager.check_not_broken(cfg.env.name, loc.where("env.name"))
-        raise UserError(f"{loc.where('env.name')}'env.name' = {cfg.env.name!r} is not an "
-                        f"installed game{suggest(cfg.env.name, games)} "
-                        f"(installed: {', '.join(sorted(games)) or 'none'})"
-                        f"{pluginmanager.missing_hint(cfg.env.name)}")
+        raise UserError(
+            f"{loc.where('env.name')}'env.name' = {cfg.env.name!r} is not an "
+            f"installed game{suggest(cfg.env.name, games)} "
+            f"(installed: {', '.join(sorted(games)) or 'none'})"
+            f"{pluginmanager.missing_hint(cfg.env.name)}"
+        )
     game_schema = games[cfg.env.name].schema
     cfg.env.options = build(game_schema, env, prefix="env", loc=loc, extra=("name",))
 
@@ -242,13 +298,16 @@ def from_dict(data: dict, loc: Locator | None = None) -> Config:
     for name in plugins:
         if name not in regs:
             pluginmanager.check_not_broken(name, loc.where("plugins." + name))
-            raise UserError(f"{loc.where('plugins.' + name)}plugin '{name}' is not installed"
-                            f"{suggest(name, regs)} (installed regularisers: "
-                            f"{', '.join(sorted(regs)) or 'none'})"
-                            f"{pluginmanager.missing_hint(name)}")
+            raise UserError(
+                f"{loc.where('plugins.' + name)}plugin '{name}' is not installed"
+                f"{suggest(name, regs)} (installed regularisers: "
+                f"{', '.join(sorted(regs)) or 'none'})"
+                f"{pluginmanager.missing_hint(name)}"
+            )
         section_data = table(plugins, name, loc, prefix="plugins")
-        enabled[name] = build(regs[name].obj.Config, section_data, prefix=f"plugins.{name}",
-                              loc=loc)
+        enabled[name] = build(
+            regs[name].obj.Config, section_data, prefix=f"plugins.{name}", loc=loc
+        )
     cfg.plugins = enabled
     return cfg
 
@@ -270,5 +329,6 @@ def dumps_toml(d: dict) -> str:
 
 
 def _without_none(d: dict) -> dict:
-    return {k: _without_none(v) if isinstance(v, dict) else v
-            for k, v in d.items() if v is not None}
+    return {
+        k: _without_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None
+    }

@@ -13,9 +13,17 @@ def _table(rows: list[dict], prefix: str = "") -> list[str]:
         extra = ""
         if "choices" in r:
             extra = " One of: " + ", ".join(f"`{c}`" for c in r["choices"]) + "."
-        bounds = [f"{w} {r[k]}" for k, w in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if k in r]
+        bounds = [
+            f"{w} {r[k]}"
+            for k, w in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+            if k in r
+        ]
         if bounds:
-            extra += (" Range (each element): " if r["type"].startswith("a list") else " Range: ") + ", ".join(bounds) + "."
+            extra += (
+                (" Range (each element): " if r["type"].startswith("a list") else " Range: ")
+                + ", ".join(bounds)
+                + "."
+            )
         if "length" in r:
             extra += f" Exactly {r['length']} elements."
         key = f"{prefix}{r['key']}"
@@ -43,14 +51,22 @@ def reference_markdown(builtin_only: bool = False) -> str:
     lines = ["## Core fields", ""]
     rows = [r for r in describe(Config) if not r["key"].startswith(("env.options", "plugins"))]
     lines += _table(rows)
-    lines += ["", "## Games (`[env]`)", "",
-              "`[env] name` picks the game; the other `[env]` keys are that game's options."]
+    lines += [
+        "",
+        "## Games (`[env]`)",
+        "",
+        "`[env] name` picks the game; the other `[env]` keys are that game's options.",
+    ]
     for name, reg in sorted(pluginmanager.games().items()):
         if _builtin(reg) or not builtin_only:
             title = f"### `{name}`" + ("" if _builtin(reg) else _origin(reg))
             lines += ["", title, ""] + _table(describe(reg.schema), "env.")
-    lines += ["", "## Regularisers (`[plugins.<name>]`)", "",
-              "A `[plugins.<name>]` table enables that regulariser with its options."]
+    lines += [
+        "",
+        "## Regularisers (`[plugins.<name>]`)",
+        "",
+        "A `[plugins.<name>]` table enables that regulariser with its options.",
+    ]
     for name, reg in sorted(pluginmanager.regularisers().items()):
         if _builtin(reg) or not builtin_only:
             title = f"### `{name}`" + ("" if _builtin(reg) else _origin(reg))

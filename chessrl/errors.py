@@ -16,7 +16,9 @@ class PluginError(Exception):
 
     def __init__(self, plugin: str, hook: str, error: BaseException):
         self.plugin, self.hook, self.error = plugin, hook, error
-        super().__init__(f"plugin '{plugin}' failed in hook {hook}: {type(error).__name__}: {error}")
+        super().__init__(
+            f"plugin '{plugin}' failed in hook {hook}: {type(error).__name__}: {error}"
+        )
 
 
 class InvalidState(UserError, ValueError):

@@ -50,8 +50,10 @@ def format_row(name: str, result: Any) -> str:
     """One table row of a :class:`chessrl.match.MatchResult`."""
     lo, hi = result.interval()
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(result.reasons.items()))
-    return (f"{name:<12} {result.games:>5} {result.wins:>4} {result.draws:>4} {result.losses:>4}  "
-            f"{result.score:5.3f} [{lo:5.3f}, {hi:5.3f}]  {elo_text(*result.elo())}  {reasons}")
+    return (
+        f"{name:<12} {result.games:>5} {result.wins:>4} {result.draws:>4} {result.losses:>4}  "
+        f"{result.score:5.3f} [{lo:5.3f}, {hi:5.3f}]  {elo_text(*result.elo())}  {reasons}"
+    )
 
 
 def random_mover(game, seed: int) -> Callable[[list[Any]], Any]:
@@ -62,7 +64,9 @@ def random_mover(game, seed: int) -> Callable[[list[Any]], Any]:
 
     def choose(states: list[Any]) -> np.ndarray:
         masks = game.observe(states).action_mask
-        return np.array([rng.choice(np.flatnonzero(m)) if m.any() else 0 for m in masks], dtype=np.int64)
+        return np.array(
+            [rng.choice(np.flatnonzero(m)) if m.any() else 0 for m in masks], dtype=np.int64
+        )
 
     return choose
 
@@ -71,15 +75,20 @@ def initial_checkpoint(path: str | Path) -> Path | None:
     """The run's ``initial.pt`` next to a checkpoint (or in a run directory's checkpoints/), or
     ``<stem>.initial.pt`` beside a pretrained checkpoint ``<stem>.pt``; None if there is none."""
     p = Path(path)
-    cands = ([p / "checkpoints" / "initial.pt", p / "initial.pt"] if p.is_dir()
-             else [p.with_name(f"{p.stem}.initial.pt"), p.parent / "initial.pt"])
+    cands = (
+        [p / "checkpoints" / "initial.pt", p / "initial.pt"]
+        if p.is_dir()
+        else [p.with_name(f"{p.stem}.initial.pt"), p.parent / "initial.pt"]
+    )
     for cand in cands:
         if cand.exists() and cand.resolve() != p.resolve():
             return cand
     return None
 
 
-def evaluate(player, args: argparse.Namespace, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def evaluate(
+    player, args: argparse.Namespace, log: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """Every player (the checkpoint; with ``--baselines`` a random mover and the run's
     initial.pt) against every chosen opponent, on the same starts with the same seeds."""
     import numpy as np
@@ -91,17 +100,23 @@ def evaluate(player, args: argparse.Namespace, log: Callable[[str], None] | None
     game = player.game
     opponents = game.eval_opponents()
     if not opponents:
-        raise UserError(f"game '{game.name}' has no evaluation opponents (its Game.eval_opponents() is empty): "
-                        "there is nothing to play against")
+        raise UserError(
+            f"game '{game.name}' has no evaluation opponents (its Game.eval_opponents() is empty): "
+            "there is nothing to play against"
+        )
     unknown = [o for o in args.opponent if o not in opponents]
     if unknown:
-        raise UserError(f"--opponent {unknown[0]}: game '{game.name}' has the evaluation opponents "
-                        f"{', '.join(opponents)}")
+        raise UserError(
+            f"--opponent {unknown[0]}: game '{game.name}' has the evaluation opponents "
+            f"{', '.join(opponents)}"
+        )
     chosen = args.opponent or list(opponents)
     if log is not None:
         mode = "greedy" if not args.sample else f"sampled at temperature {args.temperature}"
-        log(f"{player.name} ({game.name}): {args.games} games per opponent from the game's evaluation starts "
-            f"(seed {args.seed}), each start with both sides, adjudicated after {game.max_plies} plies, {mode}")
+        log(
+            f"{player.name} ({game.name}): {args.games} games per opponent from the game's evaluation starts "
+            f"(seed {args.seed}), each start with both sides, adjudicated after {game.max_plies} plies, {mode}"
+        )
     players: dict[str, Any] = {"checkpoint": player.policy}
     if args.baselines:
         players["random"] = "random"
@@ -109,11 +124,24 @@ def evaluate(player, args: argparse.Namespace, log: Callable[[str], None] | None
         if init is not None:
             players["initial"] = build_policy(ckpt_io.load(init), game, str(init))
         elif log is not None:
-            print("(no initial.pt next to the checkpoint: the initial baseline is skipped)", file=sys.stderr)
-    out: dict[str, Any] = {"checkpoint": str(player.path), "name": player.name, "game": game.name,
-                           "protocol": {"games": args.games, "seed": args.seed, "greedy": not args.sample,
-                                        "temperature": args.temperature, "max_plies": game.max_plies},
-                           "opponents": {}, "benchmark": {}}
+            print(
+                "(no initial.pt next to the checkpoint: the initial baseline is skipped)",
+                file=sys.stderr,
+            )
+    out: dict[str, Any] = {
+        "checkpoint": str(player.path),
+        "name": player.name,
+        "game": game.name,
+        "protocol": {
+            "games": args.games,
+            "seed": args.seed,
+            "greedy": not args.sample,
+            "temperature": args.temperature,
+            "max_plies": game.max_plies,
+        },
+        "opponents": {},
+        "benchmark": {},
+    }
     matches: dict[str, tuple[float, int]] = {}
     for name in chosen:
         starts = game.eval_states((args.games + 1) // 2, np.random.default_rng([args.seed, 0xE7A1]))
@@ -122,11 +150,21 @@ def evaluate(player, args: argparse.Namespace, log: Callable[[str], None] | None
             log(HEADER)
         rows = out["opponents"][name] = {}
         for who, plays in players.items():
-            game.reseed(args.seed)  # every player meets the same opponent draws (as the trainer does)
+            game.reseed(
+                args.seed
+            )  # every player meets the same opponent draws (as the trainer does)
             opponent = game.eval_opponents()[name]
             plays = random_mover(game, args.seed) if who == "random" else plays
-            res = play_match(game, plays, opponent, games=args.games, temperature=args.temperature,
-                             greedy=not args.sample, seed=args.seed, starts=[game.copy_state(s) for s in starts])
+            res = play_match(
+                game,
+                plays,
+                opponent,
+                games=args.games,
+                temperature=args.temperature,
+                greedy=not args.sample,
+                seed=args.seed,
+                starts=[game.copy_state(s) for s in starts],
+            )
             rows[who] = res.summary()
             if who == "checkpoint":
                 matches[name] = (res.score, res.games)
@@ -150,8 +188,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for game, dests in args.game_flags.items():  # another game's flags would be ignored: say so
         used = [d for d in dests if getattr(args, d) != args.game_defaults[d]]
         if game != name and used:
-            raise UserError(f"--{used[0].replace('_', '-')} is a {game} option of chessrl eval; {args.checkpoint} "
-                            f"is a {name} checkpoint (chessrl eval --help lists the options of each game)")
+            raise UserError(
+                f"--{used[0].replace('_', '-')} is a {game} option of chessrl eval; {args.checkpoint} "
+                f"is a {name} checkpoint (chessrl eval --help lists the options of each game)"
+            )
     own = pluginmanager.evaluators().get(name)
     if own is not None:
         return int(own.obj(args) or 0)
@@ -163,7 +203,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         out = evaluate(player, args, log=None if args.json else print)
     except MatchError as exc:
-        print(f"chessrl: error: evaluation stopped, {exc} (a failure is never scored)", file=sys.stderr)
+        print(
+            f"chessrl: error: evaluation stopped, {exc} (a failure is never scored)",
+            file=sys.stderr,
+        )
         return 1
     finally:
         player.close()
@@ -174,21 +217,59 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def add_eval_command(subparsers) -> None:
     """``chessrl eval``: the core flags, then each game evaluator's own under its name."""
-    p = subparsers.add_parser("eval", help="play a checkpoint against its game's evaluation opponents; scores "
-                              "with 95%% CIs (docs/evaluation.md)")
-    p.add_argument("checkpoint", help="a checkpoint file (step_*.pt, initial.pt, a pretrained .pt) or a run directory")
-    p.add_argument("--games", type=int, default=16,
-                   help="games per opponent (each start with both sides; default 16)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the starts, the opponents and of sampling (default 0)")
-    p.add_argument("--sample", action="store_true", help="sample the policy's moves instead of playing greedily")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature with --sample (default 1)")
-    p.add_argument("--baselines", action="store_true",
-                   help="also play a random mover and the run's initial.pt under the same protocol")
+    p = subparsers.add_parser(
+        "eval",
+        help="play a checkpoint against its game's evaluation opponents; scores "
+        "with 95%% CIs (docs/evaluation.md)",
+    )
+    p.add_argument(
+        "checkpoint",
+        help="a checkpoint file (step_*.pt, initial.pt, a pretrained .pt) or a run directory",
+    )
+    p.add_argument(
+        "--games",
+        type=int,
+        default=16,
+        help="games per opponent (each start with both sides; default 16)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the starts, the opponents and of sampling (default 0)",
+    )
+    p.add_argument(
+        "--sample",
+        action="store_true",
+        help="sample the policy's moves instead of playing greedily",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="sampling temperature with --sample (default 1)",
+    )
+    p.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also play a random mover and the run's initial.pt under the same protocol",
+    )
     p.add_argument("--json", action="store_true", help="print machine-readable results")
-    p.add_argument("--opponent", action="append", default=[], metavar="NAME",
-                   help="play only this evaluation opponent of the game (repeatable; default all)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="env.KEY=VALUE",
-                   help="override a game option of the checkpoint (repeatable)")
+    p.add_argument(
+        "--opponent",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="play only this evaluation opponent of the game (repeatable; default all)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="env.KEY=VALUE",
+        help="override a game option of the checkpoint (repeatable)",
+    )
     flags: dict[str, list[str]] = {}
     for reg in pluginmanager.evaluators().values():
         group = p.add_argument_group(f"{reg.name} checkpoints ({reg.plugin} plugin)")

@@ -23,21 +23,21 @@ import numpy as np
 class Observation:
     """A batch of ``n`` observed positions, from the side to move's perspective."""
 
-    tokens: np.ndarray      # int64 [n, obs_len], each in [0, obs_vocab)
+    tokens: np.ndarray  # int64 [n, obs_len], each in [0, obs_vocab)
     action_mask: np.ndarray  # bool [n, n_actions]; all False only where terminated
-    to_play: np.ndarray     # int64 [n]: 0 = first player, 1 = second player
+    to_play: np.ndarray  # int64 [n]: 0 = first player, 1 = second player
     terminated: np.ndarray  # bool [n]: the game is over by its rules
-    reason: list[str]       # per board: "" while playing, else e.g. "checkmate", "draw_repetition"
+    reason: list[str]  # per board: "" while playing, else e.g. "checkmate", "draw_repetition"
 
 
 class Game:
     """Base class of a game; subclasses set the four sizes and implement the methods."""
 
     name: str = "game"
-    n_actions: int = 0      # size of the fixed action vocabulary
-    obs_len: int = 0        # tokens per observation
-    obs_vocab: int = 0      # distinct token ids
-    max_plies: int = 200    # a trajectory is truncated after this many plies of a game
+    n_actions: int = 0  # size of the fixed action vocabulary
+    obs_len: int = 0  # tokens per observation
+    obs_vocab: int = 0  # distinct token ids
+    max_plies: int = 200  # a trajectory is truncated after this many plies of a game
     #: Wall seconds spent waiting on the reward engine since the game was made (the trainer
     #: logs each step's difference as ``time/reward_engine``). A game with an engine keeps it
     #: up to date (an attribute or a property); the default, for a game without one, stays 0.
@@ -101,9 +101,11 @@ class Game:
         obs = self.observe([state])
         if obs.terminated[0] or not obs.action_mask[0].any():
             reason = obs.reason[0] or "no legal move"
-            raise ValueError(f"the position is already finished ({reason}): "
-                             f"{self.state_to_str(state)}; "
-                             "start from a position with a move to play")
+            raise ValueError(
+                f"the position is already finished ({reason}): "
+                f"{self.state_to_str(state)}; "
+                "start from a position with a move to play"
+            )
 
     def state_from_options(self, options: dict[str, Any]) -> Any:
         """Optional: the start state for the Gym view's ``reset(options=...)`` (e.g.

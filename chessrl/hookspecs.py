@@ -28,6 +28,7 @@ hookimpl = pluggy.HookimplMarker("chessrl")
 
 # --- discovery hooks -----------------------------------------------------------------
 
+
 @hookspec
 def chessrl_register_games(register: Callable[..., None]) -> None:
     """Register games: call ``register(name, factory, options_schema)`` once per game."""
@@ -51,16 +52,19 @@ def chessrl_register_evaluators(register: Callable[..., None]) -> None:
 
 # --- run hooks (called on enabled regulariser instances) -------------------------------
 
+
 @hookspec
-def chessrl_loss_terms(out: TensorDict, batch: TensorDict, coefs: Coefficients
-                       ) -> LossTerm | list[LossTerm] | None:
+def chessrl_loss_terms(
+    out: TensorDict, batch: TensorDict, coefs: Coefficients
+) -> LossTerm | list[LossTerm] | None:
     """Return a ``LossTerm``, a list of them, or None, computed from the loss module's output
     ``out`` once per PPO epoch (``Regulariser.loss_terms``)."""
 
 
 @hookspec
-def chessrl_adjust_coefficients(metrics: Mapping[str, float], coefs: Coefficients,
-                                step: int) -> None:
+def chessrl_adjust_coefficients(
+    metrics: Mapping[str, float], coefs: Coefficients, step: int
+) -> None:
     """Adjust named coefficients in ``coefs`` from this step's ``metrics``; return None
     (``Regulariser.adjust_coefficients``)."""
 

@@ -231,4 +231,3 @@ def loss_entries(out: TensorDictBase) -> dict[str, torch.Tensor]:
 def total_loss(out: TensorDictBase) -> torch.Tensor:
     """The loss to minimise: the sum of the output's ``loss_*`` entries."""
     return sum(loss_entries(out).values())
-

@@ -26,7 +26,9 @@ def env_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, eq, value = item.partition("=")
         if not eq or not key.strip().startswith("env.") or len(key.strip().split(".")) != 2:
-            raise UserError(f"--set {item!r}: expected env.KEY=VALUE (a game option), e.g. --set env.start=standard")
+            raise UserError(
+                f"--set {item!r}: expected env.KEY=VALUE (a game option), e.g. --set env.start=standard"
+            )
         out[key.strip()[4:]] = parse_value(value.strip())
     return out
 
@@ -41,11 +43,21 @@ def outcome(game, state: Any, human: int) -> str:
     else:
         winner = to_play if value > 0 else 1 - to_play
         verdict = "you win" if winner == human else "the policy wins"
-    return verdict if reason in ("win", "draw", "over") else f"{verdict} ({reason.replace('_', ' ')})"
+    return (
+        verdict if reason in ("win", "draw", "over") else f"{verdict} ({reason.replace('_', ' ')})"
+    )
 
 
-def play_game(player, *, human: int, greedy: bool, temperature: float, seed: int,
-              inp: TextIO = sys.stdin, out: TextIO = sys.stdout) -> str:
+def play_game(
+    player,
+    *,
+    human: int,
+    greedy: bool,
+    temperature: float,
+    seed: int,
+    inp: TextIO = sys.stdin,
+    out: TextIO = sys.stdout,
+) -> str:
     """Play one game of ``player`` against the person at ``inp``/``out``; the last line said
     (``game over: ...`` or ``game abandoned ...``)."""
     game = player.game
@@ -56,8 +68,10 @@ def play_game(player, *, human: int, greedy: bool, temperature: float, seed: int
         print(line, file=out, flush=True)
 
     sides = ("first", "second")
-    say(f"{player.name} ({game.name}): you play the {sides[human]} player, the policy the {sides[1 - human]}. "
-        "Type a move, '?' for the legal moves, 'quit' to stop.")
+    say(
+        f"{player.name} ({game.name}): you play the {sides[human]} player, the policy the {sides[1 - human]}. "
+        "Type a move, '?' for the legal moves, 'quit' to stop."
+    )
     last = ""
     while not last:
         obs = game.observe([state])
@@ -76,7 +90,9 @@ def play_game(player, *, human: int, greedy: bool, temperature: float, seed: int
     return last
 
 
-def _read_move(game, state: Any, mask: np.ndarray, inp: TextIO, out: TextIO, say) -> tuple[int | None, str]:
+def _read_move(
+    game, state: Any, mask: np.ndarray, inp: TextIO, out: TextIO, say
+) -> tuple[int | None, str]:
     """Prompt until the person types a legal move: (action, ""), or (None, why the game is
     abandoned) on ``quit`` or the end of input."""
     while True:
@@ -90,7 +106,10 @@ def _read_move(game, state: Any, mask: np.ndarray, inp: TextIO, out: TextIO, say
         if not text:
             continue
         if text in ("?", "help"):
-            say("legal moves: " + ", ".join(game.format_action(state, int(a)) for a in np.flatnonzero(mask)))
+            say(
+                "legal moves: "
+                + ", ".join(game.format_action(state, int(a)) for a in np.flatnonzero(mask))
+            )
             continue
         try:
             return int(game.parse_action(state, text)), ""
@@ -105,8 +124,13 @@ def cmd_play(args: argparse.Namespace) -> int:
         raise UserError(f"--temperature {args.temperature}: expected a number > 0")
     player = load_player(args.checkpoint, seed=args.seed, env=env_overrides(args.overrides))
     try:
-        play_game(player, human=0 if args.side == "first" else 1, greedy=not args.sample,
-                  temperature=args.temperature, seed=args.seed)
+        play_game(
+            player,
+            human=0 if args.side == "first" else 1,
+            greedy=not args.sample,
+            temperature=args.temperature,
+            seed=args.seed,
+        )
     finally:
         player.close()
     return 0

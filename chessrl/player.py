@@ -28,7 +28,9 @@ resolve = ckpt_io.resolve  # a checkpoint file, or a run directory's latest step
 
 def game_name(state: dict[str, Any]) -> str:
     """The game a checkpoint's policy plays (checkpoints older than the ``game`` key are chess)."""
-    return str(state.get("game") or ((state.get("config") or {}).get("env") or {}).get("name") or "chess")
+    return str(
+        state.get("game") or ((state.get("config") or {}).get("env") or {}).get("name") or "chess"
+    )
 
 
 def label(path: Path, step: int | None = None) -> str:
@@ -38,11 +40,15 @@ def label(path: Path, step: int | None = None) -> str:
     found = ckpt_io.PATTERN.search(path.name)
     if path.parent.name == "checkpoints" and (found or path.name == "initial.pt"):
         run = path.parent.parent.resolve().name
-        return f"{run} initial" if path.name == "initial.pt" else f"{run} step {int(found.group(1))}"
+        return (
+            f"{run} initial" if path.name == "initial.pt" else f"{run} step {int(found.group(1))}"
+        )
     return f"{path.stem} step {step}" if step else path.stem
 
 
-def build_game(state: dict[str, Any], seed: int = 0, overrides: dict[str, Any] | None = None) -> Game:
+def build_game(
+    state: dict[str, Any], seed: int = 0, overrides: dict[str, Any] | None = None
+) -> Game:
     """The checkpoint's game with its ``[env]`` options and ``overrides``. The checkpoint's keys
     that the installed game no longer knows are dropped (a checkpoint outlives option renames);
     an unknown key in ``overrides`` is a :class:`UserError`."""
@@ -50,8 +56,10 @@ def build_game(state: dict[str, Any], seed: int = 0, overrides: dict[str, Any] |
     games = pluginmanager.games()
     if name not in games:
         pluginmanager.check_not_broken(name)
-        raise UserError(f"the checkpoint plays game '{name}', which is not installed (installed: "
-                        f"{', '.join(sorted(games)) or 'none'}){pluginmanager.missing_hint(name)}")
+        raise UserError(
+            f"the checkpoint plays game '{name}', which is not installed (installed: "
+            f"{', '.join(sorted(games)) or 'none'}){pluginmanager.missing_hint(name)}"
+        )
     reg = games[name]
     known = set(getattr(reg.schema, "__dataclass_fields__", {}))
     env = {k: v for k, v in ((state.get("config") or {}).get("env") or {}).items() if k in known}
@@ -67,20 +75,28 @@ def build_policy(state: dict[str, Any], game: Game | type[Game], where: str) -> 
     sizes = dict(state.get("policy_sizes") or {})
     if not sizes:  # older checkpoints: the config's [policy] section and the game's sizes
         pol = (state.get("config") or {}).get("policy") or {}
-        sizes = {k: pol[k] for k in ("d_model", "n_layers", "n_heads", "d_ff", "head_dim") if k in pol}
+        sizes = {
+            k: pol[k] for k in ("d_model", "n_layers", "n_heads", "d_ff", "head_dim") if k in pol
+        }
         sizes.update(obs_vocab=game.obs_vocab, obs_len=game.obs_len, n_actions=game.n_actions)
     fits = {"obs_vocab": game.obs_vocab, "obs_len": game.obs_len, "n_actions": game.n_actions}
     wrong = [f"{k} {sizes.get(k)} (game: {v})" for k, v in fits.items() if sizes.get(k) != v]
     if wrong:
-        raise UserError(f"{where}: the policy does not fit game '{game.name}' with the checkpoint's [env] options: "
-                        f"{', '.join(wrong)}")
+        raise UserError(
+            f"{where}: the policy does not fit game '{game.name}' with the checkpoint's [env] options: "
+            f"{', '.join(wrong)}"
+        )
     try:
-        with torch.random.fork_rng(devices=[]):  # the init is overwritten; never advance the global RNG
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # the init is overwritten; never advance the global RNG
             policy = Policy(**sizes)
         policy.load_state_dict(state["policy"])
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise UserError(f"{where}: the weights do not fit the recorded policy sizes {sizes} "
-                        f"({str(exc).splitlines()[0]})") from None
+        raise UserError(
+            f"{where}: the weights do not fit the recorded policy sizes {sizes} "
+            f"({str(exc).splitlines()[0]})"
+        ) from None
     return policy.float().eval()
 
 
@@ -94,8 +110,9 @@ class Player:
     path: Path
     name: str
 
-    def mover(self, *, greedy: bool = True, temperature: float = 1.0,
-              seed: int = 0) -> Callable[[Sequence[Any]], np.ndarray]:
+    def mover(
+        self, *, greedy: bool = True, temperature: float = 1.0, seed: int = 0
+    ) -> Callable[[Sequence[Any]], np.ndarray]:
         """``states -> int64 actions``: the policy's most likely legal action (``greedy``), or
         one sampled at ``temperature`` from a generator seeded with ``seed`` (its own, never
         the global one)."""
@@ -104,7 +121,12 @@ class Player:
         def choose(states: Sequence[Any]) -> np.ndarray:
             obs = self.game.observe(states)
             with torch.no_grad():
-                lp = log_probs(self.policy, torch.as_tensor(obs.tokens), torch.as_tensor(obs.action_mask), temperature)
+                lp = log_probs(
+                    self.policy,
+                    torch.as_tensor(obs.tokens),
+                    torch.as_tensor(obs.action_mask),
+                    temperature,
+                )
             return (lp.argmax(-1) if greedy else sample(lp, gen)).numpy().astype(np.int64)
 
         return choose
@@ -120,8 +142,9 @@ def load_player(path: str | Path, *, seed: int = 0, env: dict[str, Any] | None =
     return player_from_state(resolved, ckpt_io.load(resolved), seed=seed, env=env)
 
 
-def player_from_state(path: Path, state: dict[str, Any], *, seed: int = 0,
-                      env: dict[str, Any] | None = None) -> Player:
+def player_from_state(
+    path: Path, state: dict[str, Any], *, seed: int = 0, env: dict[str, Any] | None = None
+) -> Player:
     """:func:`load_player` of a checkpoint already read from ``path``."""
     resolved = path
     game = build_game(state, seed, env)

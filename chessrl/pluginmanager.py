@@ -40,9 +40,11 @@ _PM: pluggy.PluginManager | None = None
 # the plugin whose hook implementation is running (for the discovery hooks' register()), and
 # the (hook, plugin, result) notes of the call_hook in progress
 _CURRENT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "chessrl_plugin", default=None)
+    "chessrl_plugin", default=None
+)
 _NOTES: contextvars.ContextVar[list[tuple[str, str, Any]] | None] = contextvars.ContextVar(
-    "chessrl_hook_results", default=None)
+    "chessrl_hook_results", default=None
+)
 
 
 def current_plugin() -> str | None:
@@ -113,8 +115,9 @@ def new_plugin_manager() -> PluginManager:
     return pm
 
 
-def trace_hook_calls(pm: pluggy.PluginManager, write: Callable[[str], Any] | None = None
-                     ) -> Callable[[], None]:
+def trace_hook_calls(
+    pm: pluggy.PluginManager, write: Callable[[str], Any] | None = None
+) -> Callable[[], None]:
     """Print each hook call of ``pm`` (pluggy's call monitoring): the hook, its implementing
     plugins in call order and its duration. Returns the function that stops it."""
     write = write or (lambda line: print(line, file=sys.stderr))
@@ -204,12 +207,18 @@ def get_plugin_manager() -> pluggy.PluginManager:
                     dist = getattr(ep, "dist", None)
                     first = (str(exc).strip().splitlines() or [""])[0]
                     _BROKEN[ep.name] = BrokenPlugin(
-                        ep.name, ep.value, dist.metadata["name"] if dist else None,
-                        dist.version if dist else None, f"{type(exc).__name__}: {first}")
+                        ep.name,
+                        ep.value,
+                        dist.metadata["name"] if dist else None,
+                        dist.version if dist else None,
+                        f"{type(exc).__name__}: {first}",
+                    )
         _drop_shadowed(pm)
         for b in _BROKEN.values():
-            print(f"chessrl: warning: {b.line()}; it is disabled ('chessrl plugins' lists it)",
-                  file=sys.stderr)
+            print(
+                f"chessrl: warning: {b.line()}; it is disabled ('chessrl plugins' lists it)",
+                file=sys.stderr,
+            )
         check_hooks(pm)
         _PM = pm
     return _PM
@@ -227,12 +236,15 @@ def _drop_shadowed(pm: pluggy.PluginManager) -> None:
         dist = dists.get(id(plugin))
         pm.unregister(name=name)
         _BROKEN[name] = BrokenPlugin(
-            name, plugin.__name__, dist.metadata["name"] if dist else None,
+            name,
+            plugin.__name__,
+            dist.metadata["name"] if dist else None,
             dist.version if dist else None,
             f"module '{plugin.__name__}' is shadowed by the folder {folders} (an empty namespace "
             f"package, not the installed module); run chessrl from another directory or take that "
             f"folder off "
-            f"sys.path/PYTHONPATH")
+            f"sys.path/PYTHONPATH",
+        )
 
 
 def broken() -> dict[str, BrokenPlugin]:
@@ -246,17 +258,22 @@ def check_not_broken(name: str, where: str = "") -> None:
     b = broken().get(name)
     if b is not None:
         dist = f" ({b.distribution} {b.version})" if b.distribution else ""
-        raise UserError(f"{where}plugin '{name}'{dist} is installed but failed to load: "
-                        f"{b.error}; fix that "
-                        f"import error or uninstall {b.distribution or 'the plugin'}")
+        raise UserError(
+            f"{where}plugin '{name}'{dist} is installed but failed to load: "
+            f"{b.error}; fix that "
+            f"import error or uninstall {b.distribution or 'the plugin'}"
+        )
 
 
 def missing_hint(name: str) -> str:
     """What to add to "X is not installed": the broken plugins, one of which may provide X."""
     bad = broken()
     if bad:
-        return ("; note: " + "; ".join(b.line() for b in bad.values())
-                + " (it may be the one that provides it)")
+        return (
+            "; note: "
+            + "; ".join(b.line() for b in bad.values())
+            + " (it may be the one that provides it)"
+        )
     return ""
 
 
@@ -295,8 +312,10 @@ def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> list[tuple[
     for res in got:  # a wrapper left some out: name the rest by identity
         match = next((i for i, (_, r) in enumerate(returned) if r is res), None)
         if match is None:
-            raise TypeError(f"hook {name}: a hook wrapper added a result no plugin returned "
-                            f"({type(res).__name__}); replace results one for one instead")
+            raise TypeError(
+                f"hook {name}: a hook wrapper added a result no plugin returned "
+                f"({type(res).__name__}); replace results one for one instead"
+            )
         named.append(returned.pop(match))
     return named
 
@@ -328,8 +347,10 @@ def _collect(hook: str) -> dict[str, Registration]:
     found: dict[str, Registration] = {}
     for plugin, name, obj, schema in calls:
         if name in found:
-            raise UserError(f"plugins '{found[name].plugin}' and '{plugin}' both register "
-                            f"'{name}'; uninstall one of them")
+            raise UserError(
+                f"plugins '{found[name].plugin}' and '{plugin}' both register "
+                f"'{name}'; uninstall one of them"
+            )
         found[name] = Registration(name, plugin, obj, schema)
     _registry_cache[hook] = found
     return found
@@ -360,20 +381,31 @@ def plugin_info() -> list[dict[str, Any]]:
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda x: x[0]):
         dist = dists.get(id(plugin))
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
-        rows.append({
-            "name": name,
-            "version": dist.version if dist else None,
-            "distribution": dist.metadata["name"] if dist else None,
-            "module": getattr(plugin, "__name__", repr(plugin)),
-            "hooks": hooks,
-            "games": sorted(r.name for r in games().values() if r.plugin == name),
-            "regularisers": sorted(r.name for r in regularisers().values() if r.plugin == name),
-            "broken": None,
-        })
+        rows.append(
+            {
+                "name": name,
+                "version": dist.version if dist else None,
+                "distribution": dist.metadata["name"] if dist else None,
+                "module": getattr(plugin, "__name__", repr(plugin)),
+                "hooks": hooks,
+                "games": sorted(r.name for r in games().values() if r.plugin == name),
+                "regularisers": sorted(r.name for r in regularisers().values() if r.plugin == name),
+                "broken": None,
+            }
+        )
     for b in broken().values():
-        rows.append({"name": b.name, "version": b.version, "distribution": b.distribution,
-                     "module": b.module,
-                     "hooks": [], "games": [], "regularisers": [], "broken": b.error})
+        rows.append(
+            {
+                "name": b.name,
+                "version": b.version,
+                "distribution": b.distribution,
+                "module": b.module,
+                "hooks": [],
+                "games": [],
+                "regularisers": [],
+                "broken": b.error,
+            }
+        )
     return sorted(rows, key=lambda r: r["name"])
 
 
@@ -390,4 +422,3 @@ def register_gymnasium_envs() -> None:
         env_id = ep.name if "/" in ep.name else f"chessrl/{ep.name}"
         if env_id not in gymnasium.registry:
             gymnasium.register(id=env_id, entry_point=ep.value)
-

@@ -31,7 +31,11 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, length, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(n, length, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = (
+            self.qkv(self.norm1(x))
+            .view(n, length, 3, self.n_heads, d // self.n_heads)
+            .permute(2, 0, 3, 1, 4)
+        )
         a = F.scaled_dot_product_attention(q, k, v)
         x = x + self.proj(a.transpose(1, 2).reshape(n, length, d))
         return x + self.ff(self.norm2(x))
@@ -48,8 +52,15 @@ class PairHead(nn.Module):
     a buffer, so a checkpoint carries it.
     """
 
-    def __init__(self, d_model: int, obs_len: int, n_actions: int, dim: int, n_kinds: int,
-                 structure: torch.Tensor | None = None):
+    def __init__(
+        self,
+        d_model: int,
+        obs_len: int,
+        n_actions: int,
+        dim: int,
+        n_kinds: int,
+        structure: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.obs_len, self.dim = obs_len, dim
         self.q = nn.Linear(d_model, dim)
@@ -62,12 +73,14 @@ class PairHead(nn.Module):
         self.register_buffer("structure", torch.as_tensor(structure, dtype=torch.long).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k = self.q(x), self.k(x)                                   # [N, L, h]
+        q, k = self.q(x), self.k(x)  # [N, L, h]
         src, dst, kind = self.structure.unbind(-1)
-        pairs = torch.matmul(q, k.transpose(1, 2)).flatten(1)        # [N, L*L]
-        kinds = torch.matmul(k, self.kind.weight.t()).flatten(1)     # [N, L*K]
-        logits = pairs[:, src * self.obs_len + dst] + kinds[:, dst * self.kind.num_embeddings + kind]
-        return logits * self.dim ** -0.5 + self.bias
+        pairs = torch.matmul(q, k.transpose(1, 2)).flatten(1)  # [N, L*L]
+        kinds = torch.matmul(k, self.kind.weight.t()).flatten(1)  # [N, L*K]
+        logits = (
+            pairs[:, src * self.obs_len + dst] + kinds[:, dst * self.kind.num_embeddings + kind]
+        )
+        return logits * self.dim**-0.5 + self.bias
 
 
 class Policy(nn.Module):
@@ -84,13 +97,32 @@ class Policy(nn.Module):
     (:meth:`chessrl.game.Game.action_structure`), passed here as ``structure``.
     """
 
-    def __init__(self, obs_vocab: int, obs_len: int, n_actions: int, d_model: int = 256,
-                 n_layers: int = 4, n_heads: int = 8, d_ff: int = 1024, head_dim: int = 0,
-                 head: str = "linear", pair_dim: int = 64, pair_kinds: int = 1,
-                 structure: torch.Tensor | None = None):
+    def __init__(
+        self,
+        obs_vocab: int,
+        obs_len: int,
+        n_actions: int,
+        d_model: int = 256,
+        n_layers: int = 4,
+        n_heads: int = 8,
+        d_ff: int = 1024,
+        head_dim: int = 0,
+        head: str = "linear",
+        pair_dim: int = 64,
+        pair_kinds: int = 1,
+        structure: torch.Tensor | None = None,
+    ):
         super().__init__()
-        self.sizes = dict(obs_vocab=obs_vocab, obs_len=obs_len, n_actions=n_actions, d_model=d_model,
-                          n_layers=n_layers, n_heads=n_heads, d_ff=d_ff, head_dim=head_dim)
+        self.sizes = dict(
+            obs_vocab=obs_vocab,
+            obs_len=obs_len,
+            n_actions=n_actions,
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            d_ff=d_ff,
+            head_dim=head_dim,
+        )
         if head == "pairs":  # older checkpoints' sizes lack the keys: they are linear
             self.sizes.update(head=head, pair_dim=pair_dim, pair_kinds=pair_kinds)
         elif head != "linear":
@@ -140,7 +172,9 @@ class Policy(nn.Module):
 ROW_BLOCK = 16
 
 
-def log_probs(policy: nn.Module, tokens: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
+def log_probs(
+    policy: nn.Module, tokens: torch.Tensor, mask: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """Log-probabilities [N, A] of the tempered policy over legal actions (-inf elsewhere).
 
     The single source of log-probs for sampling, the old policy, the reference policy and
@@ -157,15 +191,24 @@ def log_probs(policy: nn.Module, tokens: torch.Tensor, mask: torch.Tensor, tempe
     pad = -unique.shape[0] % ROW_BLOCK
     if pad:
         unique = torch.cat([unique, unique[:1].expand(pad, -1)])
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=tokens.is_cuda and getattr(module, "bf16", False)):
+    with torch.autocast(
+        "cuda", dtype=torch.bfloat16, enabled=tokens.is_cuda and getattr(module, "bf16", False)
+    ):
         logits = policy(unique)
     logits = logits.float() / temperature
     mask = mask.clone()
     mask[~mask.any(-1), 0] = True
     # the first row of each distinct position (padding rows keep 0: they are never gathered)
     first = torch.zeros(unique.shape[0], dtype=torch.long, device=tokens.device).scatter_reduce(
-        0, inverse, torch.arange(len(inverse), device=tokens.device), reduce="amin", include_self=False)
-    if torch.equal(mask[first][inverse], mask):  # one mask per position (the usual case): softmax once
+        0,
+        inverse,
+        torch.arange(len(inverse), device=tokens.device),
+        reduce="amin",
+        include_self=False,
+    )
+    if torch.equal(
+        mask[first][inverse], mask
+    ):  # one mask per position (the usual case): softmax once
         return torch.log_softmax(logits.masked_fill(~mask[first], float("-inf")), dim=-1)[inverse]
     return torch.log_softmax(logits[inverse].masked_fill(~mask, float("-inf")), dim=-1)
 
@@ -180,9 +223,15 @@ def sample(logp: torch.Tensor, generator: torch.Generator | None) -> torch.Tenso
     best = logp.amax(-1)
     if not bool(torch.isfinite(best).all()):
         bad = int((~torch.isfinite(best)).sum())
-        raise NonFinite(f"non-finite logits in {bad} of {best.numel()} positions: the policy's outputs are NaN or infinite")
+        raise NonFinite(
+            f"non-finite logits in {bad} of {best.numel()} positions: the policy's outputs are NaN or infinite"
+        )
     gen_device = generator.device if generator is not None else logp.device
-    u = torch.rand(logp.shape, generator=generator, device=gen_device).to(logp.device).clamp_(1e-20, 1.0)
+    u = (
+        torch.rand(logp.shape, generator=generator, device=gen_device)
+        .to(logp.device)
+        .clamp_(1e-20, 1.0)
+    )
     return torch.argmax(logp - torch.log(-torch.log(u)), dim=-1)
 
 
@@ -192,13 +241,28 @@ def build_policy(cfg, game) -> Policy:
     if cfg.head == "pairs":
         structure = game.action_structure()
         if structure is None:
-            raise UserError(f"policy.head = 'pairs' needs a game that declares action_structure(); game "
-                            f"'{game.name}' does not: use policy.head = 'linear'")
+            raise UserError(
+                f"policy.head = 'pairs' needs a game that declares action_structure(); game "
+                f"'{game.name}' does not: use policy.head = 'linear'"
+            )
         structure = torch.as_tensor(np.asarray(structure), dtype=torch.long)
-        extra = dict(head="pairs", pair_dim=cfg.pair_dim, pair_kinds=int(structure[:, 2].max()) + 1,
-                     structure=structure)
-    p = Policy(game.obs_vocab, game.obs_len, game.n_actions, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff,
-               cfg.head_dim, **extra)
+        extra = dict(
+            head="pairs",
+            pair_dim=cfg.pair_dim,
+            pair_kinds=int(structure[:, 2].max()) + 1,
+            structure=structure,
+        )
+    p = Policy(
+        game.obs_vocab,
+        game.obs_len,
+        game.n_actions,
+        cfg.d_model,
+        cfg.n_layers,
+        cfg.n_heads,
+        cfg.d_ff,
+        cfg.head_dim,
+        **extra,
+    )
     if cfg.init_checkpoint:
         from chessrl.checkpoint import load_policy_weights
 

@@ -40,8 +40,16 @@ class Progress:
     """Steps ``initial+1 .. total`` of a run named ``desc``. ``tty`` (default: whether ``file``
     is a terminal) chooses the bar; ``every`` is the seconds between plain lines."""
 
-    def __init__(self, desc: str, total: int, initial: int = 0, *, file: TextIO | None = None,
-                 tty: bool | None = None, every: float = 60.0) -> None:
+    def __init__(
+        self,
+        desc: str,
+        total: int,
+        initial: int = 0,
+        *,
+        file: TextIO | None = None,
+        tty: bool | None = None,
+        every: float = 60.0,
+    ) -> None:
         global _BAR
         self.desc, self.total, self.initial, self.every = desc, total, initial, every
         self.file = file or sys.stderr
@@ -53,8 +61,14 @@ class Progress:
         if self.tty:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
-                            file=self.file)
+            self.bar = tqdm(
+                total=total,
+                initial=initial,
+                desc=desc,
+                unit="step",
+                dynamic_ncols=True,
+                file=self.file,
+            )
             _BAR = self.bar
 
     def update(self, step: int, **postfix: str) -> None:

@@ -66,8 +66,8 @@ class PluginReport:
     metrics: dict[str, float] = field(default_factory=dict)
     acted: bool | None = None
     at_bound: bool | None = None
-    stop: str | None = None      # a reason to stop training (an entropy floor in 'stop' mode)
-    message: str | None = None   # one line the trainer prints (a monitor's warning)
+    stop: str | None = None  # a reason to stop training (an entropy floor in 'stop' mode)
+    message: str | None = None  # one line the trainer prints (a monitor's warning)
     bounds: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     targets: dict[str, float] = field(default_factory=dict)
     floors: dict[str, float] = field(default_factory=dict)
@@ -78,8 +78,9 @@ class PluginReport:
         lines: list[tuple[str, str, Any]] = []
         for key, pair in self.bounds.items():
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-                raise TypeError(f"plugin {name}: bounds['{key}'] must be a (min, max) pair, "
-                                f"got {pair!r}")
+                raise TypeError(
+                    f"plugin {name}: bounds['{key}'] must be a (min, max) pair, got {pair!r}"
+                )
             lines += [(key, "min", pair[0]), (key, "max", pair[1])]
         lines += [(k, "target", v) for k, v in self.targets.items()]
         lines += [(k, "floor", v) for k, v in self.floors.items()]
@@ -88,8 +89,9 @@ class PluginReport:
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"plugin {name}: the {kind} of '{key}' must be a number, "
-                                f"got {value!r}")
+                raise TypeError(
+                    f"plugin {name}: the {kind} of '{key}' must be a number, got {value!r}"
+                )
             if math.isfinite(value):
                 out[declared_key(name, key, kind)] = float(value)
         return out
@@ -106,8 +108,9 @@ class Coefficient:
     history: list[tuple[str, float, float]] = field(default_factory=list)
 
     def at_bound(self) -> bool:
-        return math.isclose(self.value, self.min, rel_tol=1e-9, abs_tol=1e-12) or \
-            math.isclose(self.value, self.max, rel_tol=1e-9, abs_tol=1e-12)
+        return math.isclose(self.value, self.min, rel_tol=1e-9, abs_tol=1e-12) or math.isclose(
+            self.value, self.max, rel_tol=1e-9, abs_tol=1e-12
+        )
 
 
 class Coefficients:
@@ -122,14 +125,19 @@ class Coefficients:
     def __init__(self) -> None:
         self._c: dict[str, Coefficient] = {}
 
-    def declare(self, name: str, value: float, *, owner: str, min: float = 0.0,
-                max: float = math.inf) -> None:
+    def declare(
+        self, name: str, value: float, *, owner: str, min: float = 0.0, max: float = math.inf
+    ) -> None:
         if name in self._c:
-            raise UserError(f"plugins '{self._c[name].owner}' and '{owner}' both declare "
-                            f"coefficient '{name}'; enable only one of them")
+            raise UserError(
+                f"plugins '{self._c[name].owner}' and '{owner}' both declare "
+                f"coefficient '{name}'; enable only one of them"
+            )
         if not (min <= value <= max):
-            raise UserError(f"plugins.{owner}: coefficient '{name}' = {value} is outside its "
-                            f"bounds [{min}, {max}]")
+            raise UserError(
+                f"plugins.{owner}: coefficient '{name}' = {value} is outside its "
+                f"bounds [{min}, {max}]"
+            )
         self._c[name] = Coefficient(name, float(value), float(min), float(max), owner)
 
     def __contains__(self, name: str) -> bool:
@@ -139,14 +147,17 @@ class Coefficients:
         try:
             return self._c[name]
         except KeyError:
-            raise UserError(f"no enabled plugin declares coefficient '{name}' (declared: "
-                            f"{', '.join(self._c) or 'none'})") from None
+            raise UserError(
+                f"no enabled plugin declares coefficient '{name}' (declared: "
+                f"{', '.join(self._c) or 'none'})"
+            ) from None
 
     def get(self, name: str) -> float:
         return self[name].value
 
-    def set(self, name: str, value: float, *, by: str, min: float = -math.inf,
-            max: float = math.inf) -> float:
+    def set(
+        self, name: str, value: float, *, by: str, min: float = -math.inf, max: float = math.inf
+    ) -> float:
         """Set ``name`` to ``value`` clamped to the declared bounds and to ``[min, max]``."""
         c = self[name]
         lo, hi = builtins_max(c.min, min), builtins_min(c.max, max)
@@ -178,15 +189,19 @@ builtins_min, builtins_max = min, max
 def require_coefficient(coefs: Coefficients, name: str, plugin: str, hint: str) -> None:
     """Fail before training when a controller's coefficient has no owner (a misconfiguration)."""
     if name not in coefs:
-        raise UserError(f"plugins.{plugin}: adjusts coefficient '{name}', which no enabled "
-                        f"plugin declares; {hint}")
+        raise UserError(
+            f"plugins.{plugin}: adjusts coefficient '{name}', which no enabled "
+            f"plugin declares; {hint}"
+        )
 
 
 def metric_value(metrics: Mapping[str, Any], key: str, plugin: str) -> float:
     """``metrics[key]`` as a float, or a UserError naming the plugin and the available keys."""
     if key not in metrics:
-        raise UserError(f"plugins.{plugin}: metric '{key}' is not logged in this run; "
-                        f"set plugins.{plugin}.metric to one of: {', '.join(sorted(metrics))}")
+        raise UserError(
+            f"plugins.{plugin}: metric '{key}' is not logged in this run; "
+            f"set plugins.{plugin}.metric to one of: {', '.join(sorted(metrics))}"
+        )
     return float(metrics[key])
 
 
@@ -232,9 +247,12 @@ class RunView:
             full = None
         if full is None or name.startswith("__"):
             raise AttributeError(f"'RunView' object has no attribute '{name}'")
-        warnings.warn(f"run.{name} is not part of the plugins' view of a run (RunView: config, "
-                      f"run_dir, game, policy, coefs, device, step, log); it will go",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"run.{name} is not part of the plugins' view of a run (RunView: config, "
+            f"run_dir, game, policy, coefs, device, step, log); it will go",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return getattr(full, name)
 
 
@@ -293,8 +311,9 @@ class Regulariser:
         self.train_start(run)
 
     @hookimpl
-    def chessrl_loss_terms(self, out: TensorDict, batch: TensorDict
-                           ) -> LossTerm | list[LossTerm] | None:
+    def chessrl_loss_terms(
+        self, out: TensorDict, batch: TensorDict
+    ) -> LossTerm | list[LossTerm] | None:
         return self.loss_terms(out, batch)
 
     @hookimpl
@@ -327,8 +346,10 @@ def report_metrics(name: str, report: PluginReport) -> dict[str, float]:
     """A report as metrics: ``plugin/<name>/<key>``, ``acted``, ``at_bound`` (1/0) and the
     declared lines (``plugin/<name>/<key>@min`` ...)."""
     if not isinstance(report, PluginReport):
-        raise TypeError(f"plugin {name}: chessrl_step_end must return a PluginReport, "
-                        f"got {type(report).__name__}")
+        raise TypeError(
+            f"plugin {name}: chessrl_step_end must return a PluginReport, "
+            f"got {type(report).__name__}"
+        )
     out = {K.plugin_key(name, k): float(v) for k, v in report.metrics.items()}
     if report.acted is not None:
         out[K.plugin_key(name, K.ACTED)] = float(bool(report.acted))
@@ -364,13 +385,19 @@ class Regularisers:
         pluginmanager.check_hooks(self.pm)
 
     @classmethod
-    def from_config(cls, sections: Mapping[str, Any], coefs: Coefficients | None = None
-                    ) -> Regularisers:
+    def from_config(
+        cls, sections: Mapping[str, Any], coefs: Coefficients | None = None
+    ) -> Regularisers:
         """Build each section's regulariser, ``cls(name, options, coefs)``, in order."""
         coefs = coefs if coefs is not None else Coefficients()
         installed = pluginmanager.regularisers()
-        return cls([(name, installed[name].obj(name, options, coefs))
-                    for name, options in sections.items()], coefs)
+        return cls(
+            [
+                (name, installed[name].obj(name, options, coefs))
+                for name, options in sections.items()
+            ],
+            coefs,
+        )
 
     @property
     def names(self) -> list[str]:
@@ -394,15 +421,18 @@ class Regularisers:
     def train_start(self, run: RunView) -> None:
         self.hook("chessrl_train_start", run=run)
 
-    def loss_terms(self, out: TensorDict, batch: TensorDict, taken: Sequence[str] = ("objective",)
-                   ) -> list[LossTerm]:
+    def loss_terms(
+        self, out: TensorDict, batch: TensorDict, taken: Sequence[str] = ("objective",)
+    ) -> list[LossTerm]:
         """Every plugin's terms this epoch, checked: LossTerm objects with new names."""
         names, terms = set(taken), []
         for plugin, res in self.hook("chessrl_loss_terms", out=out, batch=batch, coefs=self.coefs):
-            for term in (res if isinstance(res, (list, tuple)) else [res]):
+            for term in res if isinstance(res, (list, tuple)) else [res]:
                 if not isinstance(term, LossTerm):
-                    raise TypeError(f"plugin {plugin}: chessrl_loss_terms must return LossTerm, "
-                                    f"got {type(term).__name__}")
+                    raise TypeError(
+                        f"plugin {plugin}: chessrl_loss_terms must return LossTerm, "
+                        f"got {type(term).__name__}"
+                    )
                 if term.name in names:
                     raise ValueError(f"plugin {plugin}: loss term '{term.name}' already exists")
                 names.add(term.name)

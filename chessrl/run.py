@@ -58,9 +58,17 @@ class Run:
 
     def view(self, step: int) -> RunView:
         """What the plugins see of this run at ``step``."""
-        return RunView(config=self.config, run_dir=self.run_dir, game=self.game,
-                       policy=self.policy, coefs=self.coefs, device=self.device, step=step,
-                       log=self.log, full=self)
+        return RunView(
+            config=self.config,
+            run_dir=self.run_dir,
+            game=self.game,
+            policy=self.policy,
+            coefs=self.coefs,
+            device=self.device,
+            step=step,
+            log=self.log,
+            full=self,
+        )
 
 
 def resolve_device(name: str) -> torch.device:

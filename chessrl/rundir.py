@@ -23,11 +23,25 @@ LOCK_FILE = ".lock"
 # run goes, what it measures and logs, or the step size, never what a step computes from the
 # data (the game, the rollout shape, the loss, the model, the plugins, the seed).
 SAFE_CHANGES = (
-    "trainer.steps", "trainer.lr", "trainer.grad_clip", "trainer.checkpoint_every", "trainer.keep_checkpoints",
-    "trainer.eval_every", "trainer.eval_games", "trainer.eval_initial", "trainer.budget_every",
-    "trainer.health_window", "trainer.max_consecutive_skips",
-    "logging.wandb", "logging.project", "logging.progress", "logging.entity", "logging.group", "logging.tags",
-    "logging.wandb_report", "logging.wandb_checkpoint",
+    "trainer.steps",
+    "trainer.lr",
+    "trainer.grad_clip",
+    "trainer.checkpoint_every",
+    "trainer.keep_checkpoints",
+    "trainer.eval_every",
+    "trainer.eval_games",
+    "trainer.eval_initial",
+    "trainer.budget_every",
+    "trainer.health_window",
+    "trainer.max_consecutive_skips",
+    "logging.wandb",
+    "logging.project",
+    "logging.progress",
+    "logging.entity",
+    "logging.group",
+    "logging.tags",
+    "logging.wandb_report",
+    "logging.wandb_checkpoint",
 )
 
 
@@ -49,8 +63,10 @@ class RunLock:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise UserError(f"{self.path.parent} is in use by another chessrl run (pid {holder}, holding "
-                            f"{self.path}); wait for it to finish or stop it, then --resume") from None
+            raise UserError(
+                f"{self.path.parent} is in use by another chessrl run (pid {holder}, holding "
+                f"{self.path}); wait for it to finish or stop it, then --resume"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
@@ -75,7 +91,9 @@ def resume_checkpoint(run_dir: Path) -> Path | None:
 def holds_a_run(run_dir: Path) -> bool:
     """Whether a fresh start in ``run_dir`` would overwrite a run: a checkpoint or a metric row."""
     metrics = Path(run_dir) / "metrics.jsonl"
-    return resume_checkpoint(run_dir) is not None or (metrics.exists() and metrics.stat().st_size > 0)
+    return resume_checkpoint(run_dir) is not None or (
+        metrics.exists() and metrics.stat().st_size > 0
+    )
 
 
 def write_text(path: Path, text: str) -> None:
@@ -104,49 +122,77 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_changes(run_dir: Path, cfg: Config, allow: Iterable[str] = ()) -> list[tuple[str, Any, Any]]:
+def config_changes(
+    run_dir: Path, cfg: Config, allow: Iterable[str] = ()
+) -> list[tuple[str, Any, Any]]:
     """``[(key, stored, new)]``: how ``cfg`` differs from ``RUN_DIR/config.toml``, the truth of a
     resumed run. Raises :class:`UserError` for a change that ``allow`` does not name, for a
     key in ``allow`` that is not a safe change, and for a different game (never allowed)."""
     allow = list(allow)
     for key in allow:
         if key not in SAFE_CHANGES:
-            raise UserError(f"--allow-change {key}: not a change a resumed run can take{suggest(key, SAFE_CHANGES)} "
-                            f"(safe: {', '.join(SAFE_CHANGES)}); start a new run to change anything else")
+            raise UserError(
+                f"--allow-change {key}: not a change a resumed run can take{suggest(key, SAFE_CHANGES)} "
+                f"(safe: {', '.join(SAFE_CHANGES)}); start a new run to change anything else"
+            )
     path = Path(run_dir) / "config.toml"
     try:
         stored = _flat(tomllib.loads(path.read_text()))
     except FileNotFoundError:
-        raise UserError(f"{path}: missing, so the run cannot be checked for a changed config; "
-                        "restore it from the run's checkpoint or start a new run") from None
+        raise UserError(
+            f"{path}: missing, so the run cannot be checked for a changed config; "
+            "restore it from the run's checkpoint or start a new run"
+        ) from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UserError(f"{path}: unreadable ({type(exc).__name__}: {exc}); restore it or start a new run") from None
-    new = _flat(tomllib.loads(dumps_toml(config_to_dict(cfg))))  # the same TOML round trip as the stored file
+        raise UserError(
+            f"{path}: unreadable ({type(exc).__name__}: {exc}); restore it or start a new run"
+        ) from None
+    new = _flat(
+        tomllib.loads(dumps_toml(config_to_dict(cfg)))
+    )  # the same TOML round trip as the stored file
     for key, value in _defaults(cfg).items():  # a field added since the run started, at its default
         if key not in stored and new.get(key) == value:
             stored[key] = value
     if stored.get("env.name") != new.get("env.name"):
-        raise UserError(f"{run_dir} holds a {stored.get('env.name')!r} run and this config plays {new.get('env.name')!r}: "
-                        "a resumed run cannot change its game; start a new run directory")
-    changes = [(k, stored.get(k), new.get(k)) for k in sorted(set(stored) | set(new)) if stored.get(k) != new.get(k)]
+        raise UserError(
+            f"{run_dir} holds a {stored.get('env.name')!r} run and this config plays {new.get('env.name')!r}: "
+            "a resumed run cannot change its game; start a new run directory"
+        )
+    changes = [
+        (k, stored.get(k), new.get(k))
+        for k in sorted(set(stored) | set(new))
+        if stored.get(k) != new.get(k)
+    ]
     refused = [c for c in changes if c[0] not in allow]
     if refused:
         listed = ", ".join(f"{k} ({_show(a)} -> {_show(b)})" for k, a, b in refused)
         safe = [k for k, _, _ in refused if k in SAFE_CHANGES]
-        how = (f"; to take the new value, add {' '.join('--allow-change ' + k for k in safe)}" if safe else "")
-        raise UserError(f"--resume: the config differs from {path} in {listed}; resume with the stored config "
-                        f"(chessrl run {path} --resume --run-dir {run_dir}){how}")
+        how = (
+            f"; to take the new value, add {' '.join('--allow-change ' + k for k in safe)}"
+            if safe
+            else ""
+        )
+        raise UserError(
+            f"--resume: the config differs from {path} in {listed}; resume with the stored config "
+            f"(chessrl run {path} --resume --run-dir {run_dir}){how}"
+        )
     return changes
 
 
 def _defaults(cfg: Config) -> dict[str, Any]:
     """Every field's default, by dotted key, as the stored TOML would hold it."""
-    rows = [(r["key"], r["default"]) for r in describe(Config) if not r["key"].startswith(("env.", "plugins"))]
+    rows = [
+        (r["key"], r["default"])
+        for r in describe(Config)
+        if not r["key"].startswith(("env.", "plugins"))
+    ]
     games, regs = pluginmanager.games(), pluginmanager.regularisers()
     if cfg.env.name in games:
         rows += [(f"env.{r['key']}", r["default"]) for r in describe(games[cfg.env.name].schema)]
     for name in cfg.plugins:
-        rows += [(f"plugins.{name}.{r['key']}", r["default"]) for r in describe(regs[name].obj.Config)]
+        rows += [
+            (f"plugins.{name}.{r['key']}", r["default"]) for r in describe(regs[name].obj.Config)
+        ]
     return {k: tomllib.loads(dumps_toml({"v": v})).get("v") for k, v in rows}
 
 

@@ -20,15 +20,30 @@ from typing import Any
 from chessrl.errors import UserError
 
 
-def opt(default: Any, help: str, *, choices: tuple | None = None, ge: float | None = None,
-        le: float | None = None, gt: float | None = None, lt: float | None = None,
-        length: int | None = None) -> Any:
+def opt(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple | None = None,
+    ge: float | None = None,
+    le: float | None = None,
+    gt: float | None = None,
+    lt: float | None = None,
+    length: int | None = None,
+) -> Any:
     """A schema field: its default, a one-line help text, and optional choices or bounds.
 
     For a list field the bounds apply to every element and ``length`` is its required size.
     """
-    meta = {"help": help, "choices": choices, "ge": ge, "le": le, "gt": gt, "lt": lt,
-            "length": length}
+    meta = {
+        "help": help,
+        "choices": choices,
+        "ge": ge,
+        "le": le,
+        "gt": gt,
+        "lt": lt,
+        "length": length,
+    }
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     if dataclasses.is_dataclass(default) and isinstance(default, type):
@@ -45,8 +60,9 @@ class Locator:
     """Maps dotted keys to where their value came from: a line of the TOML source (best
     effort), or the ``--set`` item that overrode the key (or a table above it)."""
 
-    def __init__(self, path: str = "<config>", text: str = "",
-                 overrides: dict[str, str] | None = None):
+    def __init__(
+        self, path: str = "<config>", text: str = "", overrides: dict[str, str] | None = None
+    ):
         self.path = path
         self.overrides = overrides or {}
         self.lines: dict[str, int] = {}
@@ -80,8 +96,13 @@ def _type_name(tp: Any) -> str:
         return f"a list of {_type_name(inner)}"
     if origin is dict:
         return "a table"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-            type(None): "nothing"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        type(None): "nothing",
+    }.get(tp, getattr(tp, "__name__", str(tp)))
 
 
 def _coerce(value: Any, tp: Any) -> Any:
@@ -143,8 +164,14 @@ def table(data: dict, key: str, loc: Locator, what: str = "a table", prefix: str
     return value
 
 
-def build(cls: type, data: dict, *, prefix: str = "", loc: Locator | None = None,
-          extra: tuple[str, ...] = ()) -> Any:
+def build(
+    cls: type,
+    data: dict,
+    *,
+    prefix: str = "",
+    loc: Locator | None = None,
+    extra: tuple[str, ...] = (),
+) -> Any:
     """Build dataclass ``cls`` from ``data``, strictly. Keys in ``extra`` are left alone."""
     loc = loc or Locator()
     if not isinstance(data, dict):
@@ -182,12 +209,16 @@ def check_value(full: str, value: Any, tp: Any, meta: typing.Mapping, loc: Locat
         ) from None
     for x in value if isinstance(value, list) else [value]:
         if isinstance(x, float) and not math.isfinite(x):
-            raise UserError(f"{loc.where(full)}'{full}' = {value!r} is not a finite number; "
-                            "inf and nan are not allowed: give a finite value")
+            raise UserError(
+                f"{loc.where(full)}'{full}' = {value!r} is not a finite number; "
+                "inf and nan are not allowed: give a finite value"
+            )
     length = meta.get("length")
     if length is not None and isinstance(value, list) and len(value) != length:
-        raise UserError(f"{loc.where(full)}'{full}' = {value!r} has {len(value)} element(s): "
-                        f"expected exactly {length}")
+        raise UserError(
+            f"{loc.where(full)}'{full}' = {value!r} has {len(value)} element(s): "
+            f"expected exactly {length}"
+        )
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise UserError(
@@ -200,14 +231,21 @@ def check_value(full: str, value: Any, tp: Any, meta: typing.Mapping, loc: Locat
         for bound, ok, word in _BOUNDS:
             b = meta.get(bound)
             if b is not None and not ok(x, b):
-                want = (f"every element must be {word} {b} ({x!r} is not)"
-                        if isinstance(value, list) else f"expected {word} {b}")
+                want = (
+                    f"every element must be {word} {b} ({x!r} is not)"
+                    if isinstance(value, list)
+                    else f"expected {word} {b}"
+                )
                 raise UserError(f"{loc.where(full)}'{full}' = {value!r} is out of range: {want}")
     return value
 
 
-_BOUNDS = (("ge", operator.ge, ">="), ("le", operator.le, "<="), ("gt", operator.gt, ">"),
-           ("lt", operator.lt, "<"))
+_BOUNDS = (
+    ("ge", operator.ge, ">="),
+    ("le", operator.le, "<="),
+    ("gt", operator.gt, ">"),
+    ("lt", operator.lt, "<"),
+)
 
 
 def to_dict(obj: Any) -> Any:
@@ -230,10 +268,22 @@ def describe(cls: type, prefix: str = "") -> list[dict[str, Any]]:
         if f.metadata.get("section"):
             rows.extend(describe(hints[f.name], full))
             continue
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        rows.append({"key": full, "type": _type_name(hints[f.name]), "default": default,
-                     "help": f.metadata.get("help", ""),
-                     **{k: f.metadata.get(k) for k in ("choices", "ge", "le", "gt", "lt", "length")
-                        if f.metadata.get(k) is not None}})
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        )
+        rows.append(
+            {
+                "key": full,
+                "type": _type_name(hints[f.name]),
+                "default": default,
+                "help": f.metadata.get("help", ""),
+                **{
+                    k: f.metadata.get(k)
+                    for k in ("choices", "ge", "le", "gt", "lt", "length")
+                    if f.metadata.get(k) is not None
+                },
+            }
+        )
     return rows

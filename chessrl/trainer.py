@@ -238,7 +238,9 @@ class _Loop:
         """The evaluation at ``step``; the opponents' generators derive from (seed, step)."""
         self.run.game.reseed(derived_seed(self.cfg.seed, 0, step, 2))
         if step == 0:
-            self.log("evaluating the initial policy (step 0): the baseline of every later evaluation")
+            self.log(
+                "evaluating the initial policy (step 0): the baseline of every later evaluation"
+            )
         else:
             self.log(
                 f"evaluating step {step} ({self.cfg.trainer.eval_games} games per evaluation "

@@ -37,22 +37,24 @@ from chessrl.schema import opt
 NAME = "connect_four"
 WIDTH, HEIGHT = 7, 6
 H1 = HEIGHT + 1
-BOTTOM = sum(1 << (c * H1) for c in range(WIDTH))           # lowest cell of every column
-BOARD = BOTTOM * ((1 << HEIGHT) - 1)                         # every playable cell
+BOTTOM = sum(1 << (c * H1) for c in range(WIDTH))  # lowest cell of every column
+BOARD = BOTTOM * ((1 << HEIGHT) - 1)  # every playable cell
 COLUMN = [((1 << HEIGHT) - 1) << (c * H1) for c in range(WIDTH)]
 TOP = [1 << (HEIGHT - 1 + c * H1) for c in range(WIDTH)]
-ORDER = (3, 2, 4, 1, 5, 0, 6)                                # centre first: best moves tend to be central
+ORDER = (3, 2, 4, 1, 5, 0, 6)  # centre first: best moves tend to be central
 CENTRE = COLUMN[3]
 NEAR_CENTRE = COLUMN[2] | COLUMN[4]
 
-WIN = 10_000          # score of a win now; a win d plies ahead scores WIN - d
-PROVEN = 9_500        # |score| above this is a proven win/loss (at most 42 plies away)
+WIN = 10_000  # score of a win now; a win d plies ahead scores WIN - d
+PROVEN = 9_500  # |score| above this is a proven win/loss (at most 42 plies away)
 HEURISTIC_MAX = 9_000  # heuristic scores stay strictly inside (-HEURISTIC_MAX, HEURISTIC_MAX)
-INF = 10 ** 6
+INF = 10**6
 EXACT, LOWER, UPPER = 0, 1, 2
 
 # Cell -> bit, in token order: top row first, left to right (as the board is drawn).
-CELL_BITS = np.array([c * H1 + r for r in reversed(range(HEIGHT)) for c in range(WIDTH)], dtype=np.int64)
+CELL_BITS = np.array(
+    [c * H1 + r for r in reversed(range(HEIGHT)) for c in range(WIDTH)], dtype=np.int64
+)
 
 
 class C4State(NamedTuple):
@@ -66,27 +68,52 @@ class C4State(NamedTuple):
 class ConnectFourOptions:
     """``[env]`` options of ``name = "connect_four"``."""
 
-    start: str = opt("empty", "Start position: 'empty' board; 'random' = random_plies uniformly random "
-                              "moves from the empty board (never a finished game); 'mixed' = a uniformly "
-                              "drawn number of such moves in [0, random_plies].",
-                     choices=("empty", "random", "mixed"))
-    random_plies: int = opt(4, "Random moves played before the start when start = 'random' (at most this "
-                            "many for 'mixed').", ge=0, le=30)
-    max_plies: int = opt(42, "Truncate a trajectory after this many plies (a full board is 42).", ge=1, le=42)
-    solver_depth: int = opt(4, "Plies the alpha-beta reward engine searches before the heuristic "
-                               "(values); cost grows about 3-4x per ply.", ge=0, le=14)
-    opponent_depth: int = opt(4, "Plies the engine opponent (engine_actions, the 'solver' eval opponent) "
-                                 "searches to choose its move.", ge=1, le=14)
-    tt_size: int = opt(500_000, "Transposition-table entries kept before the table is cleared "
-                                "(roughly 200 bytes each, so the default is ~100 MB at most).", ge=1000)
+    start: str = opt(
+        "empty",
+        "Start position: 'empty' board; 'random' = random_plies uniformly random "
+        "moves from the empty board (never a finished game); 'mixed' = a uniformly "
+        "drawn number of such moves in [0, random_plies].",
+        choices=("empty", "random", "mixed"),
+    )
+    random_plies: int = opt(
+        4,
+        "Random moves played before the start when start = 'random' (at most this "
+        "many for 'mixed').",
+        ge=0,
+        le=30,
+    )
+    max_plies: int = opt(
+        42, "Truncate a trajectory after this many plies (a full board is 42).", ge=1, le=42
+    )
+    solver_depth: int = opt(
+        4,
+        "Plies the alpha-beta reward engine searches before the heuristic "
+        "(values); cost grows about 3-4x per ply.",
+        ge=0,
+        le=14,
+    )
+    opponent_depth: int = opt(
+        4,
+        "Plies the engine opponent (engine_actions, the 'solver' eval opponent) "
+        "searches to choose its move.",
+        ge=1,
+        le=14,
+    )
+    tt_size: int = opt(
+        500_000,
+        "Transposition-table entries kept before the table is cleared "
+        "(roughly 200 bytes each, so the default is ~100 MB at most).",
+        ge=1000,
+    )
 
 
 # --- bitboard helpers ---------------------------------------------------------------------
 
+
 def winning_cells(p: int, mask: int) -> int:
     """Empty cells where one more stone of ``p`` would complete four in a row."""
     r = (p << 1) & (p << 2) & (p << 3)  # vertical: three stones below the cell
-    for s in (H1, HEIGHT, H1 + 1):      # horizontal, diagonal /, diagonal \ (in bit steps)
+    for s in (H1, HEIGHT, H1 + 1):  # horizontal, diagonal /, diagonal \ (in bit steps)
         q = (p << s) & (p << 2 * s)
         r |= q & (p << 3 * s)
         r |= q & (p >> s)
@@ -117,13 +144,19 @@ def heuristic(cur: int, mask: int, my_threats: int, opp_threats: int) -> int:
     opp = cur ^ mask
     raw = (my_threats.bit_count() - opp_threats.bit_count()) + 0.15 * (
         2 * ((cur & CENTRE).bit_count() - (opp & CENTRE).bit_count())
-        + (cur & NEAR_CENTRE).bit_count() - (opp & NEAR_CENTRE).bit_count())
+        + (cur & NEAR_CENTRE).bit_count()
+        - (opp & NEAR_CENTRE).bit_count()
+    )
     return int(HEURISTIC_MAX * math.tanh(raw / 2))
 
 
 def parse_moves(moves: str | Sequence[int]) -> C4State:
     """The position after ``moves``: column indices 0..6, as a list or a digit string ``"3342"``."""
-    cols = [int(ch) for ch in moves if str(ch).strip()] if isinstance(moves, str) else [int(m) for m in moves]
+    cols = (
+        [int(ch) for ch in moves if str(ch).strip()]
+        if isinstance(moves, str)
+        else [int(m) for m in moves]
+    )
     cur = mask = 0
     for i, c in enumerate(cols):
         if not 0 <= c < WIDTH or mask & TOP[c] or has_won(cur ^ mask):
@@ -145,8 +178,8 @@ class Solver:
     """Depth-limited negamax with alpha-beta, a transposition table and centre-first ordering."""
 
     def __init__(self, tt_size: int = 500_000, use_tt: bool = True):
-        self.tt: dict[int, int] = {}                # (key << 4 | depth) -> score << 2 | flag (one int: compact)
-        self.best: dict[int, int] = {}              # key -> best column found at any depth (ordering only)
+        self.tt: dict[int, int] = {}  # (key << 4 | depth) -> score << 2 | flag (one int: compact)
+        self.best: dict[int, int] = {}  # key -> best column found at any depth (ordering only)
         self.tt_size = tt_size
         self.use_tt = use_tt
         self.nodes = 0
@@ -215,7 +248,11 @@ class Solver:
             entry = self.tt.get(tt_key)
             if entry is not None:
                 flag, val = entry & 3, entry >> 2
-                if flag == EXACT or (flag == LOWER and val >= beta) or (flag == UPPER and val <= alpha):
+                if (
+                    flag == EXACT
+                    or (flag == LOWER and val >= beta)
+                    or (flag == UPPER and val <= alpha)
+                ):
                     return val
 
         if forced:  # a single threat: every other move loses at once, so only the block counts
@@ -230,7 +267,9 @@ class Solver:
         alpha0, best, best_move = alpha, -INF, moves[0]
         a = alpha
         for c in moves:
-            child = -self._negamax(opp, mask | (mask + (1 << (c * H1))), depth - 1, -_adjinv(beta), -_adjinv(a))
+            child = -self._negamax(
+                opp, mask | (mask + (1 << (c * H1))), depth - 1, -_adjinv(beta), -_adjinv(a)
+            )
             s = _adj(child)
             if s > best:
                 best, best_move = s, c
@@ -292,7 +331,10 @@ class ConnectFour(Game):
         if self.options.start == "empty" or self.options.random_plies == 0:
             return [C4State(0, 0)] * n
         if self.options.start == "mixed":
-            return [self._random_start(rng, int(rng.integers(0, self.options.random_plies + 1))) for _ in range(n)]
+            return [
+                self._random_start(rng, int(rng.integers(0, self.options.random_plies + 1)))
+                for _ in range(n)
+            ]
         return [self._random_start(rng, self.options.random_plies) for _ in range(n)]
 
     def eval_states(self, n: int, rng: np.random.Generator) -> list[C4State]:
@@ -342,8 +384,13 @@ class ConnectFour(Game):
         action_mask = ((mask[:, None] & tops) == 0) & ~terminated[:, None]
         n_stones = occupied.sum(axis=1)
         reason = ["win" if w else "draw" if f else "" for w, f in zip(won, full)]
-        return Observation(tokens=tokens, action_mask=action_mask, to_play=(n_stones % 2).astype(np.int64),
-                           terminated=terminated, reason=reason)
+        return Observation(
+            tokens=tokens,
+            action_mask=action_mask,
+            to_play=(n_stones % 2).astype(np.int64),
+            terminated=terminated,
+            reason=reason,
+        )
 
     def play(self, states: Sequence[C4State], actions: np.ndarray) -> list[C4State]:
         """Drop the side to move's stone in column ``action``; raises ValueError if illegal."""
@@ -366,7 +413,9 @@ class ConnectFour(Game):
             if v is None:
                 if len(cache) > self.options.tt_size:
                     cache.clear()
-                v = cache[key] = _to_solver(self.solver.score(C4State(cur, mask), self.options.solver_depth))
+                v = cache[key] = _to_solver(
+                    self.solver.score(C4State(cur, mask), self.options.solver_depth)
+                )
             out[i] = v
         return out
 
@@ -422,7 +471,9 @@ class ConnectFour(Game):
     def state_from_options(self, options: dict[str, Any]) -> C4State:
         """The Gym view's ``reset(options=...)``: ``{"moves": "3342"}`` or ``{"moves": [3, 3, 4, 2]}``."""
         if set(options) != {"moves"}:
-            raise ValueError(f"connect_four reset options take only 'moves' (columns 0..6), got {sorted(options)}")
+            raise ValueError(
+                f"connect_four reset options take only 'moves' (columns 0..6), got {sorted(options)}"
+            )
         return parse_moves(options["moves"])
 
 

@@ -30,7 +30,7 @@ from chessrl.schema import opt
 
 NAME = "tictactoe"
 N_CELLS = 9
-N_CODES = 3 ** N_CELLS
+N_CODES = 3**N_CELLS
 POW3 = 3 ** np.arange(N_CELLS, dtype=np.int64)
 LINES = ((0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6))
 REASONS = ("", "win", "draw")  # indexed by the reason code in the tables
@@ -41,27 +41,40 @@ SYMBOLS = ".XO"
 class TicTacToeOptions:
     """``[env]`` options of ``name = "tictactoe"``."""
 
-    start: str = opt("empty", "Start position: 'empty' board; 'random' = random_plies uniformly random "
-                              "moves from the empty board (never a finished game); 'mixed' = a uniformly "
-                              "drawn number of such moves in [0, random_plies], so every stage of the game "
-                              "is a root.", choices=("empty", "random", "mixed"))
-    random_plies: int = opt(2, "Random moves played before the start when start = 'random' (at most this "
-                            "many for 'mixed').", ge=0, le=8)
-    max_plies: int = opt(9, "Truncate a trajectory after this many plies (a game never lasts more than 9).",
-                         ge=1, le=9)
+    start: str = opt(
+        "empty",
+        "Start position: 'empty' board; 'random' = random_plies uniformly random "
+        "moves from the empty board (never a finished game); 'mixed' = a uniformly "
+        "drawn number of such moves in [0, random_plies], so every stage of the game "
+        "is a root.",
+        choices=("empty", "random", "mixed"),
+    )
+    random_plies: int = opt(
+        2,
+        "Random moves played before the start when start = 'random' (at most this "
+        "many for 'mixed').",
+        ge=0,
+        le=8,
+    )
+    max_plies: int = opt(
+        9,
+        "Truncate a trajectory after this many plies (a game never lasts more than 9).",
+        ge=1,
+        le=9,
+    )
 
 
 @dataclass(frozen=True)
 class _Tables:
     """Per-code lookup tables over all 3**9 codes; only ``reachable`` codes are meaningful."""
 
-    reachable: np.ndarray   # bool [N]
-    cells: np.ndarray       # int8 [N, 9]: 0 empty, 1 X, 2 O
-    to_play: np.ndarray     # int64 [N]: 0 = X to move, 1 = O to move
-    reason: np.ndarray      # int8 [N]: index into REASONS
-    legal: np.ndarray       # bool [N, 9]: empty cells of non-terminal positions
-    value: np.ndarray       # float32 [N]: exact minimax value for the side to move
-    move_key: np.ndarray    # int64 [N, 9]: preference of each move for the mover; -10**6 if illegal
+    reachable: np.ndarray  # bool [N]
+    cells: np.ndarray  # int8 [N, 9]: 0 empty, 1 X, 2 O
+    to_play: np.ndarray  # int64 [N]: 0 = X to move, 1 = O to move
+    reason: np.ndarray  # int8 [N]: index into REASONS
+    legal: np.ndarray  # bool [N, 9]: empty cells of non-terminal positions
+    value: np.ndarray  # float32 [N]: exact minimax value for the side to move
+    move_key: np.ndarray  # int64 [N, 9]: preference of each move for the mover; -10**6 if illegal
 
 
 def _winner(cells: tuple[int, ...]) -> int:
@@ -81,7 +94,7 @@ def tables() -> _Tables:
     reason = np.zeros(N_CODES, dtype=np.int8)
     legal = np.zeros((N_CODES, N_CELLS), dtype=bool)
     value = np.zeros(N_CODES, dtype=np.float32)
-    move_key = np.full((N_CODES, N_CELLS), -10**6, dtype=np.int64)
+    move_key = np.full((N_CODES, N_CELLS), -(10**6), dtype=np.int64)
     memo: dict[int, tuple[int, int]] = {}  # code -> (value, plies to the end under best play)
 
     def solve(code: int, board: list[int]) -> tuple[int, int]:
@@ -101,13 +114,13 @@ def tables() -> _Tables:
             memo[code] = (0, 0)
             reason[code] = 2
             return memo[code]
-        best_key, best = -10**6, (0, 0)
+        best_key, best = -(10**6), (0, 0)
         for a in range(N_CELLS):
             if board[a]:
                 continue
             legal[code, a] = True
             board[a] = player
-            v, d = solve(code + player * 3 ** a, board)
+            v, d = solve(code + player * 3**a, board)
             board[a] = 0
             v, d = -v, d + 1
             # Faster wins and slower losses are preferred; the value itself stays exact.
@@ -130,7 +143,7 @@ def parse_board(text: str) -> int:
     chars = [ch for ch in text.upper() if ch not in "|/ \n\t"]
     if len(chars) != N_CELLS or any(ch not in SYMBOLS for ch in chars):
         raise ValueError(f"a tic-tac-toe board is 9 cells of 'X', 'O' or '.', got {text!r}")
-    code = sum(SYMBOLS.index(ch) * 3 ** i for i, ch in enumerate(chars))
+    code = sum(SYMBOLS.index(ch) * 3**i for i, ch in enumerate(chars))
     if not tables().reachable[code]:
         raise ValueError(f"board {text!r} cannot arise in a game from the empty board")
     return code
@@ -161,7 +174,10 @@ class TicTacToe(Game):
         if self.options.start == "empty" or self.options.random_plies == 0:
             return [0] * n
         if self.options.start == "mixed":
-            return [self._random_start(rng, int(rng.integers(0, self.options.random_plies + 1))) for _ in range(n)]
+            return [
+                self._random_start(rng, int(rng.integers(0, self.options.random_plies + 1)))
+                for _ in range(n)
+            ]
         return [self._random_start(rng, self.options.random_plies) for _ in range(n)]
 
     def eval_states(self, n: int, rng: np.random.Generator) -> list[int]:
@@ -204,9 +220,13 @@ class TicTacToe(Game):
         cells = t.cells[codes].astype(np.int64)
         own = (t.to_play[codes] + 1)[:, None]
         tokens = np.where(cells == 0, 0, np.where(cells == own, 1, 2))
-        return Observation(tokens=tokens, action_mask=t.legal[codes].copy(),
-                           to_play=t.to_play[codes].copy(), terminated=t.reason[codes] > 0,
-                           reason=[REASONS[r] for r in t.reason[codes]])
+        return Observation(
+            tokens=tokens,
+            action_mask=t.legal[codes].copy(),
+            to_play=t.to_play[codes].copy(),
+            terminated=t.reason[codes] > 0,
+            reason=[REASONS[r] for r in t.reason[codes]],
+        )
 
     def play(self, states: Sequence[int], actions: np.ndarray) -> list[int]:
         """Place the side to move's mark on cell ``action``; raises ValueError if illegal."""
@@ -216,7 +236,9 @@ class TicTacToe(Game):
         ok[ok] = t.legal[codes[ok], actions[ok]]
         if not ok.all():
             i = int(np.flatnonzero(~ok)[0])
-            raise ValueError(f"illegal tic-tac-toe action {actions[i]} in {self.state_to_str(int(codes[i]))}")
+            raise ValueError(
+                f"illegal tic-tac-toe action {actions[i]} in {self.state_to_str(int(codes[i]))}"
+            )
         return [int(c) for c in codes + (t.to_play[codes] + 1) * POW3[actions]]
 
     def values(self, states: Sequence[int]) -> np.ndarray:
@@ -257,7 +279,7 @@ class TicTacToe(Game):
     def state_to_str(self, state: int) -> str:
         """Rows top to bottom, e.g. ``X.O|.X.|..O (X to move)``; X always moves first."""
         cells = self.t.cells[int(state)]
-        rows = ["".join(SYMBOLS[v] for v in cells[r * 3:r * 3 + 3]) for r in range(3)]
+        rows = ["".join(SYMBOLS[v] for v in cells[r * 3 : r * 3 + 3]) for r in range(3)]
         reason = REASONS[self.t.reason[int(state)]]
         tail = f"{'XO'[self.t.to_play[int(state)]]} to move" if not reason else reason
         return f"{'|'.join(rows)} ({tail})"
@@ -266,7 +288,9 @@ class TicTacToe(Game):
         """The Gym view's ``reset(options=...)``: ``{"board": "X.O|.X.|..."}`` or ``{"moves": [4, 0]}``."""
         unknown = set(options) - {"board", "moves"}
         if unknown or len(options) != 1:
-            raise ValueError(f"tictactoe reset options take exactly one of 'board' or 'moves', got {sorted(options)}")
+            raise ValueError(
+                f"tictactoe reset options take exactly one of 'board' or 'moves', got {sorted(options)}"
+            )
         if "board" in options:
             return parse_board(str(options["board"]))
         state = 0

@@ -41,27 +41,37 @@ _E_CLIP = 0.2  # Ziegler et al.'s clip on the proportional error
 @dataclass
 class AdaptiveKLConfig:
     target: float = opt(0.01, "Target KL per trained ply (in the units of `metric`).", gt=0.0)
-    rule: str = opt("proportional", "'proportional': Ziegler et al.'s rule; 'multiplicative': "
-                    "coef * rate above the target, coef / rate below (the analysed run's rule).",
-                    choices=("proportional", "multiplicative"))
+    rule: str = opt(
+        "proportional",
+        "'proportional': Ziegler et al.'s rule; 'multiplicative': "
+        "coef * rate above the target, coef / rate below (the analysed run's rule).",
+        choices=("proportional", "multiplicative"),
+    )
     rate: float = opt(1.5, "Multiplicative rule: factor per step.", gt=1.0)
-    horizon: int = opt(10000, "Proportional rule: the horizon (in samples) over which the error "
-                       "is corrected.", ge=1)
-    batch_size: int = opt(0, f"Proportional rule: n, samples per step; 0 = "
-                          f"metrics['{TRAINED_PLIES}'].", ge=0)
+    horizon: int = opt(
+        10000,
+        "Proportional rule: the horizon (in samples) over which the error is corrected.",
+        ge=1,
+    )
+    batch_size: int = opt(
+        0, f"Proportional rule: n, samples per step; 0 = metrics['{TRAINED_PLIES}'].", ge=0
+    )
     min: float = opt(1e-5, "Smallest coefficient the controller sets.", ge=0.0)
     max: float = opt(1.0, "Largest coefficient the controller sets.", gt=0.0)
-    metric: str = opt("budget/kl_penalty/raw", "The metrics key holding the KL to control "
-                      "(default: the kl_penalty term's raw value, first epoch).")
-    init: float | None = opt(None, "Starting coefficient, set at train start (unset = keep "
-                             "kl_penalty's coef).", ge=0.0)
+    metric: str = opt(
+        "budget/kl_penalty/raw",
+        "The metrics key holding the KL to control "
+        "(default: the kl_penalty term's raw value, first epoch).",
+    )
+    init: float | None = opt(
+        None, "Starting coefficient, set at train start (unset = keep kl_penalty's coef).", ge=0.0
+    )
 
     def __post_init__(self) -> None:
         if self.min > self.max:
             raise ValueError(f"min = {self.min} exceeds max = {self.max}")
         if self.init is not None and not (self.min <= self.init <= self.max):
-            raise ValueError(f"init = {self.init} is outside [min, max] = "
-                             f"[{self.min}, {self.max}]")
+            raise ValueError(f"init = {self.init} is outside [min, max] = [{self.min}, {self.max}]")
 
 
 class AdaptiveKL(Regulariser):
@@ -83,9 +93,11 @@ class AdaptiveKL(Regulariser):
             self.coefs.set(COEFFICIENT, self.config.init, by=self.name)
         self.initialised = True  # a resumed run keeps its checkpointed coefficient
         if self.coefs.get(COEFFICIENT) == 0.0:
-            raise UserError(f"plugins.{self.name}: coefficient 'kl' starts at 0, where both "
-                            f"rules keep it; set plugins.kl_penalty.coef or "
-                            f"plugins.{self.name}.init > 0")
+            raise UserError(
+                f"plugins.{self.name}: coefficient 'kl' starts at 0, where both "
+                f"rules keep it; set plugins.kl_penalty.coef or "
+                f"plugins.{self.name}.init > 0"
+            )
 
     def next_coef(self, coef: float, kl: float, metrics: Mapping[str, Any]) -> float:
         """The coefficient the configured rule gives for this step's KL (before clamping)."""
@@ -105,8 +117,13 @@ class AdaptiveKL(Regulariser):
         if not math.isfinite(kl):
             self._acted = False  # a NaN KL must not drive the coefficient to a bound
             return
-        after = coefs.set(COEFFICIENT, self.next_coef(before, kl, metrics), by=self.name,
-                          min=self.config.min, max=self.config.max)
+        after = coefs.set(
+            COEFFICIENT,
+            self.next_coef(before, kl, metrics),
+            by=self.name,
+            min=self.config.min,
+            max=self.config.max,
+        )
         self._acted = after != before
 
     def report(self, metrics: Mapping[str, float], step: int) -> PluginReport:
@@ -116,17 +133,22 @@ class AdaptiveKL(Regulariser):
         Declares the coefficient's bounds ``[min, max]`` and the KL's ``target`` for the report.
         """
         coef = self.coefs.get(COEFFICIENT)
-        at_bound = (math.isclose(coef, self.config.min, rel_tol=1e-9, abs_tol=1e-12)
-                    or math.isclose(coef, self.config.max, rel_tol=1e-9, abs_tol=1e-12)
-                    or self.coefs[COEFFICIENT].at_bound())
+        at_bound = (
+            math.isclose(coef, self.config.min, rel_tol=1e-9, abs_tol=1e-12)
+            or math.isclose(coef, self.config.max, rel_tol=1e-9, abs_tol=1e-12)
+            or self.coefs[COEFFICIENT].at_bound()
+        )
         acted, self._acted = self._acted, False
         message = None
         if not math.isfinite(self._kl):
             message = f"{self.name}: KL is {self._kl}; coefficient 'kl' left at {coef}"
         return PluginReport(
             metrics={"coef": coef, "kl": self._kl, "kl_ratio": self._kl / self.config.target},
-            acted=acted, at_bound=at_bound, message=message,
-            bounds={"coef": (self.config.min, self.config.max)}, targets={"kl": self.config.target},
+            acted=acted,
+            at_bound=at_bound,
+            message=message,
+            bounds={"coef": (self.config.min, self.config.max)},
+            targets={"kl": self.config.target},
         )
 
     def state_dict(self) -> dict:

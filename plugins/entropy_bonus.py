@@ -28,9 +28,12 @@ _OUT_KEY = {"exact": "entropy", "sample": "entropy_sample"}
 @dataclass
 class EntropyBonusConfig:
     coef: float = opt(0.01, "Weight of the bonus: the loss gets coef * (-entropy).", ge=0.0)
-    estimator: str = opt("exact", "'exact': policy entropy over legal moves; 'sample': mean "
-                         "surprisal -log pi(a|s) of the sampled moves.",
-                         choices=("exact", "sample"))
+    estimator: str = opt(
+        "exact",
+        "'exact': policy entropy over legal moves; 'sample': mean "
+        "surprisal -log pi(a|s) of the sampled moves.",
+        choices=("exact", "sample"),
+    )
 
 
 class EntropyBonus(Regulariser):

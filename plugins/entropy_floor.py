@@ -41,12 +41,13 @@ COEFFICIENT = "entropy"
 class EntropyFloorConfig:
     floor: float = opt(1.0, "Entropy (nats) below which a step counts as low.", ge=0.0)
     patience: int = opt(5, "Consecutive low steps before the monitor fires.", ge=1)
-    action: str = opt("boost", "'boost': raise the entropy coefficient; 'warn': print a "
-                      "warning; 'stop': stop training.", choices=("boost", "warn", "stop"))
-    boost_factor: float = opt(1.5, "Boost: the entropy coefficient is multiplied by this.",
-                              gt=1.0)
-    max_coef: float = opt(0.1, "Boost: the entropy coefficient is never raised above this.",
-                          gt=0.0)
+    action: str = opt(
+        "boost",
+        "'boost': raise the entropy coefficient; 'warn': print a warning; 'stop': stop training.",
+        choices=("boost", "warn", "stop"),
+    )
+    boost_factor: float = opt(1.5, "Boost: the entropy coefficient is multiplied by this.", gt=1.0)
+    max_coef: float = opt(0.1, "Boost: the entropy coefficient is never raised above this.", gt=0.0)
     metric: str = opt(K.TRAIN_ENTROPY, "The metrics key holding the entropy to watch.")
 
 
@@ -68,17 +69,24 @@ class EntropyFloor(Regulariser):
         ``max_coef``."""
         if self.config.action != "boost":
             return  # warn / stop only read a metric the loss always computes
-        require_coefficient(self.coefs, COEFFICIENT, self.name,
-                            f"enable [plugins.entropy_bonus] or set "
-                            f"plugins.{self.name}.action = 'warn'")
+        require_coefficient(
+            self.coefs,
+            COEFFICIENT,
+            self.name,
+            f"enable [plugins.entropy_bonus] or set plugins.{self.name}.action = 'warn'",
+        )
         coef = self.coefs.get(COEFFICIENT)
         if coef == 0.0:
-            raise UserError(f"plugins.{self.name}: coefficient 'entropy' is 0 and a boost "
-                            "multiplies it; set plugins.entropy_bonus.coef > 0")
+            raise UserError(
+                f"plugins.{self.name}: coefficient 'entropy' is 0 and a boost "
+                "multiplies it; set plugins.entropy_bonus.coef > 0"
+            )
         if coef > self.config.max_coef:
-            raise UserError(f"plugins.{self.name}: max_coef = {self.config.max_coef} is below "
-                            f"the entropy coefficient {coef}, so a boost could never raise it; "
-                            "raise max_coef")
+            raise UserError(
+                f"plugins.{self.name}: max_coef = {self.config.max_coef} is below "
+                f"the entropy coefficient {coef}, so a boost could never raise it; "
+                "raise max_coef"
+            )
 
     def adjust_coefficients(self, metrics: Mapping[str, float], step: int) -> None:
         """Counts consecutive low steps and fires after ``patience`` of them (boosting in boost
@@ -97,8 +105,9 @@ class EntropyFloor(Regulariser):
         if cfg.action == "boost":
             before = coefs.get(COEFFICIENT)
             # the cap is never below the current value: a boost must not lower the coefficient
-            after = coefs.set(COEFFICIENT, before * cfg.boost_factor, by=self.name,
-                              max=max(cfg.max_coef, before))
+            after = coefs.set(
+                COEFFICIENT, before * cfg.boost_factor, by=self.name, max=max(cfg.max_coef, before)
+            )
             self._message = f"{what}; entropy coefficient {before:.4g} -> {after:.4g}"
         elif cfg.action == "warn":
             self._message = f"{what} (warning only)"
@@ -112,9 +121,12 @@ class EntropyFloor(Regulariser):
         coefficient's upper bound.
         """
         cfg = self.config
-        m = {"entropy": self._entropy, "below_floor": float(self._entropy < cfg.floor),
-             "consecutive_low_steps": float(self.consecutive_low),
-             "times_fired": float(self.times_fired)}
+        m = {
+            "entropy": self._entropy,
+            "below_floor": float(self._entropy < cfg.floor),
+            "consecutive_low_steps": float(self.consecutive_low),
+            "times_fired": float(self.times_fired),
+        }
         at_bound = None
         if COEFFICIENT in self.coefs:
             m["coef"] = self.coefs.get(COEFFICIENT)
@@ -124,11 +136,15 @@ class EntropyFloor(Regulariser):
             # saturated, merely dead, whatever the coefficient someone else set
             at_bound = fired and self.coefs.get(COEFFICIENT) >= cfg.max_coef * (1 - 1e-9)
         boosts = "coef" in m and cfg.action == "boost"
-        return PluginReport(metrics=m, acted=fired, at_bound=at_bound,
-                            stop=self._message if fired and cfg.action == "stop" else None,
-                            message=self._message if fired else None,
-                            floors={cfg.metric: cfg.floor},
-                            bounds={"coef": (None, cfg.max_coef)} if boosts else {})
+        return PluginReport(
+            metrics=m,
+            acted=fired,
+            at_bound=at_bound,
+            stop=self._message if fired and cfg.action == "stop" else None,
+            message=self._message if fired else None,
+            floors={cfg.metric: cfg.floor},
+            bounds={"coef": (None, cfg.max_coef)} if boosts else {},
+        )
 
     def state_dict(self) -> dict:
         return {"consecutive_low": self.consecutive_low, "times_fired": self.times_fired}

@@ -28,12 +28,18 @@ COEFFICIENT = "kl"
 @dataclass
 class KLPenaltyConfig:
     coef: float = opt(0.001, "Weight of the penalty: the loss gets coef * KL.", ge=0.0)
-    estimator: str = opt("exact", "'exact': KL over legal moves; 'k1': mean log-ratio of the "
-                         "sampled moves; 'k3': mean (r - 1) - log r (unbiased, non-negative).",
-                         choices=("exact", "k1", "k3"))
-    reference: str = opt("initial", "'initial': KL to the policy at the start of training; "
-                         "'old': KL to the policy that sampled the rollout.",
-                         choices=("initial", "old"))
+    estimator: str = opt(
+        "exact",
+        "'exact': KL over legal moves; 'k1': mean log-ratio of the "
+        "sampled moves; 'k3': mean (r - 1) - log r (unbiased, non-negative).",
+        choices=("exact", "k1", "k3"),
+    )
+    reference: str = opt(
+        "initial",
+        "'initial': KL to the policy at the start of training; "
+        "'old': KL to the policy that sampled the rollout.",
+        choices=("initial", "old"),
+    )
 
 
 class KLPenalty(Regulariser):
@@ -53,8 +59,9 @@ class KLPenalty(Regulariser):
         """The term ``raw = KL`` (``out[self.key]``), differentiable."""
         if self.key not in out.keys():
             # the trainer did not honour needs_reference: a core bug, not a user mistake
-            raise KeyError(f"loss output has no '{self.key}' "
-                           f"(keys: {', '.join(sorted(out.keys()))})")
+            raise KeyError(
+                f"loss output has no '{self.key}' (keys: {', '.join(sorted(out.keys()))})"
+            )
         kl = out[self.key]
         self._last = kl.detach()
         return LossTerm(name=self.name, coef=self.coefs.get(COEFFICIENT), raw=kl)

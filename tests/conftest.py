@@ -32,11 +32,19 @@ def register_plugin():
     pluginmanager._registry_cache.clear()
 
 
-def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run ``python -m chessrl ARGS`` and capture its output."""
     full_env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "chessrl", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd or REPO, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "chessrl", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or REPO,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -109,5 +117,11 @@ def tiny_ttt_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny_ttt")
     (root / "tiny.toml").write_text(TINY_TTT)
-    train(load_config(root / "tiny.toml"), root / "run", max_steps=2, progress=False, echo=lambda line: None)
+    train(
+        load_config(root / "tiny.toml"),
+        root / "run",
+        max_steps=2,
+        progress=False,
+        echo=lambda line: None,
+    )
     return root / "run"

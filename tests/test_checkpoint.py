@@ -45,8 +45,14 @@ def test_load_refuses_a_file_that_would_run_code(tmp_path):
 
 
 def test_numpy_state_is_stored_as_plain_data_and_round_trips(tmp_path):
-    state = {"a": np.float32(1.5), "b": np.arange(3), "c": [np.int64(2), (np.bool_(True), "x")],
-             "p": pathlib.Path("/tmp/x"), "t": torch.ones(2), "n": None}
+    state = {
+        "a": np.float32(1.5),
+        "b": np.arange(3),
+        "c": [np.int64(2), (np.bool_(True), "x")],
+        "p": pathlib.Path("/tmp/x"),
+        "t": torch.ones(2),
+        "n": None,
+    }
     path = checkpoint.write(tmp_path / "ok.pt", state)
     back = checkpoint.load(path)
     assert back["a"] == 1.5 and isinstance(back["a"], float)
@@ -85,15 +91,28 @@ def test_every_cli_path_refuses_a_malicious_checkpoint(trained_run, cli):
     run = d / "run"
     # 1. --resume: the latest step checkpoint is the attacker's
     _malicious(run / "checkpoints" / "step_0000009.pt", marker)
-    _refused(cli("run", str(d / "tiny.toml"), "--run-dir", str(run), "--resume",
-                 "--max-steps", "1"), marker)
+    _refused(
+        cli("run", str(d / "tiny.toml"), "--run-dir", str(run), "--resume", "--max-steps", "1"),
+        marker,
+    )
     # 2. eval FILE and 3. eval RUN_DIR
     evil = _malicious(d / "evil.pt", marker)
     _refused(cli("eval", str(evil), "--games", "2"), marker)
     _refused(cli("eval", str(run), "--games", "2"), marker)
     # 4. policy.init_checkpoint
-    _refused(cli("run", str(d / "tiny.toml"), "--run-dir", str(d / "fresh"), "--max-steps", "1",
-                 "--set", f"policy.init_checkpoint={evil}"), marker)
+    _refused(
+        cli(
+            "run",
+            str(d / "tiny.toml"),
+            "--run-dir",
+            str(d / "fresh"),
+            "--max-steps",
+            "1",
+            "--set",
+            f"policy.init_checkpoint={evil}",
+        ),
+        marker,
+    )
     assert not (d / "fresh" / "metrics.jsonl").exists()
 
 
@@ -108,8 +127,13 @@ def test_write_policy_holds_the_fields_players_and_init_checkpoint_read(tmp_path
     cfg = PolicyConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, head_dim=4)
     with torch.random.fork_rng(devices=[]):
         policy = build_policy(cfg, TicTacToe())
-    path = checkpoint.write_policy(tmp_path / "p.pt", policy, game="tictactoe",
-                                   config={"env": {"name": "tictactoe"}}, note="extra")
+    path = checkpoint.write_policy(
+        tmp_path / "p.pt",
+        policy,
+        game="tictactoe",
+        config={"env": {"name": "tictactoe"}},
+        note="extra",
+    )
     state = checkpoint.load(path)
     assert {"step", "policy", "config", "game", "policy_sizes", "note"} <= set(state)
     assert state["step"] == 0 and state["policy_sizes"] == policy.sizes
@@ -117,6 +141,7 @@ def test_write_policy_holds_the_fields_players_and_init_checkpoint_read(tmp_path
     assert player.game.name == "tictactoe" and player.name == "p"
     assert all(torch.equal(v, player.policy.state_dict()[k]) for k, v in state["policy"].items())
     with torch.random.fork_rng(devices=[]):
-        again = build_policy(PolicyConfig(**{**vars(cfg), "init_checkpoint": str(path)}),
-                             TicTacToe())
+        again = build_policy(
+            PolicyConfig(**{**vars(cfg), "init_checkpoint": str(path)}), TicTacToe()
+        )
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in state["policy"].items())

@@ -36,8 +36,16 @@ from chessrl.stats import wilson
 STOCKFISH = "/usr/games/stockfish"
 needs_stockfish = pytest.mark.skipif(not shutil.which(STOCKFISH), reason="needs Stockfish")
 
-TINY = BenchmarkSpec(seed=0, agreement=40, label_depth=6, mate_in_one=10, material=10, ladder_games=4,
-                     ladder=("random", "eps0.5:material_greedy", "nodes:1"), allow_shallow=True)
+TINY = BenchmarkSpec(
+    seed=0,
+    agreement=40,
+    label_depth=6,
+    mate_in_one=10,
+    material=10,
+    ladder_games=4,
+    ladder=("random", "eps0.5:material_greedy", "nodes:1"),
+    allow_shallow=True,
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +62,7 @@ def ply_of(board: chess.Board) -> int:
 
 # --- the stored labels ---------------------------------------------------------------------
 
+
 @needs_stockfish
 def test_sets_have_the_asked_sizes_and_distinct_positions(built):
     bench, _, lines = built
@@ -62,9 +71,15 @@ def test_sets_have_the_asked_sizes_and_distinct_positions(built):
     assert len(bench.material) == TINY.material
     assert len({chess.Board(r["fen"]).epd() for r in bench.agreement}) == TINY.agreement
     assert {r["source"] for r in bench.agreement} == {"selfplay", "endgame"}
-    assert bench.keys() == {chess.Board(r["fen"]).epd()
-                            for rows in (bench.agreement, bench.mate_in_one, bench.material) for r in rows}
-    assert any("agreement labels" in line and f"{TINY.agreement}/{TINY.agreement}" in line for line in lines)
+    assert bench.keys() == {
+        chess.Board(r["fen"]).epd()
+        for rows in (bench.agreement, bench.mate_in_one, bench.material)
+        for r in rows
+    }
+    assert any(
+        "agreement labels" in line and f"{TINY.agreement}/{TINY.agreement}" in line
+        for line in lines
+    )
     # the build says what it does before the first batch, so a terminal is never blank for minutes
     assert lines[0].startswith("benchmark: building ") and "labels at depth 6" in lines[0], lines[0]
     assert any(line.startswith("benchmark: self-play ") for line in lines)
@@ -128,6 +143,7 @@ def test_ladder_is_anchored_at_random_and_rated_from_real_games(built):
 
 # --- determinism and the cache -------------------------------------------------------------
 
+
 @needs_stockfish
 def test_same_seed_same_file_other_seed_other_positions(built, tmp_path):
     bench, _, _ = built
@@ -154,10 +170,18 @@ def test_second_build_loads_without_an_engine(built):
 def test_cache_name_changes_with_the_spec_and_the_engine(tmp_path):
     base = cache_path(TINY, tmp_path, "Stockfish 15.1")
     assert base.name.endswith("-stockfish-15.1.json")
-    assert cache_path(dataclasses.replace(TINY, material_gap_cp=300), tmp_path, "Stockfish 15.1") != base
+    assert (
+        cache_path(dataclasses.replace(TINY, material_gap_cp=300), tmp_path, "Stockfish 15.1")
+        != base
+    )
     assert cache_path(TINY, tmp_path, "Stockfish 16") != base
     # what does not change the content does not change the name
-    assert cache_path(dataclasses.replace(TINY, engines=5, stockfish_path="sf"), tmp_path, "Stockfish 15.1") == base
+    assert (
+        cache_path(
+            dataclasses.replace(TINY, engines=5, stockfish_path="sf"), tmp_path, "Stockfish 15.1"
+        )
+        == base
+    )
 
 
 def test_spec_refuses_shallow_labels_and_unknown_rungs():
@@ -170,6 +194,7 @@ def test_spec_refuses_shallow_labels_and_unknown_rungs():
 
 
 # --- scoring -------------------------------------------------------------------------------
+
 
 def _oracle(bench: Benchmark):
     answer = {r["fen"]: r["best"] for r in bench.agreement + bench.material}
@@ -196,8 +221,14 @@ def test_score_of_the_stored_answers_is_perfect(built):
     s = bench.score(_oracle(bench))
     for key in ("agreement/top1", "agreement/top3", "mate1/success", "material/success"):
         assert s[key] == 1.0
-    assert (s["agreement/top1_lo"], s["agreement/top1_hi"]) == wilson(TINY.agreement, TINY.agreement)
-    assert (s["agreement/n"], s["mate1/n"], s["material/n"]) == (TINY.agreement, TINY.mate_in_one, TINY.material)
+    assert (s["agreement/top1_lo"], s["agreement/top1_hi"]) == wilson(
+        TINY.agreement, TINY.agreement
+    )
+    assert (s["agreement/n"], s["mate1/n"], s["material/n"]) == (
+        TINY.agreement,
+        TINY.mate_in_one,
+        TINY.material,
+    )
 
 
 @needs_stockfish
@@ -267,6 +298,7 @@ def test_choose_fn_plays_the_policy_argmax_legal_move(built):
 
 # --- ladder opponents ----------------------------------------------------------------------
 
+
 def _action(opponent, fen: str) -> chess.Move:
     board = chess.Board(fen)
     return enc.action_to_move(int(opponent([ChessState(board)])[0]), board.turn)
@@ -295,9 +327,16 @@ def test_random_mover_is_seeded_and_zero_on_finished_boards():
 def test_stockfish_rungs_play_legal_moves():
     pool = StockfishPool(STOCKFISH, 1, 16, depth=4)
     try:
-        boards = [chess.Board(), chess.Board("6k1/5ppp/8/8/8/8/8/R5K1 w - - 0 1"),
-                  chess.Board("4R1k1/5ppp/8/8/8/8/8/6K1 b - - 0 1")]  # the last is mated
-        for opponent in (stockfish_nodes(pool, 1), stockfish_skill(pool, 0), rung_opponent("eps0.5:skill:0", pool, 1)):
+        boards = [
+            chess.Board(),
+            chess.Board("6k1/5ppp/8/8/8/8/8/R5K1 w - - 0 1"),
+            chess.Board("4R1k1/5ppp/8/8/8/8/8/6K1 b - - 0 1"),
+        ]  # the last is mated
+        for opponent in (
+            stockfish_nodes(pool, 1),
+            stockfish_skill(pool, 0),
+            rung_opponent("eps0.5:skill:0", pool, 1),
+        ):
             actions = opponent([ChessState(b.copy()) for b in boards])
             assert actions.dtype == np.int64 and actions[2] == 0
             for b, a in zip(boards[:2], actions[:2]):
@@ -309,6 +348,7 @@ def test_stockfish_rungs_play_legal_moves():
 
 
 # --- the Elo estimate ----------------------------------------------------------------------
+
 
 def test_elo_estimate_is_monotone_and_finite_at_the_extremes():
     estimates = [elo_estimate({"a": (k / 20, 20)}, {"a": 100.0}) for k in range(21)]

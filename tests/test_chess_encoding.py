@@ -45,14 +45,20 @@ def test_every_legal_move_round_trips_and_masks_match_python_chess():
     boards = random_play_positions()
     assert len(boards) >= N_POSITIONS
     game = ChessGame(reward="none")
-    seen = {"castle_K_white": 0, "castle_Q_white": 0, "castle_K_black": 0, "castle_Q_black": 0,
-            "ep_white": 0, "ep_black": 0}
+    seen = {
+        "castle_K_white": 0,
+        "castle_Q_white": 0,
+        "castle_K_black": 0,
+        "castle_Q_black": 0,
+        "ep_white": 0,
+        "ep_black": 0,
+    }
     for color in ("white", "black"):
         for piece in "qrbn":
             seen[f"promote_{piece}_{color}"] = 0
     checked_moves = 0
     for start in range(0, len(boards), 500):
-        chunk = boards[start:start + 500]
+        chunk = boards[start : start + 500]
         obs = game.observe([ChessState(b) for b in chunk])
         for board, mask in zip(chunk, obs.action_mask):
             legal = list(board.legal_moves)
@@ -98,7 +104,15 @@ def test_tokens_spell_out_the_position():
     tokens = game.observe([ChessState(board)]).tokens[0]
     assert tokens.shape == (enc.OBS_LEN,) and tokens.min() >= 0 and tokens.max() < enc.OBS_VOCAB
     assert enc.tokens_to_str(tokens).splitlines() == [
-        "rnbqkbnr", "pppp.ppp", "........", "....p...", "........", "........", "PPPPPPPP", "RNBQKBNR"]
+        "rnbqkbnr",
+        "pppp.ppp",
+        "........",
+        "....p...",
+        "........",
+        "........",
+        "PPPPPPPP",
+        "RNBQKBNR",
+    ]
     assert list(tokens[64:68]) == [14, 16, 18, 20]  # all four castling rights
     assert tokens[68] == enc.TOK_EP  # e3 is not capturable: no en passant token
     board.push_san("d5")
@@ -111,8 +125,10 @@ def test_tokens_spell_out_the_position():
     assert start[69] == enc.TOK_HALFMOVE + 5
 
 
-@pytest.mark.parametrize("moves,reps", [([], 0), (["Nf3", "Nf6", "Ng1", "Ng8"], 1),
-                                        (["Nf3", "Nf6", "Ng1", "Ng8"] * 2, 2)])
+@pytest.mark.parametrize(
+    "moves,reps",
+    [([], 0), (["Nf3", "Nf6", "Ng1", "Ng8"], 1), (["Nf3", "Nf6", "Ng1", "Ng8"] * 2, 2)],
+)
 def test_repetition_token(moves, reps):
     board = chess.Board()
     for san in moves:

@@ -29,23 +29,42 @@ def test_registered_through_the_entry_point_with_documented_options():
     assert reg.schema is ChessOptions
     rows = describe(ChessOptions)
     assert all(row["help"] for row in rows)
-    assert {"stockfish_path", "engines", "hash_mb", "depth", "nodes", "cache_size", "start", "start_file",
-            "random_plies", "phase_mix", "max_plies", "engine_move_depth", "value_scale"} <= {r["key"] for r in rows}
-    options = build(ChessOptions, {"reward": "none", "start": "random", "random_plies": 4, "max_plies": 50},
-                    prefix="env")
+    assert {
+        "stockfish_path",
+        "engines",
+        "hash_mb",
+        "depth",
+        "nodes",
+        "cache_size",
+        "start",
+        "start_file",
+        "random_plies",
+        "phase_mix",
+        "max_plies",
+        "engine_move_depth",
+        "value_scale",
+    } <= {r["key"] for r in rows}
+    options = build(
+        ChessOptions,
+        {"reward": "none", "start": "random", "random_plies": 4, "max_plies": 50},
+        prefix="env",
+    )
     game = reg.obj(options, 7)
     assert isinstance(game, ChessGame) and game.max_plies == 50
     game.close()
 
 
-@pytest.mark.parametrize("data,fragment", [
-    ({"depth": 4, "nodes": 1000}, "exactly one of depth"),
-    ({"depth": 0}, "exactly one of depth"),
-    ({"start": "book"}, "expected one of"),
-    ({"phase_mix": [1.0, -1.0, 0.0]}, "phase_mix"),
-    ({"start": "file"}, "start_file"),
-    ({"engins": 2}, "did you mean 'engines'"),
-])
+@pytest.mark.parametrize(
+    "data,fragment",
+    [
+        ({"depth": 4, "nodes": 1000}, "exactly one of depth"),
+        ({"depth": 0}, "exactly one of depth"),
+        ({"start": "book"}, "expected one of"),
+        ({"phase_mix": [1.0, -1.0, 0.0]}, "phase_mix"),
+        ({"start": "file"}, "start_file"),
+        ({"engins": 2}, "did you mean 'engines'"),
+    ],
+)
 def test_bad_options_are_one_line_user_errors(data, fragment):
     with pytest.raises(UserError, match=fragment) as info:
         build(ChessOptions, data, prefix="env")
@@ -95,7 +114,9 @@ def test_torchrl_check_env_specs_and_identical_group_members():
     for r in range(2):
         for g in range(1, 3):
             assert torch.equal(obs[r, g], obs[r, 0])
-            assert env.game.state_to_str(env.states[r * 3 + g]) == env.game.state_to_str(env.states[r * 3])
+            assert env.game.state_to_str(env.states[r * 3 + g]) == env.game.state_to_str(
+                env.states[r * 3]
+            )
     assert not torch.equal(obs[0, 0], obs[1, 0])  # different roots (6 random plies)
     # Group members are independent copies: moving one leaves the others alone.
     env.states[0].board.push(next(iter(env.states[0].board.legal_moves)))
@@ -131,7 +152,11 @@ def test_starts_are_seeded_and_leave_global_rngs_alone():
         board = chess.Board(fen)
         assert board.is_valid() and not board.is_game_over(claim_draw=True)
     after = (random.getstate(), np.random.get_state()[1], torch.get_rng_state())
-    assert before[0] == after[0] and np.array_equal(before[1], after[1]) and torch.equal(before[2], after[2])
+    assert (
+        before[0] == after[0]
+        and np.array_equal(before[1], after[1])
+        and torch.equal(before[2], after[2])
+    )
 
 
 def test_tactics_roots_hold_a_mate_in_one_or_a_tempting_capture_and_skip_held_out_positions():
@@ -153,15 +178,22 @@ def test_tactics_roots_hold_a_mate_in_one_or_a_tempting_capture_and_skip_held_ou
 
 def test_start_file_positions_and_bad_line(tmp_path):
     good = tmp_path / "starts.epd"
-    good.write_text("# two positions\n"
-                    "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1\n\n"
-                    "8/8/8/4k3/8/8/4P3/4K3 w - - bm e4; id \"pawn\";\n")
+    good.write_text(
+        "# two positions\n"
+        "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1\n\n"
+        '8/8/8/4k3/8/8/4P3/4K3 w - - bm e4; id "pawn";\n'
+    )
     game = fast_game(start="file", start_file=str(good))
     fens = {s.board.fen() for s in game.initial_states(20, np.random.default_rng(0))}
-    assert fens == {"rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1", "8/8/8/4k3/8/8/4P3/4K3 w - - 0 1"}
+    assert fens == {
+        "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1",
+        "8/8/8/4k3/8/8/4P3/4K3 w - - 0 1",
+    }
     bad = tmp_path / "bad.fen"
     bad.write_text("# header\n8/8/8/4k3/8/8/4P3/4K3 w - - 0 1\nrnbqkbnr/pppppppp/8/8 w KQkq\n")
-    with pytest.raises(UserError, match=rf"^{bad}:3: bad start position 'rnbqkbnr/pppppppp/8/8 w KQkq'"):
+    with pytest.raises(
+        UserError, match=rf"^{bad}:3: bad start position 'rnbqkbnr/pppppppp/8/8 w KQkq'"
+    ):
         fast_game(start="file", start_file=str(bad))
     with pytest.raises(UserError, match="cannot read start file"):
         fast_game(start="file", start_file=str(tmp_path / "missing.fen"))
@@ -179,7 +211,11 @@ END_POSITIONS = [
 @pytest.mark.parametrize("reason,fen,moves", END_POSITIONS, ids=[e[0] for e in END_POSITIONS])
 def test_every_game_end_reason_is_detected_and_scored_without_the_engine(reason, fen, moves):
     game = ChessGame(depth=1, engines=1)  # reward 'stockfish', but terminal values never start it
-    state = game.state_from_options({"fen": fen, "moves": moves}) if moves else ChessState(chess.Board(fen))
+    state = (
+        game.state_from_options({"fen": fen, "moves": moves})
+        if moves
+        else ChessState(chess.Board(fen))
+    )
     obs = game.observe([state])
     assert obs.terminated[0] and obs.reason == [reason]
     assert obs.action_mask[0].sum() == state.board.legal_moves.count()
@@ -204,8 +240,12 @@ def test_repetition_count_matches_python_chess_along_games():
             if not moves:
                 break
             # Mostly knight and king shuffles, so positions do recur.
-            quiet = [m for m in moves if board.piece_type_at(m.from_square) in (chess.KNIGHT, chess.KING)
-                     and not board.is_capture(m)]
+            quiet = [
+                m
+                for m in moves
+                if board.piece_type_at(m.from_square) in (chess.KNIGHT, chess.KING)
+                and not board.is_capture(m)
+            ]
             pool = quiet if quiet and rng.random() < 0.9 else moves
             board.push(pool[int(rng.integers(len(pool)))])
             expected = 2 if board.is_repetition(3) else 1 if board.is_repetition(2) else 0
@@ -237,7 +277,11 @@ def test_eval_opponents_play_legal_moves():
     try:
         states = game.initial_states(3, np.random.default_rng(0))
         opponents = game.eval_opponents()
-        assert list(opponents) == ["random", "material_greedy", "skill_0"]  # the default eval_ladder
+        assert list(opponents) == [
+            "random",
+            "material_greedy",
+            "skill_0",
+        ]  # the default eval_ladder
         for name, opponent in opponents.items():
             for _ in range(4):
                 live = [s for s in states if not game.observe([s]).terminated[0]]  # a rung may mate

@@ -21,26 +21,46 @@ HEAVY = ("torch", "torchrl", "tensordict", "chess.engine", "matplotlib")
 def test_cli_start_imports_no_torch(args):
     """Help and version import no torch, TorchRL, tensordict or chess engine: every plugin's
     module and command hook is imported at start, so each keeps its heavy imports lazy."""
-    probe = ("import sys\nfrom chessrl.cli import main\n"
-             f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
-             "print('HEAVY=' + ','.join(m for m in " + repr(HEAVY) + " if m in sys.modules), file=sys.stderr)\n")
-    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=60)
+    probe = (
+        "import sys\nfrom chessrl.cli import main\n"
+        f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
+        "print('HEAVY=' + ','.join(m for m in "
+        + repr(HEAVY)
+        + " if m in sys.modules), file=sys.stderr)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
     assert res.returncode == 0, res.stderr
     assert "HEAVY=\n" in res.stderr, res.stderr
-    assert ("chessrl 0.1.0" in res.stdout) if args == ["--version"] else ("usage: chessrl" in res.stdout)
+    assert (
+        ("chessrl 0.1.0" in res.stdout)
+        if args == ["--version"]
+        else ("usage: chessrl" in res.stdout)
+    )
 
 
 def test_help_lists_plugin_commands_without_importing_them():
-    res = subprocess.run([sys.executable, "-m", "chessrl", "--help"], capture_output=True, text=True, cwd=REPO,
-                         timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "chessrl", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
     for command in ("run", "report", "eval", "pretrain"):
         assert re.search(rf"^\s+{command}\s", res.stdout, re.M), res.stdout
 
 
 def test_report_run_dir_has_help_text():
-    res = subprocess.run([sys.executable, "-m", "chessrl", "report", "--help"], capture_output=True, text=True,
-                         cwd=REPO, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "chessrl", "report", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
     positional = res.stdout.split("positional arguments:\n", 1)[1].split("\n\n", 1)[0]
     [line] = [ln for ln in positional.splitlines() if ln.strip().lower().startswith("run_dir")]
@@ -62,9 +82,26 @@ def test_interrupt_prints_the_command_that_resumes_the_run(tmp_path, sig, code):
     """Ctrl-C (SIGINT) or SIGTERM mid-run: the last line is a command that, typed as printed,
     continues the run from its checkpoint with the same config and overrides."""
     config, run_dir = _tiny(tmp_path), tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "chessrl", "run", str(config), "--run-dir", str(run_dir),
-                             "--set", "trainer.steps=100000", "--set", "trainer.checkpoint_every=100000"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chessrl",
+            "run",
+            str(config),
+            "--run-dir",
+            str(run_dir),
+            "--set",
+            "trainer.steps=100000",
+            "--set",
+            "trainer.checkpoint_every=100000",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     seen = []
     for line in proc.stderr:  # the first progress line comes after step 1: the run is training
         seen.append(line)
@@ -77,31 +114,57 @@ def test_interrupt_prints_the_command_that_resumes_the_run(tmp_path, sig, code):
     assert proc.returncode == code, err
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
-    m = re.fullmatch(r"chessrl: interrupted; resume from the step-(\d+) checkpoint with: (.+)", last)
+    m = re.fullmatch(
+        r"chessrl: interrupted; resume from the step-(\d+) checkpoint with: (.+)", last
+    )
     assert m, err
     step, command = int(m.group(1)), shlex.split(m.group(2))
     assert (run_dir / "checkpoints" / f"step_{step:07d}.pt").exists()
     assert command[-3:] == ["--resume", "--run-dir", str(run_dir)] and "--set" in command
     if sig == signal.SIGINT:  # typed as printed, for two more steps
-        res = subprocess.run(command + ["--max-steps", "2"], cwd=tmp_path, capture_output=True, text=True,
-                             env=_env(), timeout=120)
+        res = subprocess.run(
+            command + ["--max-steps", "2"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=120,
+        )
         assert res.returncode == 0, res.stderr
-        steps = [json.loads(ln)["step"] for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        steps = [
+            json.loads(ln)["step"] for ln in (run_dir / "metrics.jsonl").read_text().splitlines()
+        ]
         assert steps == list(range(1, step + 3))
 
 
 def test_progress_in_a_log_file_is_plain_lines(tmp_path):
     """stderr that is not a terminal gets whole lines: no carriage-return frames, a line after
     the first step and one after the last."""
-    res = subprocess.run([sys.executable, "-m", "chessrl", "run", str(_tiny(tmp_path)), "--run-dir",
-                          str(tmp_path / "run")], cwd=tmp_path, capture_output=True, text=True, env=_env(),
-                         timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chessrl",
+            "run",
+            str(_tiny(tmp_path)),
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     assert "\r" not in res.stderr
     lines = res.stderr.splitlines()
     assert any(ln.startswith("tiny: step 1/6 (16%), first step ") for ln in lines), res.stderr
-    assert re.search(r"^tiny: step 6/6 \(100%\), [0-9.]+ s/step; ret [-+][0-9.]+ H [0-9.]+ clip [0-9.]+$",
-                     res.stderr, re.M), res.stderr
+    assert re.search(
+        r"^tiny: step 6/6 \(100%\), [0-9.]+ s/step; ret [-+][0-9.]+ H [0-9.]+ clip [0-9.]+$",
+        res.stderr,
+        re.M,
+    ), res.stderr
 
 
 def test_findings_print_above_the_bar_on_a_terminal(tmp_path):
@@ -114,9 +177,25 @@ def test_findings_print_above_the_bar_on_a_terminal(tmp_path):
 
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-m", "chessrl", "run", str(_tiny(tmp_path)), "--run-dir",
-                             str(tmp_path / "run"), "--set", "trainer.eval_every=2", "--set", "trainer.eval_games=4"],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=slave, env=_env())
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chessrl",
+            "run",
+            str(_tiny(tmp_path)),
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--set",
+            "trainer.eval_every=2",
+            "--set",
+            "trainer.eval_games=4",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+        env=_env(),
+    )
     os.close(slave)
     chunks = []
     while True:
@@ -134,4 +213,4 @@ def test_findings_print_above_the_bar_on_a_terminal(tmp_path):
     printed = [m.start() for m in re.finditer(r"(eval step|evaluating step|health \w+ \[)", out)]
     assert len(printed) >= 3, out
     for at in printed:
-        assert out[at - 1] in "\r\n", repr(out[max(0, at - 200):at + 80])
+        assert out[at - 1] in "\r\n", repr(out[max(0, at - 200) : at + 80])

@@ -16,21 +16,31 @@ def _one_line_exit_2(res):
     return lines[0]
 
 
-@pytest.mark.parametrize("body, expected", [
-    ('[trainer]\nlr = 1e-6\nentopy_coef = 0.1\n', ["unknown key 'trainer.entopy_coef'", ":5:"]),
-    ('[rollout]\ntemprature = 1.3\n', ["did you mean 'temperature'?", ":4:"]),
-    ('[trainer]\nlr = "fast"\n', ["'trainer.lr' = 'fast'", "expected a number"]),
-    ('[rollout]\ngroup_size = 0\n', ["'rollout.group_size' = 0", "expected >= 1"]),
-    ('[advantage]\nscale = "sdt"\n', ["'advantage.scale' = 'sdt'", "did you mean 'std'?"]),
-    ('[plugins.entropy_bonuss]\ncoef = 0.1\n',
-     ["plugin 'entropy_bonuss' is not installed", "entropy_bonus"]),
-    ('[plugins.entropy_bonus]\ncof = 0.1\n',
-     ["unknown key 'plugins.entropy_bonus.cof'", "did you mean 'coef'?"]),
-    ('[env]\nname = "chekers"\n', ["'env.name' = 'chekers' is not an installed game", "tictactoe"]),
-    ('[env]\nname = "tictactoe"\nstart = 3\n', ["env.start"]),
-    ('[policy]\nd_model = 30\nn_heads = 8\n', ["n_heads = 8 must divide d_model = 30"]),
-    ('name = "x"\n[trainer\nlr = 1\n', ["invalid TOML", "line 2"]),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("[trainer]\nlr = 1e-6\nentopy_coef = 0.1\n", ["unknown key 'trainer.entopy_coef'", ":5:"]),
+        ("[rollout]\ntemprature = 1.3\n", ["did you mean 'temperature'?", ":4:"]),
+        ('[trainer]\nlr = "fast"\n', ["'trainer.lr' = 'fast'", "expected a number"]),
+        ("[rollout]\ngroup_size = 0\n", ["'rollout.group_size' = 0", "expected >= 1"]),
+        ('[advantage]\nscale = "sdt"\n', ["'advantage.scale' = 'sdt'", "did you mean 'std'?"]),
+        (
+            "[plugins.entropy_bonuss]\ncoef = 0.1\n",
+            ["plugin 'entropy_bonuss' is not installed", "entropy_bonus"],
+        ),
+        (
+            "[plugins.entropy_bonus]\ncof = 0.1\n",
+            ["unknown key 'plugins.entropy_bonus.cof'", "did you mean 'coef'?"],
+        ),
+        (
+            '[env]\nname = "chekers"\n',
+            ["'env.name' = 'chekers' is not an installed game", "tictactoe"],
+        ),
+        ('[env]\nname = "tictactoe"\nstart = 3\n', ["env.start"]),
+        ("[policy]\nd_model = 30\nn_heads = 8\n", ["n_heads = 8 must divide d_model = 30"]),
+        ('name = "x"\n[trainer\nlr = 1\n', ["invalid TOML", "line 2"]),
+    ],
+)
 def test_config_mistakes(tmp_path, cli, body, expected):
     p = tmp_path / "bad.toml"
     own_env = body.startswith(("[env]", 'name = "x"'))
@@ -64,8 +74,9 @@ def test_run_with_bad_config_writes_nothing(cli, tmp_path):
 def test_overrides_and_resolved_config(tmp_path, cli):
     p = tmp_path / "ok.toml"
     p.write_text('[env]\nname = "tictactoe"\n[plugins.entropy_bonus]\ncoef = 0.5\n')
-    cfg = load_config(p, ["trainer.lr=3e-6", "plugins.entropy_bonus.coef=0.01",
-                          "rollout.opponent=engine"])
+    cfg = load_config(
+        p, ["trainer.lr=3e-6", "plugins.entropy_bonus.coef=0.01", "rollout.opponent=engine"]
+    )
     assert cfg.trainer.lr == 3e-6 and cfg.plugins["entropy_bonus"].coef == 0.01
     assert cfg.rollout.opponent == "engine"
     res = cli("config", "show", str(p), "--json", "--set", "trainer.lr=3e-6")
@@ -92,8 +103,10 @@ def test_resolved_config_with_unset_optional_keys_and_odd_strings_reloads(tmp_pa
     from chessrl.config import config_to_dict, dumps_toml
 
     p = tmp_path / "ok.toml"
-    p.write_text('name = "odd \\"name\\" \\\\ x\\n y"\n[env]\nname = "tictactoe"\n'
-                 '[plugins.kl_penalty]\ncoef = 0.01\n[plugins.adaptive_kl]\ntarget = 0.02\n')
+    p.write_text(
+        'name = "odd \\"name\\" \\\\ x\\n y"\n[env]\nname = "tictactoe"\n'
+        "[plugins.kl_penalty]\ncoef = 0.01\n[plugins.adaptive_kl]\ntarget = 0.02\n"
+    )
     cfg = load_config(p)
     assert cfg.plugins["adaptive_kl"].init is None and "\n" in cfg.name
     q = tmp_path / "resolved.toml"

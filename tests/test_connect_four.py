@@ -35,18 +35,25 @@ def reference(cur: int, mask: int, depth: int) -> int:
         return -(c4.WIN - 2)
     if depth == 0:
         return c4.heuristic(cur, mask, mine, theirs)
-    return max(c4._adj(-reference(cur ^ mask, mask | (mask + (1 << (c * c4.H1))), depth - 1))
-               for c in range(c4.WIDTH) if possible & c4.COLUMN[c])
+    return max(
+        c4._adj(-reference(cur ^ mask, mask | (mask + (1 << (c * c4.H1))), depth - 1))
+        for c in range(c4.WIDTH)
+        if possible & c4.COLUMN[c]
+    )
 
 
 # --- rules ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("moves, direction", [
-    ("0101010", "vertical"),
-    ("0011223", "horizontal"),
-    ("01122323353", "diagonal /"),
-    ("65544343313", "diagonal \\"),
-])
+
+@pytest.mark.parametrize(
+    "moves, direction",
+    [
+        ("0101010", "vertical"),
+        ("0011223", "horizontal"),
+        ("01122323353", "diagonal /"),
+        ("65544343313", "diagonal \\"),
+    ],
+)
 def test_win_detection_in_all_directions(game, moves, direction):
     before = parse_moves(moves[:-1])
     assert not game.observe([before]).terminated[0]
@@ -91,6 +98,7 @@ def test_illegal_moves_raise(game):
 
 # --- solver --------------------------------------------------------------------------
 
+
 def test_finds_win_in_one(game):
     s = parse_moves("001122")  # X to move: column 3 makes four on the bottom row
     assert game.values([s])[0] == 1.0
@@ -132,7 +140,10 @@ def test_solver_matches_plain_negamax_with_and_without_table():
 
 
 def test_values_are_in_range_and_cached(game):
-    states = game.initial_states(1, np.random.default_rng(0)) + [parse_moves("33221"), parse_moves("0")]
+    states = game.initial_states(1, np.random.default_rng(0)) + [
+        parse_moves("33221"),
+        parse_moves("0"),
+    ]
     v1 = game.values(states)
     n = game.solver.nodes
     v2 = game.values(states)
@@ -169,11 +180,14 @@ def test_rollout_speed_8x16x20_depth4(capsys):
         td = env.step(td)["next"]
     dt = time.perf_counter() - t0
     with capsys.disabled():
-        print(f"\n[connect_four] 8x16x20 rollout, solver_depth=4: {dt:.2f} s, {g.solver.nodes} nodes")
+        print(
+            f"\n[connect_four] 8x16x20 rollout, solver_depth=4: {dt:.2f} s, {g.solver.nodes} nodes"
+        )
     assert dt < 6.0  # ~1 s on one idle core; generous for a shared 2-core machine
 
 
 # --- views ---------------------------------------------------------------------------
+
 
 def test_gym_env_checker():
     from gymnasium.utils.env_checker import check_env

@@ -37,7 +37,7 @@ TIMEOUT_S = 120  # a tagged example should take seconds; this only stops a hang
 @dataclass(frozen=True)
 class Example:
     page: str
-    line: int       # 1-based line of the opening fence
+    line: int  # 1-based line of the opening fence
     lang: str
     code: str
     problem: str = ""  # a malformed tag: reported as a failing test, never silently skipped
@@ -71,8 +71,15 @@ def _examples(docs: Path = DOCS) -> list[Example]:
             opening = lines[i + 1] if i + 1 < len(lines) else ""
             stripped = opening.lstrip()
             if not stripped.startswith("```"):
-                found.append(Example(page.name, fence_no, "", "",
-                                     f"{MARKER} on line {i + 1} is not followed by a ``` fence"))
+                found.append(
+                    Example(
+                        page.name,
+                        fence_no,
+                        "",
+                        "",
+                        f"{MARKER} on line {i + 1} is not followed by a ``` fence",
+                    )
+                )
                 i += 1
                 continue
             indent = len(opening) - len(stripped)
@@ -83,12 +90,23 @@ def _examples(docs: Path = DOCS) -> list[Example]:
                 found.append(Example(page.name, fence_no, lang, "", "the fence is never closed"))
                 break
             # a block indented under a list item: drop the fence's indentation from each line
-            body = [ln[indent:] if not ln[:indent].strip() else ln.lstrip() for ln in lines[i + 2:end]]
+            body = [
+                ln[indent:] if not ln[:indent].strip() else ln.lstrip() for ln in lines[i + 2 : end]
+            ]
             if lang not in PYTHON + SHELL:
-                found.append(Example(page.name, fence_no, lang, "",
-                                     f"tagged block has language {lang!r}; tag only python or sh blocks"))
+                found.append(
+                    Example(
+                        page.name,
+                        fence_no,
+                        lang,
+                        "",
+                        f"tagged block has language {lang!r}; tag only python or sh blocks",
+                    )
+                )
             else:
-                found.append(Example(page.name, fence_no, lang, textwrap.dedent("\n".join(body)) + "\n"))
+                found.append(
+                    Example(page.name, fence_no, lang, textwrap.dedent("\n".join(body)) + "\n")
+                )
             i = end + 1
     return found
 
@@ -118,14 +136,26 @@ def _run_shell(ex: Example, cwd: Path) -> None:
     script = cwd / ".example.sh"
     # `chessrl` is this interpreter's module, whatever is (or is not) installed on PATH
     script.write_text(f'chessrl() {{ "{sys.executable}" -m chessrl "$@"; }}\n' + ex.code)
-    env = {**os.environ, "WANDB_MODE": "disabled", "TMPDIR": str(tmp),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-x", str(script)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    env = {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "TMPDIR": str(tmp),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    proc = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-x", str(script)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
     if proc.returncode != 0:
-        pytest.fail(f"docs/{ex.page}:{ex.line}: exit {proc.returncode}\n--- script\n{ex.code}"
-                    f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr (with -x trace)\n{proc.stderr[-4000:]}",
-                    pytrace=False)
+        pytest.fail(
+            f"docs/{ex.page}:{ex.line}: exit {proc.returncode}\n--- script\n{ex.code}"
+            f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr (with -x trace)\n{proc.stderr[-4000:]}",
+            pytrace=False,
+        )
 
 
 @pytest.mark.parametrize("ex", EXAMPLES, ids=[f"{e.page}:{e.line}" for e in EXAMPLES])
@@ -141,15 +171,47 @@ def test_doc_example(ex: Example, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_the_extractor_sees_tags_fences_and_mistakes(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
-    page.write_text("\n".join([
-        "intro", "<!-- test -->", "```python", "x = 1", "```",       # lines 2-5: tagged python
-        "```python", "untagged()", "```",                            # 6-8: not tagged, ignored
-        "<!-- test -->", "", "```sh", "echo no", "```",              # 9-13: blank line breaks the tag
-        "<!-- test -->", "```toml", "a = 1", "```",                  # 14-17: wrong language
-        "  <!-- test -->", "  ```sh", "  if true; then", "    echo hi", "  fi", "  ```",  # 18-23: in a list
-        "````markdown", "<!-- test -->", "```sh", "shown()", "```", "````",  # 24-29: a marker shown as text
-        "<!-- test -->", "```python", "if True:", "    y = 2", "```",  # 30-34: indentation kept
-    ]) + "\n")
+    page.write_text(
+        "\n".join(
+            [
+                "intro",
+                "<!-- test -->",
+                "```python",
+                "x = 1",
+                "```",  # lines 2-5: tagged python
+                "```python",
+                "untagged()",
+                "```",  # 6-8: not tagged, ignored
+                "<!-- test -->",
+                "",
+                "```sh",
+                "echo no",
+                "```",  # 9-13: blank line breaks the tag
+                "<!-- test -->",
+                "```toml",
+                "a = 1",
+                "```",  # 14-17: wrong language
+                "  <!-- test -->",
+                "  ```sh",
+                "  if true; then",
+                "    echo hi",
+                "  fi",
+                "  ```",  # 18-23: in a list
+                "````markdown",
+                "<!-- test -->",
+                "```sh",
+                "shown()",
+                "```",
+                "````",  # 24-29: a marker shown as text
+                "<!-- test -->",
+                "```python",
+                "if True:",
+                "    y = 2",
+                "```",  # 30-34: indentation kept
+            ]
+        )
+        + "\n"
+    )
     got = _examples(tmp_path)
     assert [(e.line, e.lang, e.code, bool(e.problem)) for e in got] == [
         (3, "python", "x = 1\n", False),

@@ -52,8 +52,12 @@ class Uniform(nn.Module):
 
 def masked_actor(n_actions: int, obs_key: str) -> ProbabilisticActor:
     net = TensorDictModule(Uniform(n_actions), in_keys=[obs_key], out_keys=["logits"])
-    return ProbabilisticActor(net, in_keys={"logits": "logits", "mask": "action_mask"},
-                              distribution_class=MaskedCategorical, return_log_prob=True)
+    return ProbabilisticActor(
+        net,
+        in_keys={"logits": "logits", "mask": "action_mask"},
+        distribution_class=MaskedCategorical,
+        return_log_prob=True,
+    )
 
 
 def tictactoe_after(tokens: np.ndarray, action: int) -> np.ndarray:
@@ -84,7 +88,9 @@ def check_transitions(batch, obs_key: str, game: str, max_plies: int | None) -> 
         for t in range(T):
             if game == "tictactoe" and not done[t]:
                 want = tictactoe_after(row[obs_key][t].numpy(), int(action[t]))
-                assert np.array_equal(nxt[obs_key][t].numpy(), want), f"board {b} t {t}: not the move played"
+                assert np.array_equal(nxt[obs_key][t].numpy(), want), (
+                    f"board {b} t {t}: not the move played"
+                )
             if "ply" in row.keys():
                 assert int(nxt["ply"][t]) == int(row["ply"][t]) + 1
                 if trunc[t]:
@@ -93,9 +99,13 @@ def check_transitions(batch, obs_key: str, game: str, max_plies: int | None) -> 
                 if done[t]:
                     resets += 1
                     if "ply" in row.keys():
-                        assert int(row["ply"][t + 1]) == 0, f"board {b} t {t + 1}: a reset that is not a new game"
+                        assert int(row["ply"][t + 1]) == 0, (
+                            f"board {b} t {t + 1}: a reset that is not a new game"
+                        )
                 else:
-                    assert torch.equal(row[obs_key][t + 1], nxt[obs_key][t]), f"board {b} jumped at t {t + 1}"
+                    assert torch.equal(row[obs_key][t + 1], nxt[obs_key][t]), (
+                        f"board {b} jumped at t {t + 1}"
+                    )
                     if "ply" in row.keys():
                         assert int(row["ply"][t + 1]) == int(nxt["ply"][t])
     return resets
@@ -123,13 +133,19 @@ def test_collector_over_board_game_env(game_name, with_policy):
 @pytest.mark.parametrize("game_name", ["tictactoe", "chess"])
 def test_collector_over_the_gymwrapper_recipe(game_name):
     gym_env = gymnasium.make(GYM_IDS[game_name], **GAMES[game_name])
-    env = TransformedEnv(GymWrapper(gym_env, categorical_action_encoding=True),
-                         Compose(DTypeCastTransform(torch.int8, torch.bool, in_keys=["action_mask"]), ActionMask()))
+    env = TransformedEnv(
+        GymWrapper(gym_env, categorical_action_encoding=True),
+        Compose(DTypeCastTransform(torch.int8, torch.bool, in_keys=["action_mask"]), ActionMask()),
+    )
     try:
         check_env_specs(env)
         env.rand_action(env.reset())  # the spec's mask is the position's legal moves
-        collector = Collector(env, masked_actor(gym_env.unwrapped.game.n_actions, "board"),
-                              frames_per_batch=30, total_frames=60)
+        collector = Collector(
+            env,
+            masked_actor(gym_env.unwrapped.game.n_actions, "board"),
+            frames_per_batch=30,
+            total_frames=60,
+        )
         resets = sum(check_transitions(batch, "board", game_name, None) for batch in collector)
         collector.shutdown()
         assert resets > 0
@@ -185,13 +201,19 @@ def registered_gym_ids() -> list[tuple[str, str]]:
     out = []
     for ep in importlib.metadata.entry_points(group="chessrl.gymnasium"):
         module = ep.value.split(":")[0]
-        game = next(n for n, r in pluginmanager.games().items()
-                    if pluginmanager.get_plugin_manager().get_plugin(r.plugin).__name__ == module)
+        game = next(
+            n
+            for n, r in pluginmanager.games().items()
+            if pluginmanager.get_plugin_manager().get_plugin(r.plugin).__name__ == module
+        )
         out.append((f"chessrl/{ep.name}", game))
     return out
 
 
-FAST = {"chess": {"depth": 1, "engines": 1, "selfplay_depth": 1}, "connect_four": {"solver_depth": 1, "opponent_depth": 1}}
+FAST = {
+    "chess": {"depth": 1, "engines": 1, "selfplay_depth": 1},
+    "connect_four": {"solver_depth": 1, "opponent_depth": 1},
+}
 
 
 def test_gymnasium_check_env_passes_for_every_registered_game_and_start_mode(tmp_path):
@@ -233,13 +255,28 @@ def test_gym_view_samples_legal_moves_and_an_illegal_action_loses_or_raises():
         gymnasium.make("chessrl/TicTacToe-v0", illegal_action="x")
 
 
-@pytest.mark.parametrize("env_id, options, message", [
-    ("chessrl/TicTacToe-v0", {"board": "XXX|OO.|..."}, r"tictactoe: reset\(options=.*already finished \(win\)"),
-    ("chessrl/TicTacToe-v0", {"moves": [0], "board": "X........"}, "exactly one of 'board' or 'moves'"),
-    ("chessrl/ConnectFour-v0", {"columns": "33"}, "take only 'moves'"),
-    ("chessrl/Chess-v0", {"fen": "7k/6Q1/6K1/8/8/8/8/8 b - - 0 1"}, "already over in this position"),
-    ("chessrl/Chess-v0", {"fen": "not a fen"}, "invalid FEN"),
-])
+@pytest.mark.parametrize(
+    "env_id, options, message",
+    [
+        (
+            "chessrl/TicTacToe-v0",
+            {"board": "XXX|OO.|..."},
+            r"tictactoe: reset\(options=.*already finished \(win\)",
+        ),
+        (
+            "chessrl/TicTacToe-v0",
+            {"moves": [0], "board": "X........"},
+            "exactly one of 'board' or 'moves'",
+        ),
+        ("chessrl/ConnectFour-v0", {"columns": "33"}, "take only 'moves'"),
+        (
+            "chessrl/Chess-v0",
+            {"fen": "7k/6Q1/6K1/8/8/8/8/8 b - - 0 1"},
+            "already over in this position",
+        ),
+        ("chessrl/Chess-v0", {"fen": "not a fen"}, "invalid FEN"),
+    ],
+)
 def test_a_bad_reset_request_is_one_line_naming_the_game(env_id, options, message):
     env = gymnasium.make(env_id, reward="none") if "Chess" in env_id else gymnasium.make(env_id)
     with pytest.raises(InvalidState, match=message) as info:

@@ -18,7 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_tictactoe_checkpoint_against_its_opponents_with_baselines(tiny_ttt_run, cli_in_process):
-    rc, stdout, stderr = cli_in_process("eval", str(tiny_ttt_run), "--games", "4", "--baselines", "--json")
+    rc, stdout, stderr = cli_in_process(
+        "eval", str(tiny_ttt_run), "--games", "4", "--baselines", "--json"
+    )
     assert rc == 0, stderr
     out = json.loads(stdout)
     assert out["game"] == "tictactoe" and out["name"] == "run step 2"
@@ -32,23 +34,36 @@ def test_tictactoe_checkpoint_against_its_opponents_with_baselines(tiny_ttt_run,
     # perfect play never loses
     assert all(row["wins"] == 0 for row in out["opponents"]["perfect"].values())
     # the same seed gives the same games
-    rc, again, _ = cli_in_process("eval", str(tiny_ttt_run), "--games", "4", "--baselines", "--json")
+    rc, again, _ = cli_in_process(
+        "eval", str(tiny_ttt_run), "--games", "4", "--baselines", "--json"
+    )
     assert rc == 0 and json.loads(again)["opponents"] == out["opponents"]
 
 
 def test_text_table_and_one_line_mistakes(tiny_ttt_run, cli_in_process):
-    rc, stdout, stderr = cli_in_process("eval", str(tiny_ttt_run), "--games", "2", "--opponent", "perfect")
+    rc, stdout, stderr = cli_in_process(
+        "eval", str(tiny_ttt_run), "--games", "2", "--opponent", "perfect"
+    )
     assert rc == 0, stderr
     lines = stdout.splitlines()
     assert lines[0].startswith("run step 2 (tictactoe): 2 games per opponent")
-    assert lines[1] == "vs perfect" and lines[2].startswith("player") and lines[3].startswith("checkpoint")
+    assert (
+        lines[1] == "vs perfect"
+        and lines[2].startswith("player")
+        and lines[3].startswith("checkpoint")
+    )
     assert "vs random" not in stdout and "inf" not in stdout
-    for args, says in ((["--skill", "3"], "--skill is a chess option of chessrl eval"),
-                       (["--opponent", "stockfish"], "has the evaluation opponents perfect, random"),
-                       (["--games", "0"], "--games 0"),
-                       (["--set", "env.nope=1"], "env.nope")):
+    for args, says in (
+        (["--skill", "3"], "--skill is a chess option of chessrl eval"),
+        (["--opponent", "stockfish"], "has the evaluation opponents perfect, random"),
+        (["--games", "0"], "--games 0"),
+        (["--set", "env.nope=1"], "env.nope"),
+    ):
         rc, stdout, stderr = cli_in_process("eval", str(tiny_ttt_run), *args)
-        assert rc == 2 and says in stderr and stderr.count("\n") == 1 and stdout == "", (args, stderr)
+        assert rc == 2 and says in stderr and stderr.count("\n") == 1 and stdout == "", (
+            args,
+            stderr,
+        )
 
 
 def test_nim_example_package_is_evaluated_by_the_core(tmp_path):
@@ -57,20 +72,48 @@ def test_nim_example_package_is_evaluated_by_the_core(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(REPO / "examples/games/chessrl_nim", src)
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-input",
-                    "--disable-pip-version-check", "-q", "--target", str(target), str(src)],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-input",
+            "--disable-pip-version-check",
+            "-q",
+            "--target",
+            str(target),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     (tmp_path / "nim.toml").write_text(
         'name = "nim"\nseed = 1\n[env]\nname = "nim"\n[policy]\nd_model = 16\nn_layers = 1\nn_heads = 2\n'
-        'd_ff = 32\n[rollout]\nroots = 2\ngroup_size = 2\nplies = 4\n[trainer]\nsteps = 1\n[logging]\n'
-        'wandb = "disabled"\nprogress = false\n')
+        "d_ff = 32\n[rollout]\nroots = 2\ngroup_size = 2\nplies = 4\n[trainer]\nsteps = 1\n[logging]\n"
+        'wandb = "disabled"\nprogress = false\n'
+    )
     env = {**os.environ, "PYTHONPATH": str(target), "WANDB_MODE": "disabled"}
     run = [sys.executable, "-m", "chessrl"]
-    res = subprocess.run(run + ["run", str(tmp_path / "nim.toml"), "--run-dir", str(tmp_path / "run"), "--no-progress"],
-                         capture_output=True, text=True, env=env, timeout=300)
+    res = subprocess.run(
+        run
+        + ["run", str(tmp_path / "nim.toml"), "--run-dir", str(tmp_path / "run"), "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
-    res = subprocess.run(run + ["eval", str(tmp_path / "run"), "--games", "4", "--json"],
-                         capture_output=True, text=True, env=env, timeout=300)
+    res = subprocess.run(
+        run + ["eval", str(tmp_path / "run"), "--games", "4", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["game"] == "nim" and set(out["opponents"]) == {"perfect", "random"}

@@ -38,7 +38,9 @@ from chessrl.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 STOCKFISH = "/usr/games/stockfish"
-needs_stockfish = pytest.mark.skipif(not os.access(STOCKFISH, os.X_OK), reason="needs Debian's stockfish")
+needs_stockfish = pytest.mark.skipif(
+    not os.access(STOCKFISH, os.X_OK), reason="needs Debian's stockfish"
+)
 quiet = dict(progress=False, echo=lambda line: None)
 
 
@@ -113,7 +115,9 @@ def _cmd(*args: str) -> list[str]:
 
 
 def _run(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(_cmd(*args), capture_output=True, text=True, env=_env(env), cwd=REPO, timeout=timeout)
+    return subprocess.run(
+        _cmd(*args), capture_output=True, text=True, env=_env(env), cwd=REPO, timeout=timeout
+    )
 
 
 def _one_error(res, code: int) -> str:
@@ -167,26 +171,39 @@ def _read_until(proc: subprocess.Popen, text: str, timeout: float = 120) -> None
 def _unshare_ok() -> bool:
     if not shutil.which("unshare"):
         return False
-    res = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True)
+    res = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True
+    )
     return res.returncode == 0
 
 
-needs_userns = pytest.mark.skipif(not _unshare_ok(), reason="needs unprivileged user namespaces (unshare)")
+needs_userns = pytest.mark.skipif(
+    not _unshare_ok(), reason="needs unprivileged user namespaces (unshare)"
+)
 
 
 def _in_namespace(script: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run a shell script as root of a new user and mount namespace: it may mount a tmpfs or a
     read-only bind mount that only it sees."""
-    return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "bash", "-c", script],
-                          capture_output=True, text=True, env=_env(), cwd=REPO, timeout=timeout)
+    return subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "bash", "-c", script],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=REPO,
+        timeout=timeout,
+    )
 
 
 # --- 2. divergence ---------------------------------------------------------------------------
 
+
 def test_non_finite_or_malformed_numbers_are_refused_in_the_config(tmp_path):
     cfg = _config(tmp_path, base=TINY_TTT.replace("lr = 1e-3", "lr = inf"))
     line = TINY_TTT.splitlines().index("lr = 1e-3") + 1
-    with pytest.raises(UserError, match=rf"c\.toml:{line}: 'trainer\.lr' = inf is not a finite number"):
+    with pytest.raises(
+        UserError, match=rf"c\.toml:{line}: 'trainer\.lr' = inf is not a finite number"
+    ):
         load_config(cfg)
     ok = _config(tmp_path, name="ok.toml")
     for item, message in [
@@ -201,33 +218,61 @@ def test_non_finite_or_malformed_numbers_are_refused_in_the_config(tmp_path):
             load_config(ok, [item])
         assert message in str(info.value) and "\n" not in str(info.value), item
     # 9. a --set mistake is blamed on the --set item, not on the file line of the key it overrides
-    with pytest.raises(UserError, match=r"^--set trainer\.lr=-1: 'trainer\.lr' = -1.0 is out of range"):
+    with pytest.raises(
+        UserError, match=r"^--set trainer\.lr=-1: 'trainer\.lr' = -1.0 is out of range"
+    ):
         load_config(ok, ["trainer.lr=-1"])
     res = _run("config", "show", str(ok), "--set", "trainer.betas=[2.0, 5.0]")
     assert "--set trainer.betas=[2.0, 5.0]:" in _one_error(res, 2)
 
 
 def test_diverging_run_skips_counts_stops_and_never_saves_a_broken_checkpoint(tmp_path):
-    cfg = _config(tmp_path, base=TINY_TTT.replace("[trainer]\n", "[trainer]\nmax_consecutive_skips = 3\n"))
+    cfg = _config(
+        tmp_path, base=TINY_TTT.replace("[trainer]\n", "[trainer]\nmax_consecutive_skips = 3\n")
+    )
     run_dir = tmp_path / "run"
-    res = _run("run", str(cfg), "--run-dir", str(run_dir), "--set", "trainer.lr=1e8", "--no-progress")
+    res = _run(
+        "run", str(cfg), "--run-dir", str(run_dir), "--set", "trainer.lr=1e8", "--no-progress"
+    )
     line = _one_error(res, 1)
-    assert "training diverged: 3 consecutive steps skipped" in line and f"--resume --run-dir {run_dir}" in line
+    assert (
+        "training diverged: 3 consecutive steps skipped" in line
+        and f"--resume --run-dir {run_dir}" in line
+    )
     rows = read_metrics(run_dir / "metrics.jsonl")
-    assert [r["train/skipped_steps"] for r in rows] == [0, 1, 2, 3]  # step 1's update made the logits NaN
+    assert [r["train/skipped_steps"] for r in rows] == [
+        0,
+        1,
+        2,
+        3,
+    ]  # step 1's update made the logits NaN
     log = (run_dir / "train.log").read_text()
     assert "step 2 skipped: non-finite logits" in log and "health warning [skipped_steps]" in log
     assert "training diverged" in log
     for path in (run_dir / "checkpoints").iterdir():  # every checkpoint holds a usable policy
         state = checkpoint.load(path)
         assert all(torch.isfinite(v).all() for v in state["policy"].values()), path
-    assert checkpoint.latest(run_dir / "checkpoints") is None  # steps 2 and 4 were not saved: their logits were NaN
+    assert (
+        checkpoint.latest(run_dir / "checkpoints") is None
+    )  # steps 2 and 4 were not saved: their logits were NaN
     # the cause fixed, the run continues from its last healthy state (initial.pt)
-    res = _run("run", str(cfg), "--run-dir", str(run_dir), "--resume", "--set", "trainer.lr=1e-3",
-               "--allow-change", "trainer.lr", "--no-progress")
+    res = _run(
+        "run",
+        str(cfg),
+        "--run-dir",
+        str(run_dir),
+        "--resume",
+        "--set",
+        "trainer.lr=1e-3",
+        "--allow-change",
+        "trainer.lr",
+        "--no-progress",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     rows = read_metrics(run_dir / "metrics.jsonl")
-    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6] and all(r["train/lr"] == 1e-3 for r in rows)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6] and all(
+        r["train/lr"] == 1e-3 for r in rows
+    )
     assert rows[-1]["train/skipped_steps"] == 0
 
 
@@ -242,8 +287,12 @@ class InfiniteLR(Regulariser):
 
     @hookimpl
     def chessrl_step_end(self, metrics, step):
-        self.states.append(({k: v.clone() for k, v in self.run.policy.state_dict().items()},
-                            self.run.optimizer.state_dict()["state"]))
+        self.states.append(
+            (
+                {k: v.clone() for k, v in self.run.policy.state_dict().items()},
+                self.run.optimizer.state_dict()["state"],
+            )
+        )
 
 
 class InfiniteLRModule:
@@ -253,7 +302,9 @@ class InfiniteLRModule:
         register("infinite_lr", InfiniteLR)
 
 
-def test_non_finite_parameters_are_rolled_back_with_the_optimiser_state(tiny_config, tmp_path, register_plugin):
+def test_non_finite_parameters_are_rolled_back_with_the_optimiser_state(
+    tiny_config, tmp_path, register_plugin
+):
     register_plugin(InfiniteLRModule, "infinite_lr_module")
     InfiniteLR.states = []
     cfg = load_config(tiny_config, ["plugins.infinite_lr={}", "trainer.max_consecutive_skips=3"])
@@ -261,27 +312,41 @@ def test_non_finite_parameters_are_rolled_back_with_the_optimiser_state(tiny_con
         train(cfg, tmp_path / "run", **quiet)
     initial = checkpoint.load(tmp_path / "run" / "checkpoints" / "initial.pt")["policy"]
     assert len(InfiniteLR.states) == 3
-    for policy, opt_state in InfiniteLR.states:  # after every step: the weights before it, no Adam moments
+    for (
+        policy,
+        opt_state,
+    ) in InfiniteLR.states:  # after every step: the weights before it, no Adam moments
         assert all(torch.equal(policy[k], initial[k]) for k in initial)
         assert opt_state == {}
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
-    assert [r["train/skipped_steps"] for r in rows] == [1, 2, 3] and all(r["train/ppo_epochs_run"] == 0 for r in rows)
+    assert [r["train/skipped_steps"] for r in rows] == [1, 2, 3] and all(
+        r["train/ppo_epochs_run"] == 0 for r in rows
+    )
     log = (tmp_path / "run" / "train.log").read_text()
     assert log.count("skipped: the optimiser step made parameters non-finite (undone)") == 3
 
 
 # --- 3. the run-directory lock and 7. SIGTERM ------------------------------------------------------
 
+
 def test_a_second_run_on_a_busy_directory_is_refused_and_sigterm_checkpoints(tmp_path, fault_env):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     cfg = _config(tmp_path, f'\n[plugins.fault]\nat_step = 3\naction = "wait"\npath = "{fifo}"\n')
     run_dir = tmp_path / "run"
-    first = subprocess.Popen(_cmd("run", str(cfg), "--run-dir", str(run_dir), "--no-progress"), env=_env(fault_env),
-                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        _cmd("run", str(cfg), "--run-dir", str(run_dir), "--no-progress"),
+        env=_env(fault_env),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     writer = _wait_for_reader(fifo, first)  # the first run is inside step 3 and holds the lock
     try:
-        second = _run("run", str(cfg), "--run-dir", str(run_dir), "--resume", "--no-progress", env=fault_env)
+        second = _run(
+            "run", str(cfg), "--run-dir", str(run_dir), "--resume", "--no-progress", env=fault_env
+        )
         line = _one_error(second, 2)
         assert f"is in use by another chessrl run (pid {first.pid}" in line
         first.send_signal(signal.SIGTERM)  # 7: like Ctrl-C: step 3 finishes and is saved
@@ -290,10 +355,15 @@ def test_a_second_run_on_a_busy_directory_is_refused_and_sigterm_checkpoints(tmp
         os.close(writer)
     _, err = first.communicate(timeout=300)
     assert first.returncode == 143, err[-3000:]
-    assert f"interrupted: checkpoint at step 3 in {run_dir / 'checkpoints'}; continue with --resume --run-dir {run_dir}" in err
+    assert (
+        f"interrupted: checkpoint at step 3 in {run_dir / 'checkpoints'}; continue with --resume --run-dir {run_dir}"
+        in err
+    )
     assert "Traceback" not in err
     assert _steps(run_dir) == [1, 2, 3] and checkpoint.load(run_dir)["step"] == 3
-    res = _run("run", str(cfg), "--run-dir", str(run_dir), "--resume", "--no-progress", env=fault_env)
+    res = _run(
+        "run", str(cfg), "--run-dir", str(run_dir), "--resume", "--no-progress", env=fault_env
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert _steps(run_dir) == [1, 2, 3, 4, 5, 6]
 
@@ -303,8 +373,14 @@ def test_a_second_sigterm_aborts_at_once(tmp_path, fault_env):
     os.mkfifo(fifo)
     cfg = _config(tmp_path, f'\n[plugins.fault]\nat_step = 3\naction = "wait"\npath = "{fifo}"\n')
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(_cmd("run", str(cfg), "--run-dir", str(run_dir), "--no-progress"), env=_env(fault_env),
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _cmd("run", str(cfg), "--run-dir", str(run_dir), "--no-progress"),
+        env=_env(fault_env),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     writer = _wait_for_reader(fifo, proc)
     try:
         proc.send_signal(signal.SIGTERM)
@@ -319,6 +395,7 @@ def test_a_second_sigterm_aborts_at_once(tmp_path, fault_env):
 
 # --- 4. resume with a changed config -------------------------------------------------------------
 
+
 def test_resume_refuses_a_changed_config_unless_a_safe_change_is_allowed(tiny_config, tmp_path):
     run_dir = tmp_path / "run"
     train(load_config(tiny_config, ["trainer.steps=2"]), run_dir, **quiet)
@@ -327,19 +404,32 @@ def test_resume_refuses_a_changed_config_unless_a_safe_change_is_allowed(tiny_co
     with pytest.raises(UserError) as info:
         train(changed, run_dir, resume=True, **quiet)
     msg = str(info.value)
-    assert "rollout.roots (4 -> 8)" in msg and "trainer.lr (0.001 -> 0.0003)" in msg and "trainer.steps (2 -> 4)" in msg
+    assert (
+        "rollout.roots (4 -> 8)" in msg
+        and "trainer.lr (0.001 -> 0.0003)" in msg
+        and "trainer.steps (2 -> 4)" in msg
+    )
     assert "--allow-change trainer.lr --allow-change trainer.steps" in msg
-    with pytest.raises(UserError, match="--allow-change rollout.roots: not a change a resumed run can take"):
+    with pytest.raises(
+        UserError, match="--allow-change rollout.roots: not a change a resumed run can take"
+    ):
         train(changed, run_dir, resume=True, allow_change=["rollout.roots"], **quiet)
     other_game = load_config(tiny_config, ["env.name=connect_four", "trainer.steps=2"])
-    with pytest.raises(UserError, match="holds a 'tictactoe' run and this config plays 'connect_four'"):
+    with pytest.raises(
+        UserError, match="holds a 'tictactoe' run and this config plays 'connect_four'"
+    ):
         train(other_game, run_dir, resume=True, **quiet)
     assert (run_dir / "metrics.jsonl").read_text() == before  # nothing was touched
 
     allowed = load_config(tiny_config, ["trainer.steps=4", "trainer.lr=3e-4"])
     train(allowed, run_dir, resume=True, allow_change=["trainer.steps", "trainer.lr"], **quiet)
     rows = read_metrics(run_dir / "metrics.jsonl")
-    assert [r["train/lr"] for r in rows] == [1e-3, 1e-3, 3e-4, 3e-4]  # applied to the optimiser, not only stored
+    assert [r["train/lr"] for r in rows] == [
+        1e-3,
+        1e-3,
+        3e-4,
+        3e-4,
+    ]  # applied to the optimiser, not only stored
     assert checkpoint.load(run_dir)["optimizer"]["param_groups"][0]["lr"] == 3e-4
     log = (run_dir / "train.log").read_text()
     assert "resume: trainer.lr changed from 0.001 to 0.0003 (--allow-change trainer.lr)" in log
@@ -348,34 +438,52 @@ def test_resume_refuses_a_changed_config_unless_a_safe_change_is_allowed(tiny_co
 
 # --- 5. resumes are exact for every opponent -------------------------------------------------------
 
-CONNECT_FOUR = TINY_TTT.replace('name = "tictactoe"', 'name = "connect_four"\nsolver_depth = 1\nopponent_depth = 1') \
-    .replace("plies = 9", "plies = 6")
+CONNECT_FOUR = TINY_TTT.replace(
+    'name = "tictactoe"', 'name = "connect_four"\nsolver_depth = 1\nopponent_depth = 1'
+).replace("plies = 9", "plies = 6")
 
 
-@pytest.mark.parametrize("base, opponents", [(TINY_TTT, ("perfect", "random")), (CONNECT_FOUR, ("solver", "random"))],
-                         ids=["tictactoe", "connect_four"])
-def test_interrupted_run_replays_an_uninterrupted_one_with_engine_opponents(tmp_path, base, opponents):
+@pytest.mark.parametrize(
+    "base, opponents",
+    [(TINY_TTT, ("perfect", "random")), (CONNECT_FOUR, ("solver", "random"))],
+    ids=["tictactoe", "connect_four"],
+)
+def test_interrupted_run_replays_an_uninterrupted_one_with_engine_opponents(
+    tmp_path, base, opponents
+):
     # the engine answers in the rollouts (its tie-breaks draw from the game's generator), teacher
     # forcing asks it too, and every second step evaluates against both evaluation opponents
-    over = ["rollout.opponent=engine", "rollout.teacher_forcing_prob=0.5", "trainer.eval_every=2",
-            "trainer.eval_games=6", "trainer.checkpoint_every=3", "trainer.steps=5"]
+    over = [
+        "rollout.opponent=engine",
+        "rollout.teacher_forcing_prob=0.5",
+        "trainer.eval_every=2",
+        "trainer.eval_games=6",
+        "trainer.checkpoint_every=3",
+        "trainer.steps=5",
+    ]
     cfg = load_config(_config(tmp_path, base=base), over)
     straight = train(cfg, tmp_path / "straight", **quiet)
     split = tmp_path / "split"
-    train(cfg, split, max_steps=2, **quiet)                 # steps 1-2 (the end of a call is checkpointed)
-    train(cfg, split, max_steps=2, resume=True, **quiet)    # steps 3-4, evaluating at 4
-    train(cfg, split, resume=True, **quiet)                 # step 5
+    train(cfg, split, max_steps=2, **quiet)  # steps 1-2 (the end of a call is checkpointed)
+    train(cfg, split, max_steps=2, resume=True, **quiet)  # steps 3-4, evaluating at 4
+    train(cfg, split, resume=True, **quiet)  # step 5
     rows = read_metrics(split / "metrics.jsonl")
     assert [r["step"] for r in rows] == [0, 1, 2, 3, 4, 5]
-    assert {f"eval/{o}/score" for o in opponents} <= set(rows[2]) and rows[1]["rollout/teacher_forced_frac"] > 0
+    assert {f"eval/{o}/score" for o in opponents} <= set(rows[2]) and rows[1][
+        "rollout/teacher_forced_frac"
+    ] > 0
     _same_numbers(straight, split)
 
 
 # --- 6. dead-end run directories -------------------------------------------------------------------
 
+
 def test_sigkill_before_the_first_step_checkpoint_resumes_from_initial(tmp_path, fault_env):
-    cfg = _config(tmp_path, "\n[plugins.fault]\nat_step = 2\n",
-                  base=TINY_TTT.replace("checkpoint_every = 2", "checkpoint_every = 100"))
+    cfg = _config(
+        tmp_path,
+        "\n[plugins.fault]\nat_step = 2\n",
+        base=TINY_TTT.replace("checkpoint_every = 2", "checkpoint_every = 100"),
+    )
     run_dir = tmp_path / "run"
     res = _run("run", str(cfg), "--run-dir", str(run_dir), "--no-progress", env=fault_env)
     assert res.returncode == -signal.SIGKILL
@@ -383,7 +491,9 @@ def test_sigkill_before_the_first_step_checkpoint_resumes_from_initial(tmp_path,
     assert (run_dir / ".lock").exists()  # the dead process's lock stays, unheld
     killed = read_metrics(run_dir / "metrics.jsonl")
     assert [r["step"] for r in killed] == [1]
-    res = _run("run", str(cfg), "--run-dir", str(run_dir), "--resume", "--no-progress", env=fault_env)
+    res = _run(
+        "run", str(cfg), "--run-dir", str(run_dir), "--resume", "--no-progress", env=fault_env
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "resumed from step 0 (checkpoints/initial.pt)" in (run_dir / "train.log").read_text()
     rows = read_metrics(run_dir / "metrics.jsonl")
@@ -395,7 +505,9 @@ def test_sigkill_before_the_first_step_checkpoint_resumes_from_initial(tmp_path,
 def test_max_steps_must_be_at_least_one(tiny_config, tmp_path, capsys):
     res = _run("run", str(tiny_config), "--run-dir", str(tmp_path / "run"), "--max-steps", "-5")
     assert "--max-steps -5: give the number of steps to run, at least 1" in _one_error(res, 2)
-    assert main(["run", str(tiny_config), "--run-dir", str(tmp_path / "run"), "--max-steps", "0"]) == 2
+    assert (
+        main(["run", str(tiny_config), "--run-dir", str(tmp_path / "run"), "--max-steps", "0"]) == 2
+    )
     assert "--max-steps 0: give the number of steps to run, at least 1" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
@@ -408,6 +520,7 @@ def test_a_run_dir_that_cannot_be_created_is_one_line(tiny_config, tmp_path, cap
 
 
 # --- 8. disks ----------------------------------------------------------------------------------------
+
 
 @needs_userns
 def test_a_full_disk_fails_in_one_line_leaves_no_temp_file_and_the_run_resumes(tmp_path):
@@ -427,15 +540,27 @@ def test_a_full_disk_fails_in_one_line_leaves_no_temp_file_and_the_run_resumes(t
     """)
     out, err = res.stdout, res.stderr
     assert res.returncode == 0 and "Traceback" not in err, err[-3000:]
-    assert [line for line in out.splitlines() if line.startswith("rc=")] == ["rc=1", "rc=1", "rc=0"], out + err
+    assert [line for line in out.splitlines() if line.startswith("rc=")] == [
+        "rc=1",
+        "rc=1",
+        "rc=0",
+    ], out + err
     errors = [line for line in err.splitlines() if line.startswith("chessrl: error:")]
     assert len(errors) == 2, err
     assert "No space left on device" in errors[0]
-    assert "cannot write the step-2 checkpoint" in errors[1] and "No space left on device" in errors[1]
+    assert (
+        "cannot write the step-2 checkpoint" in errors[1] and "No space left on device" in errors[1]
+    )
     assert ".tmp" not in out
     listings = out.split("rc=")
-    assert "initial.pt" not in listings[1] and "config.toml" in listings[1]  # a dead start: config only
-    assert listings[2].split()[:3] == ["1", "initial.pt", "run"]            # resumed from nothing; step 2 failed
+    assert (
+        "initial.pt" not in listings[1] and "config.toml" in listings[1]
+    )  # a dead start: config only
+    assert listings[2].split()[:3] == [
+        "1",
+        "initial.pt",
+        "run",
+    ]  # resumed from nothing; step 2 failed
     assert "step_0000006.pt" in listings[3]
     steps = [json.loads(line)["step"] for line in out.splitlines() if line.startswith("{")]
     assert steps == [1, 2, 3, 4, 5, 6]
@@ -531,12 +656,21 @@ def _engine(tmp_path: Path, marker: str = "") -> Path:
 def test_engine_faults_are_one_line_and_logged(tmp_path):
     cfg = _config(tmp_path, base=CHESS)
     # an engine path that is not an engine: refused before anything is written
-    res = _run("run", str(cfg), "--run-dir", str(tmp_path / "a"), "--set", "env.stockfish_path=/bin/true")
+    res = _run(
+        "run", str(cfg), "--run-dir", str(tmp_path / "a"), "--set", "env.stockfish_path=/bin/true"
+    )
     assert "'/bin/true' is not a UCI chess engine" in _one_error(res, 2)
     assert not (tmp_path / "a").exists()
     # an engine that dies at every search: past its retries, one line and train.log
     run_dir = tmp_path / "b"
-    res = _run("run", str(cfg), "--run-dir", str(run_dir), "--set", f"env.stockfish_path={_engine(tmp_path)}")
+    res = _run(
+        "run",
+        str(cfg),
+        "--run-dir",
+        str(run_dir),
+        "--set",
+        f"env.stockfish_path={_engine(tmp_path)}",
+    )
     line = _one_error(res, 1)
     assert "the game's engine failed" in line and "after 2 attempts" in line
     assert f"--resume --run-dir {run_dir}" in line
@@ -550,10 +684,13 @@ def test_an_engine_restart_is_counted_and_logged(tmp_path):
     run_dir = train(load_config(cfg, [f"env.stockfish_path={engine}"]), tmp_path / "run", **quiet)
     rows = read_metrics(run_dir / "metrics.jsonl")
     assert [r["rollout/engine_restarts"] for r in rows] == [1, 0]
-    assert "step 1: the game's engine was restarted 1 time(s)" in (run_dir / "train.log").read_text()
+    assert (
+        "step 1: the game's engine was restarted 1 time(s)" in (run_dir / "train.log").read_text()
+    )
 
 
 # --- 9. reports ----------------------------------------------------------------------------------------
+
 
 def test_report_names_the_command_and_the_garbage_line(tiny_config, tmp_path, capsys):
     from chessrl import report
@@ -562,7 +699,9 @@ def test_report_names_the_command_and_the_garbage_line(tiny_config, tmp_path, ca
         report.read_run_metrics(tmp_path / "nowhere")
     run_dir = train(load_config(tiny_config, ["trainer.steps=3"]), tmp_path / "run", **quiet)
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    (run_dir / "metrics.jsonl").write_text("\n".join([lines[0], "#garbage", *lines[1:], '{"step": 4, "tr']) + "\n")
+    (run_dir / "metrics.jsonl").write_text(
+        "\n".join([lines[0], "#garbage", *lines[1:], '{"step": 4, "tr']) + "\n"
+    )
     assert report.main([str(run_dir)]) == 0
     md = (run_dir / "report.md").read_text()
     assert "Line 2 of metrics.jsonl is not a metrics row (damaged mid-file)" in md
@@ -571,19 +710,46 @@ def test_report_names_the_command_and_the_garbage_line(tiny_config, tmp_path, ca
 
 # --- 10. a broken plugin ---------------------------------------------------------------------------------
 
+
 def test_a_plugin_that_fails_to_import_breaks_only_configs_that_use_it(tmp_path, tiny_config):
-    env = _dist(tmp_path / "site", "chessrl_broken_mod", "raise ImportError('needs libfoo 2')\n", "broken")
+    env = _dist(
+        tmp_path / "site", "chessrl_broken_mod", "raise ImportError('needs libfoo 2')\n", "broken"
+    )
     warning = "chessrl: warning: plugin 'broken' (chessrl-broken 0.1) failed to load: ImportError: needs libfoo 2"
-    res = _run("run", str(tiny_config), "--run-dir", str(tmp_path / "run"), "--max-steps", "1", "--no-progress", env=env)
+    res = _run(
+        "run",
+        str(tiny_config),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--max-steps",
+        "1",
+        "--no-progress",
+        env=env,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert [line for line in res.stderr.splitlines() if line.startswith("chessrl: warning:")] == [
-        warning + "; it is disabled ('chessrl plugins' lists it)"]
+        warning + "; it is disabled ('chessrl plugins' lists it)"
+    ]
     res = _run("plugins", "--json", env=env)
     rows = {r["name"]: r for r in json.loads(res.stdout)}
-    assert rows["broken"]["broken"] == "ImportError: needs libfoo 2" and rows["tictactoe"]["broken"] is None
-    res = _run("run", str(tiny_config), "--run-dir", str(tmp_path / "other"), "--set", "plugins.broken={}", env=env)
+    assert (
+        rows["broken"]["broken"] == "ImportError: needs libfoo 2"
+        and rows["tictactoe"]["broken"] is None
+    )
+    res = _run(
+        "run",
+        str(tiny_config),
+        "--run-dir",
+        str(tmp_path / "other"),
+        "--set",
+        "plugins.broken={}",
+        env=env,
+    )
     line = _one_error(res, 2)
-    assert "plugin 'broken' (chessrl-broken 0.1) is installed but failed to load: ImportError: needs libfoo 2" in line
+    assert (
+        "plugin 'broken' (chessrl-broken 0.1) is installed but failed to load: ImportError: needs libfoo 2"
+        in line
+    )
     assert pluginmanager.broken() == {}  # this process never saw the throwaway distribution
 
 
@@ -595,4 +761,6 @@ def test_the_reliability_table_names_tests_that_exist():
     assert len(named) >= 15
     for path, name in named:
         source = (REPO / (path or "tests/test_faults.py")).read_text()
-        assert f"def {name}(" in source, f"docs/reliability.md names {path or 'tests/test_faults.py'}::{name}"
+        assert f"def {name}(" in source, (
+            f"docs/reliability.md names {path or 'tests/test_faults.py'}::{name}"
+        )

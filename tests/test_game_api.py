@@ -34,8 +34,12 @@ def make(name: str, seed: int = 0) -> Game:
 
 
 def game_params():
-    return [pytest.param(n, marks=pytest.mark.skip(reason="slow: set CHESSRL_TEST_CHESS=1"))
-            if n in SLOW_GAMES else n for n in GAMES]
+    return [
+        pytest.param(n, marks=pytest.mark.skip(reason="slow: set CHESSRL_TEST_CHESS=1"))
+        if n in SLOW_GAMES
+        else n
+        for n in GAMES
+    ]
 
 
 def check_specs(env: BoardGameEnv) -> None:
@@ -81,8 +85,9 @@ def test_contract_random_playouts(name):
     n = 6
     states = game.initial_states(n, np.random.default_rng(1))
     again = game.initial_states(n, np.random.default_rng(1))
-    assert [game.state_to_str(s) for s in states] == [game.state_to_str(s) for s in again], \
+    assert [game.state_to_str(s) for s in states] == [game.state_to_str(s) for s in again], (
         "seeded starts differ"
+    )
     seen_terminal = False
     for ply in range(min(game.max_plies, 60)):
         obs = check_observation(game, states, n)
@@ -159,6 +164,7 @@ def test_env_declares_truncated():
 
 # --- the tutorial: a separately installed game package ------------------------------
 
+
 def check_gym_view(env_id: str, options: dict, bad_resets: list[tuple[dict, str]]) -> None:
     """What docs/envs.md promises a game author: the Gymnasium id registered from the package's
     own entry point, ``check_env`` passing, bad ``reset(options=...)`` requests one line each."""
@@ -186,10 +192,25 @@ def test_example_nim_package_installs_and_registers(tmp_path, monkeypatch):
     # Build from a copy: setuptools writes build/ and *.egg-info next to the sources.
     shutil.copytree(REPO / "examples/games/chessrl_nim", src)
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-                    "--no-input", "--disable-pip-version-check", "-q", "--target", str(target),
-                    str(src)],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-input",
+            "--disable-pip-version-check",
+            "-q",
+            "--target",
+            str(target),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     assert (target / "chessrl_nim").is_dir()
 
     monkeypatch.syspath_prepend(str(target))  # what site-packages would be for a normal install
@@ -217,11 +238,15 @@ def test_example_nim_package_installs_and_registers(tmp_path, monkeypatch):
         assert all(1 <= h <= m for s in drawn for h, m in zip(s.heaps, (3, 4, 5)))
         evals = random_starts.eval_states(5, np.random.default_rng(0))
         assert {s.heaps for s in evals} == {(3, 4, 5)}
-        check_gym_view("chessrl/Nim-v0", {"heaps": [2, 3], "start": "random"}, bad_resets=[
-            ({"heaps": [0, 0]}, r"already finished \(win\)"),
-            ({"heaps": [1, 2, 3]}, r"3 heaps, but this game has 2"),
-            ({"heap": [1, 2]}, r"nim reset options are 'heaps'"),
-        ])
+        check_gym_view(
+            "chessrl/Nim-v0",
+            {"heaps": [2, 3], "start": "random"},
+            bad_resets=[
+                ({"heaps": [0, 0]}, r"already finished \(win\)"),
+                ({"heaps": [1, 2, 3]}, r"3 heaps, but this game has 2"),
+                ({"heap": [1, 2]}, r"nim reset options are 'heaps'"),
+            ],
+        )
     finally:
         pluginmanager.reset_plugin_manager()
         sys.modules.pop("chessrl_nim", None)

@@ -23,8 +23,15 @@ def _policy(path):
 
 
 def test_short_tictactoe_run_clearly_improves_on_its_initial_policy(tmp_path):
-    cfg = load_config(REPO / "examples" / "tictactoe.toml",
-                      ["trainer.steps=100", "rollout.roots=256", "trainer.eval_every=0", "logging.progress=false"])
+    cfg = load_config(
+        REPO / "examples" / "tictactoe.toml",
+        [
+            "trainer.steps=100",
+            "rollout.roots=256",
+            "trainer.eval_every=0",
+            "logging.progress=false",
+        ],
+    )
     run_dir = train(cfg, tmp_path / "run", progress=False, echo=lambda s: None)
     game = make_game(cfg, 0)
     starts = game.eval_states(200, np.random.default_rng(0))
@@ -47,13 +54,32 @@ def test_learning_curve_benchmark_prints_every_evaluation(tmp_path):
     import sys
 
     out = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "learning_curve.py"), "--steps", "4", "--eval-every", "2",
-         "--eval-games", "8", "--set", "rollout.roots=8", "--out", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=300, cwd=REPO)
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "learning_curve.py"),
+            "--steps",
+            "4",
+            "--eval-every",
+            "2",
+            "--eval-games",
+            "8",
+            "--set",
+            "rollout.roots=8",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert [p["step"] for p in result["points"]] == [0, 2, 4]      # step 0: the initial policy
+    assert [p["step"] for p in result["points"]] == [0, 2, 4]  # step 0: the initial policy
     seconds = [p["seconds"] for p in result["points"]]
     assert seconds == sorted(seconds) and seconds[-1] > 0
     first = result["points"][0]["perfect"]
-    assert first["games"] == 8 and first["non_losing_lo"] <= first["non_losing"] <= first["non_losing_hi"]
+    assert (
+        first["games"] == 8
+        and first["non_losing_lo"] <= first["non_losing"] <= first["non_losing_hi"]
+    )

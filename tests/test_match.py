@@ -14,7 +14,11 @@ from chessrl.policy import Policy
 
 
 def rng_states():
-    return (torch.random.get_rng_state().clone(), np.random.get_state()[1].copy(), random.getstate())
+    return (
+        torch.random.get_rng_state().clone(),
+        np.random.get_state()[1].copy(),
+        random.getstate(),
+    )
 
 
 def same(a, b) -> bool:
@@ -24,8 +28,14 @@ def same(a, b) -> bool:
 def test_perfect_vs_perfect_draws_every_game_and_colours_alternate():
     game = TicTacToe()
     sides = []
-    res = play_match(game, game.engine_actions, game.engine_actions, games=6, seed=1,
-                     on_game=lambda i, s, score, reason: sides.append(i % 2))
+    res = play_match(
+        game,
+        game.engine_actions,
+        game.engine_actions,
+        games=6,
+        seed=1,
+        on_game=lambda i, s, score, reason: sides.append(i % 2),
+    )
     assert (res.wins, res.draws, res.losses) == (0, 6, 0)
     assert res.score == 0.5 and res.interval()[0] < 0.5 < res.interval()[1]
     assert sides == [0, 1, 0, 1, 0, 1]
@@ -51,7 +61,9 @@ def test_opponent_failure_is_an_error_naming_the_game_never_a_draw():
 
     with pytest.raises(MatchError) as info:
         play_match(game, game.engine_actions, broken, games=4, seed=0)
-    assert info.value.games == [3] and "game 4" in str(info.value) and "engine died" in str(info.value)
+    assert (
+        info.value.games == [3] and "game 4" in str(info.value) and "engine died" in str(info.value)
+    )
 
 
 def test_policy_module_greedy_and_sampled_leave_global_rngs_alone():
@@ -60,9 +72,16 @@ def test_policy_module_greedy_and_sampled_leave_global_rngs_alone():
         torch.manual_seed(0)
         policy = Policy(game.obs_vocab, game.obs_len, game.n_actions, 16, 1, 2, 32)
     before = rng_states()
-    a = play_match(game, policy, game.engine_actions, games=4, seed=5, greedy=False, temperature=1.0)
+    a = play_match(
+        game, policy, game.engine_actions, games=4, seed=5, greedy=False, temperature=1.0
+    )
     b = play_match(game, policy, game.engine_actions, games=4, seed=5, greedy=True)
     assert same(before, rng_states())
     assert a.games == b.games == 4
     m = a.metrics("eval/perfect")
-    assert set(m) >= {"eval/perfect/score", "eval/perfect/score_lo", "eval/perfect/score_hi", "eval/perfect/games"}
+    assert set(m) >= {
+        "eval/perfect/score",
+        "eval/perfect/score_lo",
+        "eval/perfect/score_hi",
+        "eval/perfect/games",
+    }

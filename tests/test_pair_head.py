@@ -31,8 +31,11 @@ def test_chess_structure_points_at_the_moving_piece_and_its_target_square():
     assert s.shape == (enc.N_ACTIONS, 3)
     for a, move in enumerate(enc.MOVES):
         assert (s[a, 0], s[a, 1]) == (move.from_square, move.to_square)
-        assert s[a, 2] == (0 if move.promotion is None else 1 + [chess.QUEEN, chess.ROOK, chess.BISHOP,
-                                                                   chess.KNIGHT].index(move.promotion))
+        assert s[a, 2] == (
+            0
+            if move.promotion is None
+            else 1 + [chess.QUEEN, chess.ROOK, chess.BISHOP, chess.KNIGHT].index(move.promotion)
+        )
     # in the observation (mirrored for black) a legal action's source token holds an own piece
     # and its target token holds no own piece, for both colours
     for board in _positions(200, seed=3):
@@ -46,9 +49,22 @@ def test_chess_structure_points_at_the_moving_piece_and_its_target_square():
 def test_pairs_policy_round_trips_through_its_sizes_and_state():
     torch.manual_seed(0)
     structure = torch.as_tensor(enc.ACTION_STRUCTURE)
-    p = Policy(enc.OBS_VOCAB, enc.OBS_LEN, enc.N_ACTIONS, 32, 1, 2, 64, head="pairs", pair_dim=16,
-               pair_kinds=5, structure=structure).eval()
-    tokens = torch.as_tensor(enc.encode([enc.board_features(b, False, 0) for b in _positions(8, seed=5)]))
+    p = Policy(
+        enc.OBS_VOCAB,
+        enc.OBS_LEN,
+        enc.N_ACTIONS,
+        32,
+        1,
+        2,
+        64,
+        head="pairs",
+        pair_dim=16,
+        pair_kinds=5,
+        structure=structure,
+    ).eval()
+    tokens = torch.as_tensor(
+        enc.encode([enc.board_features(b, False, 0) for b in _positions(8, seed=5)])
+    )
     q = Policy(**p.sizes).eval()  # what a checkpoint reader does: sizes, then the state
     q.load_state_dict(p.state_dict())
     assert torch.equal(q.pair_head.structure, structure)
@@ -78,6 +94,9 @@ def test_pairs_head_trains_with_the_first_ratio_exactly_one(tiny_config, tmp_pat
     run_dir = train(cfg, tmp_path / "run", progress=False, echo=lambda s: None)
     rows = read_metrics(run_dir / "metrics.jsonl")
     assert len(rows) == cfg.trainer.steps
-    assert all(r["train/ratio_first_epoch"] == 1.0 and r["train/ratio_first_epoch_maxdev"] == 0.0 for r in rows)
+    assert all(
+        r["train/ratio_first_epoch"] == 1.0 and r["train/ratio_first_epoch_maxdev"] == 0.0
+        for r in rows
+    )
     # the run learned something: its weights moved away from the initial ones
     assert any(r["train/grad_norm"] > 0 for r in rows if "train/grad_norm" in r)

@@ -20,8 +20,14 @@ PLAY = [sys.executable, "-m", "chessrl", "play"]
 
 
 def play(*args: str, stdin: str) -> subprocess.CompletedProcess:
-    return subprocess.run(PLAY + list(args), input=stdin, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "WANDB_MODE": "disabled"})
+    return subprocess.run(
+        PLAY + list(args),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
 
 
 def test_tictactoe_game_to_the_end_with_illegal_input_re_prompted(tiny_ttt_run):
@@ -38,16 +44,24 @@ def test_tictactoe_game_to_the_end_with_illegal_input_re_prompted(tiny_ttt_run):
     assert "legal moves: r0c0, r0c1, r0c2, r1c0, r1c1, r1c2, r2c0, r2c1, r2c2" in out
     # each refusal is one line, and the prompt follows it
     assert out.count("your move: ") >= len(illegal) + 3
-    for i, ln in enumerate(lines):  # input is not echoed: the refusal follows its prompt on the line
+    for i, ln in enumerate(
+        lines
+    ):  # input is not echoed: the refusal follows its prompt on the line
         if "illegal move" in ln:
-            assert ln.startswith("your move: illegal move: ") and lines[i + 1].startswith("your move: ")
+            assert ln.startswith("your move: illegal move: ") and lines[i + 1].startswith(
+                "your move: "
+            )
     assert "the policy plays r" in out
     assert lines[-1] in ("game over: you win", "game over: the policy wins", "game over: draw")
 
 
 def test_second_side_quit_and_a_bad_option_are_handled(tiny_ttt_run):
     res = play(str(tiny_ttt_run), "--side", "second", stdin="quit\n")
-    assert res.returncode == 0 and "the policy plays" in res.stdout and res.stdout.rstrip().endswith("game abandoned")
+    assert (
+        res.returncode == 0
+        and "the policy plays" in res.stdout
+        and res.stdout.rstrip().endswith("game abandoned")
+    )
     res = play(str(tiny_ttt_run), stdin="")
     assert res.returncode == 0 and res.stdout.rstrip().endswith("game abandoned (end of input)")
     res = play(str(tiny_ttt_run), "--set", "env.max_plies=99", stdin="")
@@ -60,8 +74,16 @@ def chess_checkpoint(path):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         policy = Policy(44, 71, 1968, 16, 1, 2, 32)
-    torch.save({"policy": policy.state_dict(), "game": "chess", "step": 3, "policy_sizes": dict(policy.sizes),
-                "config": {"env": {"name": "chess", "start": "random"}}}, path)
+    torch.save(
+        {
+            "policy": policy.state_dict(),
+            "game": "chess",
+            "step": 3,
+            "policy_sizes": dict(policy.sizes),
+            "config": {"env": {"name": "chess", "start": "random"}},
+        },
+        path,
+    )
     return path
 
 
@@ -70,24 +92,47 @@ def test_chess_in_uci_and_san_to_checkmate(tmp_path):
     ckpt = chess_checkpoint(tmp_path / "chess.pt")
     fen = tmp_path / "start.fen"
     fen.write_text("6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1\n")
-    res = play(str(ckpt), "--set", "env.start=file", "--set", f"env.start_file={fen}", "--set", "env.reward=none",
-               stdin="e2e5\nRa9\n0000\n?\nRa8\n")
+    res = play(
+        str(ckpt),
+        "--set",
+        "env.start=file",
+        "--set",
+        f"env.start_file={fen}",
+        "--set",
+        "env.reward=none",
+        stdin="e2e5\nRa9\n0000\n?\nRa8\n",
+    )
     assert res.returncode == 0, res.stderr
     out = res.stdout
     assert "8 . . . . . . k ." in out and "  a b c d e f g h" in out  # the board, then its FEN
-    assert out.count("illegal move: '") == 2 and "'e2e5' is not a legal move here (write it in UCI, e2e4, or SAN, e4)" in out
+    assert (
+        out.count("illegal move: '") == 2
+        and "'e2e5' is not a legal move here (write it in UCI, e2e4, or SAN, e4)" in out
+    )
     assert "illegal move: 0000 is not a move" in out
     board = chess.Board("6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1")
     legal = [ln for ln in out.splitlines() if "legal moves: " in ln][0].split("legal moves: ")[1]
     assert sorted(legal.split(", ")) == sorted(board.san(m) for m in board.legal_moves)
     assert out.rstrip().splitlines()[-1] == "game over: you win (checkmate)"
     # as Black from the standard start (--set checked): the policy's first move is a legal move in SAN
-    res = play(str(ckpt), "--side", "second", "--set", "env.start=standard", "--set", "env.reward=none",
-               stdin="e5\nquit\n")
-    policy_moves = [ln.split()[-1] for ln in res.stdout.splitlines() if ln.startswith("the policy plays")]
+    res = play(
+        str(ckpt),
+        "--side",
+        "second",
+        "--set",
+        "env.start=standard",
+        "--set",
+        "env.reward=none",
+        stdin="e5\nquit\n",
+    )
+    policy_moves = [
+        ln.split()[-1] for ln in res.stdout.splitlines() if ln.startswith("the policy plays")
+    ]
     board = chess.Board()
     board.push_san(policy_moves[0])
-    if board.is_legal(board.parse_uci("e7e5")):  # the person's SAN move was played, the policy answered
+    if board.is_legal(
+        board.parse_uci("e7e5")
+    ):  # the person's SAN move was played, the policy answered
         board.push_san("e5")
         board.push_san(policy_moves[1])
     assert res.returncode == 0 and res.stdout.rstrip().endswith("game abandoned")
@@ -98,8 +143,11 @@ def test_default_parse_action_reads_names_and_indices():
     state = game.play([0], np.array([4]))[0]
     assert game.parse_action(state, " R0C0 ") == 0 and game.parse_action(state, "8") == 8
     assert game.format_action(state, 8) == "r2c2"
-    for text, why in (("r1c1", "'r1c1' is not a legal move here"), ("4", "action 4 is not legal here"),
-                      ("-1", "'-1' is not a legal move here")):
+    for text, why in (
+        ("r1c1", "'r1c1' is not a legal move here"),
+        ("4", "action 4 is not legal here"),
+        ("-1", "'-1' is not a legal move here"),
+    ):
         with pytest.raises(ValueError, match=why):
             game.parse_action(state, text)
 
@@ -113,7 +161,9 @@ def test_chess_reads_uci_and_san_for_black_too():
     state = ChessState(board)
     a = game.parse_action(state, "e5")
     assert game.parse_action(state, " e7e5 ") == a and game.format_action(state, a) == "e5"
-    assert game.action_to_str(a) == "e2e4"  # the mirrored action vocabulary: black's e7e5 is action e2e4
+    assert (
+        game.action_to_str(a) == "e2e4"
+    )  # the mirrored action vocabulary: black's e7e5 is action e2e4
     with pytest.raises(ValueError, match="'e2e4' is not a legal move here"):
         game.parse_action(state, "e2e4")
     assert "  a b c d e f g h" in game.render(state) and game.render(state).endswith(board.fen())

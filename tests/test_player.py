@@ -15,8 +15,16 @@ def save(path, *, game="tictactoe", env=None, sizes=(3, 9, 9), step=5):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         policy = Policy(*sizes, 16, 1, 2, 32)
-    torch.save({"policy": policy.state_dict(), "game": game, "step": step, "policy_sizes": dict(policy.sizes),
-                "config": {"env": {"name": game, **(env or {})}}}, path)
+    torch.save(
+        {
+            "policy": policy.state_dict(),
+            "game": game,
+            "step": step,
+            "policy_sizes": dict(policy.sizes),
+            "config": {"env": {"name": game, **(env or {})}},
+        },
+        path,
+    )
     return policy
 
 
@@ -25,20 +33,24 @@ def test_a_checkpoint_outlives_a_removed_option_and_plays_like_its_policy(tmp_pa
     player = load_player(tmp_path / "p.pt", env={"random_plies": 1})
     assert player.name == "p step 5" and player.game.options.start == "mixed"
     assert player.game.options.random_plies == 1
-    states = [0, 3 ** 4]  # the empty board; X in the centre
+    states = [0, 3**4]  # the empty board; X in the centre
     greedy = player.mover()(states)
     with torch.no_grad():
         logits = policy(torch.as_tensor(player.game.observe(states).tokens))
     logits[1, 4] = -torch.inf
     assert greedy.tolist() == logits.argmax(-1).tolist()
-    sampled = [player.mover(greedy=False, temperature=2.0, seed=9)(states).tolist() for _ in range(2)]
+    sampled = [
+        player.mover(greedy=False, temperature=2.0, seed=9)(states).tolist() for _ in range(2)
+    ]
     assert sampled[0] == sampled[1]  # its own seeded generator
     assert np.all(player.game.observe(states).action_mask[[0, 1], sampled[0]])
 
 
 def test_mistakes_are_one_line(tmp_path):
     save(tmp_path / "c4.pt", sizes=(3, 9, 9), game="connect_four")
-    with pytest.raises(UserError, match="does not fit game 'connect_four'.*n_actions 9 \\(game: 7\\)"):
+    with pytest.raises(
+        UserError, match="does not fit game 'connect_four'.*n_actions 9 \\(game: 7\\)"
+    ):
         load_player(tmp_path / "c4.pt")
     save(tmp_path / "x.pt", game="no_such_game")
     with pytest.raises(UserError, match="game 'no_such_game', which is not installed"):

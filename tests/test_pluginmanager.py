@@ -9,9 +9,7 @@ from chessrl import hookimpl, pluginmanager
 from chessrl.errors import PluginError
 
 
-def _make_dist(
-    root, module_source: str, name: str = "throwaway", version: str = "9.8.7"
-):
+def _make_dist(root, module_source: str, name: str = "throwaway", version: str = "9.8.7"):
     """An installed distribution on a path entry: a module plus a dist-info with entry points."""
     (root / f"{name}_plugin.py").write_text(textwrap.dedent(module_source))
     info = root / f"chessrl_{name}-{version}.dist-info"
@@ -50,9 +48,7 @@ def test_throwaway_plugin_listed_through_entry_point(tmp_path, cli):
     assert rows["tictactoe"]["distribution"] == "chessrl"
     assert "tictactoe" in rows["tictactoe"]["games"]
     text = cli("plugins", env=env)
-    assert (
-        text.returncode == 0 and "throwaway" in text.stdout and "9.8.7" in text.stdout
-    )
+    assert text.returncode == 0 and "throwaway" in text.stdout and "9.8.7" in text.stdout
 
 
 def test_unknown_hook_is_one_clear_line(tmp_path, cli):
@@ -70,10 +66,7 @@ def test_unknown_hook_is_one_clear_line(tmp_path, cli):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in res.stderr
-    assert (
-        "plugin 'throwaway' implements unknown hook 'chessrl_register_gmaes'"
-        in lines[0]
-    )
+    assert "plugin 'throwaway' implements unknown hook 'chessrl_register_gmaes'" in lines[0]
 
 
 def test_exception_in_plugin_names_the_plugin(tmp_path, cli):
@@ -90,8 +83,7 @@ def test_exception_in_plugin_names_the_plugin(tmp_path, cli):
     res = cli("plugins", env=env)
     assert res.returncode == 1
     assert (
-        "plugin 'throwaway' failed in hook chessrl_register_games: RuntimeError: boom"
-        in res.stderr
+        "plugin 'throwaway' failed in hook chessrl_register_games: RuntimeError: boom" in res.stderr
     )
     assert "Traceback" not in res.stderr
 
@@ -136,9 +128,7 @@ def test_registry_forgets_fixture_plugin():
     assert "tmp_reg" not in pluginmanager.regularisers()
 
 
-@pytest.mark.parametrize(
-    "switch", [["--traceback"], [], "env"], ids=["flag", "none", "env"]
-)
+@pytest.mark.parametrize("switch", [["--traceback"], [], "env"], ids=["flag", "none", "env"])
 def test_a_plugins_traceback_is_shown_on_request(tmp_path, cli, switch):
     env = _make_dist(
         tmp_path,
@@ -199,9 +189,7 @@ def test_run_hooks_are_called_in_config_order_through_pluggy():
     the call order (the side effects) and the results are the config order."""
     _Reports.calls = []
     pm = pluginmanager.new_plugin_manager()
-    pluginmanager.register_in_call_order(
-        pm, [(n, _Reports(n)) for n in ("a", "b", "c")]
-    )
+    pluginmanager.register_in_call_order(pm, [(n, _Reports(n)) for n in ("a", "b", "c")])
     assert pluginmanager.call_hook(pm, "chessrl_step_end", metrics={}, step=1) == [
         ("a", "a"),
         ("b", "b"),
@@ -255,13 +243,10 @@ def test_an_exception_in_a_hookwrapper_names_the_wrapper():
             raise RuntimeError("after the call")
 
     pm = pluginmanager.new_plugin_manager()
-    pluginmanager.register_in_call_order(
-        pm, [("a", _Reports("a")), ("wrap", Wrapper())]
-    )
+    pluginmanager.register_in_call_order(pm, [("a", _Reports("a")), ("wrap", Wrapper())])
     with pytest.raises(
         PluginError,
-        match="plugin 'wrap' failed in hook chessrl_step_end: "
-        "RuntimeError: after the call",
+        match="plugin 'wrap' failed in hook chessrl_step_end: RuntimeError: after the call",
     ):
         pluginmanager.call_hook(pm, "chessrl_step_end", metrics={}, step=1)
 
@@ -283,9 +268,7 @@ def test_a_user_error_in_a_plugin_passes_unchanged():
 def test_tracing_is_pluggys_call_monitoring():
     lines = []
     pm = pluginmanager.new_plugin_manager()
-    pluginmanager.register_in_call_order(
-        pm, [("a", _Reports("a")), ("b", _Reports("b"))]
-    )
+    pluginmanager.register_in_call_order(pm, [("a", _Reports("a")), ("b", _Reports("b"))])
     undo = pluginmanager.trace_hook_calls(pm, lines.append)
     pluginmanager.call_hook(pm, "chessrl_step_end", metrics={}, step=1)
     undo()

@@ -54,8 +54,11 @@ min_distinct = 0.5
 
 
 def rng_states():
-    return (torch.random.get_rng_state().clone(), np.random.get_state()[1].copy(),
-            random.getstate())
+    return (
+        torch.random.get_rng_state().clone(),
+        np.random.get_state()[1].copy(),
+        random.getstate(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -129,9 +132,17 @@ def test_cli_pretrain_uses_cache_and_label_checks_fail_clearly(first_run):
     assert rc == 2 and "label checks failed" in err.getvalue() and "min_distinct" in err.getvalue()
     quiet = contextlib.redirect_stderr(io.StringIO())
     with quiet, contextlib.redirect_stdout(io.StringIO()) as stdout:
-        rc = main(["pretrain", str(path), "--set", "train.epochs=1",
-                   "--set", f"output='{out}/again.pt'",
-                   "--no-progress"])
+        rc = main(
+            [
+                "pretrain",
+                str(path),
+                "--set",
+                "train.epochs=1",
+                "--set",
+                f"output='{out}/again.pt'",
+                "--no-progress",
+            ]
+        )
     assert rc == 0
     assert "2 shards from the cache, 0 generated, 0 engine searches" in stdout.getvalue()
     assert (out / "again.pt").exists() and (out / "again.json").exists()
@@ -161,19 +172,20 @@ def test_every_pretrain_key_is_documented():
     from chessrl.schema import describe
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "pretraining.md").read_text()
-    keys = [r["key"] for r in describe(PretrainConfig)
-            if not r["key"].startswith(("policy.", "env"))]
+    keys = [
+        r["key"] for r in describe(PretrainConfig) if not r["key"].startswith(("policy.", "env"))
+    ]
     assert not [k for k in keys if f"`{k}`" not in text]
 
 
 def test_config_mistakes_are_one_line_like_a_training_config(tmp_path, cli_in_process):
     """The same loader as `chessrl run`: file and line, or the --set item; exit code 2."""
     path = tmp_path / "p.toml"
-    path.write_text('seed = 0\n[labels]\ndepth = 3\nmulti_pv = 3\n')
+    path.write_text("seed = 0\n[labels]\ndepth = 3\nmulti_pv = 3\n")
     rc, _, err = cli_in_process("pretrain", str(path), "--no-progress")
     assert rc == 2 and f"{path}:4: unknown key 'labels.multi_pv'" in err, err
     assert "did you mean 'multipv'" in err and len(err.strip().splitlines()) == 1
-    path.write_text('seed = 0\n')
+    path.write_text("seed = 0\n")
     rc, _, err = cli_in_process("pretrain", str(path), "--set", "train.epochs=0")
     assert rc == 2 and "--set train.epochs=0: 'train.epochs' = 0" in err, err
     path.write_text('seed = 0\n[env]\nname = "tictactoe"\n')

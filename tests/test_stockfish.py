@@ -23,13 +23,15 @@ from chessrl.envs.chess.stockfish import (
 from chessrl.errors import UserError
 
 STOCKFISH = "/usr/games/stockfish"
-pytestmark = pytest.mark.skipif(not os.access(STOCKFISH, os.X_OK), reason="needs Debian's stockfish")
+pytestmark = pytest.mark.skipif(
+    not os.access(STOCKFISH, os.X_OK), reason="needs Debian's stockfish"
+)
 
 POSITIONS = [
     chess.STARTING_FEN,
     "r1bqkbnr/pppp1ppp/2n5/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R w KQkq - 2 3",
-    "8/8/4k3/8/2Q5/4K3/8/8 b - - 0 1",          # black is lost
-    "6k1/5ppp/8/8/8/8/8/R5K1 w - - 0 1",        # white mates in one
+    "8/8/4k3/8/2Q5/4K3/8/8 b - - 0 1",  # black is lost
+    "6k1/5ppp/8/8/8/8/8/R5K1 w - - 0 1",  # white mates in one
     "rnbqkb1r/pppp1ppp/5n2/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R b KQkq - 3 3",
 ]
 
@@ -49,8 +51,11 @@ def wait_dead(pids: list[int], seconds: float = 5.0) -> list[int]:
 
 
 def test_missing_binary_is_a_user_error():
-    with pytest.raises(UserError, match=r"stockfish not found at /nope/stockfish; install Debian's `stockfish` "
-                                        r"package or set `\[env\] stockfish_path`"):
+    with pytest.raises(
+        UserError,
+        match=r"stockfish not found at /nope/stockfish; install Debian's `stockfish` "
+        r"package or set `\[env\] stockfish_path`",
+    ):
         ChessGame(stockfish_path="/nope/stockfish")
 
 
@@ -59,11 +64,15 @@ def test_value_mapping_prefers_shorter_mates_and_keeps_mates_above_every_cp_scor
     v = score_to_value(chess.engine.Cp(300), 271.6)
     assert 0.4 < v < 0.5 and score_to_value(chess.engine.Cp(-300), 271.6) == pytest.approx(-v)
     mates = [score_to_value(chess.engine.Mate(n), 271.6) for n in range(1, 30)]
-    assert all(a > b for a, b in zip(mates, mates[1:]))          # a mate in 1 beats a mate in 2 ...
+    assert all(a > b for a, b in zip(mates, mates[1:]))  # a mate in 1 beats a mate in 2 ...
     best_cp = score_to_value(chess.engine.Cp(100_000), 271.6)
-    assert min(mates) > best_cp and mates[0] < 1.0                # ... and every mate beats any cp score
-    assert [score_to_value(chess.engine.Mate(-n), 271.6) for n in range(1, 30)] == [-m for m in mates]
-    assert score_to_value(chess.engine.Mate(0), 271.6) == -1.0      # mated on the board: the game result
+    assert min(mates) > best_cp and mates[0] < 1.0  # ... and every mate beats any cp score
+    assert [score_to_value(chess.engine.Mate(-n), 271.6) for n in range(1, 30)] == [
+        -m for m in mates
+    ]
+    assert (
+        score_to_value(chess.engine.Mate(0), 271.6) == -1.0
+    )  # mated on the board: the game result
 
 
 def test_values_are_deterministic_across_engines_and_calls_and_close_ends_processes():
@@ -158,7 +167,9 @@ raise RuntimeError("the training loop crashed")
 
 
 def test_a_crashing_process_leaves_no_stockfish_behind():
-    proc = subprocess.run([sys.executable, "-c", CRASHING_RUN], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASHING_RUN], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode != 0 and "the training loop crashed" in proc.stderr
     pids = [int(p) for p in proc.stdout.split()]
     assert len(pids) == 2

@@ -22,18 +22,23 @@ def game() -> TicTacToe:
 def test_solves_all_reachable_positions():
     t = tables()
     assert int(t.reachable.sum()) == 5478
-    assert int((t.reason == 1).sum()) == 942 and int((t.reason == 2).sum()) == 16  # the 958 known end positions
+    assert (
+        int((t.reason == 1).sum()) == 942 and int((t.reason == 2).sum()) == 16
+    )  # the 958 known end positions
 
 
-@pytest.mark.parametrize("board, value", [
-    ("...|...|...", 0.0),        # perfect play draws
-    ("XX.|OO.|...", 1.0),        # X to move completes the top row
-    ("XX.|OO.|X..", 1.0),        # O to move completes the middle row
-    ("X..|.O.|..X", 0.0),        # O must take an edge, then it is a draw
-    ("X..|...|..O", 1.0),        # X wins by force (corner, opposite corner reply)
-    ("XXX|OO.|...", -1.0),       # X just won: O to move has lost
-    ("XOX|XOO|OXX", 0.0),        # full board, no line: draw
-])
+@pytest.mark.parametrize(
+    "board, value",
+    [
+        ("...|...|...", 0.0),  # perfect play draws
+        ("XX.|OO.|...", 1.0),  # X to move completes the top row
+        ("XX.|OO.|X..", 1.0),  # O to move completes the middle row
+        ("X..|.O.|..X", 0.0),  # O must take an edge, then it is a draw
+        ("X..|...|..O", 1.0),  # X wins by force (corner, opposite corner reply)
+        ("XXX|OO.|...", -1.0),  # X just won: O to move has lost
+        ("XOX|XOO|OXX", 0.0),  # full board, no line: draw
+    ],
+)
 def test_known_values(game, board, value):
     assert game.values([parse_board(board)])[0] == value
 
@@ -49,7 +54,9 @@ def test_tokens_are_from_the_side_to_move(game):
     # After X plays the centre, O is to move: the centre is the opponent's (2) for O.
     s = game.play([0], np.array([4]))[0]
     obs = game.observe([s])
-    assert obs.to_play[0] == 1 and obs.tokens[0, 4] == 2 and (np.delete(obs.tokens[0], 4) == 0).all()
+    assert (
+        obs.to_play[0] == 1 and obs.tokens[0, 4] == 2 and (np.delete(obs.tokens[0], 4) == 0).all()
+    )
     s = game.play([s], np.array([0]))[0]
     obs = game.observe([s])
     assert obs.to_play[0] == 0 and obs.tokens[0, 4] == 1 and obs.tokens[0, 0] == 2
@@ -73,7 +80,9 @@ def test_perfect_never_loses_to_random():
         perfect_side = game_no % 2
         state = 0
         while not g.observe([state]).terminated[0]:
-            mover = opp["perfect"] if g.observe([state]).to_play[0] == perfect_side else opp["random"]
+            mover = (
+                opp["perfect"] if g.observe([state]).to_play[0] == perfect_side else opp["random"]
+            )
             state = g.play([state], mover([state]))[0]
         # The side to move at the end lost (or drew): the perfect side must not be it after a win.
         if g.observe([state]).reason[0] == "win":
@@ -113,7 +122,9 @@ def test_gym_episode_and_reset_options():
     obs, info = env.reset(seed=0, options={"board": "XX.|OO.|..."})
     assert info["to_play"] == 0 and obs["action_mask"].sum() == 5
     obs, reward, terminated, truncated, info = env.step(2)
-    assert terminated and not truncated and info["reason"] == "win" and reward == 0.0  # value was already +1
+    assert (
+        terminated and not truncated and info["reason"] == "win" and reward == 0.0
+    )  # value was already +1
     env.reset(options={"moves": [4, 0]})
     assert env.render() == "O..|.X.|... (X to move)"
     with pytest.raises(ValueError):
@@ -123,7 +134,9 @@ def test_gym_episode_and_reset_options():
 
 
 def test_board_env_group_members_start_identical():
-    env = BoardGameEnv(TicTacToe(TicTacToeOptions(start="random", random_plies=3)), batch_size=(4, 3), seed=1)
+    env = BoardGameEnv(
+        TicTacToe(TicTacToeOptions(start="random", random_plies=3)), batch_size=(4, 3), seed=1
+    )
     td = env.reset()
     obs = td["observation"]
     assert (obs == obs[:, :1]).all() and not (obs == obs[:1]).all()

@@ -26,7 +26,10 @@ def test_run_writes_metrics_config_and_checkpoints(tiny_config, tmp_path):
     run_dir = train(load_config(tiny_config), tmp_path / "run", progress=False, echo=lambda s: None)
     rows = read_metrics(run_dir / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
-    assert all(r["train/ratio_first_epoch"] == 1.0 and r["train/ratio_first_epoch_maxdev"] == 0.0 for r in rows)
+    assert all(
+        r["train/ratio_first_epoch"] == 1.0 and r["train/ratio_first_epoch_maxdev"] == 0.0
+        for r in rows
+    )
     assert all(r["rollout/logprob_drift"] == 0.0 for r in rows)
     assert all(r["train/ppo_epochs_run"] == 1 for r in rows)
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
@@ -38,17 +41,35 @@ def test_run_writes_metrics_config_and_checkpoints(tiny_config, tmp_path):
 
 def test_initial_policy_is_evaluated_at_step_0_and_not_again_on_resume(tiny_config, tmp_path):
     over = ["trainer.steps=2", "trainer.eval_every=2", "trainer.eval_games=4"]
-    run_dir = train(load_config(tiny_config, over), tmp_path / "run", progress=False, echo=lambda s: None)
+    run_dir = train(
+        load_config(tiny_config, over), tmp_path / "run", progress=False, echo=lambda s: None
+    )
     rows = read_metrics(run_dir / "metrics.jsonl")
     assert [r["step"] for r in rows] == [0, 1, 2]
     keys = set(rows[0]) - {"step", "time/eval"}
-    assert keys and all(k.startswith("eval/") for k in keys)  # step 0: the initial policy's evaluation only
-    assert rows[0]["eval/perfect/games"] == 4 and "eval/perfect/score" in rows[2] and "eval/perfect/score" not in rows[1]
-    train(load_config(tiny_config, [*over[1:], "trainer.steps=4"]), run_dir, resume=True, progress=False,
-          echo=lambda s: None, allow_change=["trainer.steps"])
+    assert keys and all(
+        k.startswith("eval/") for k in keys
+    )  # step 0: the initial policy's evaluation only
+    assert (
+        rows[0]["eval/perfect/games"] == 4
+        and "eval/perfect/score" in rows[2]
+        and "eval/perfect/score" not in rows[1]
+    )
+    train(
+        load_config(tiny_config, [*over[1:], "trainer.steps=4"]),
+        run_dir,
+        resume=True,
+        progress=False,
+        echo=lambda s: None,
+        allow_change=["trainer.steps"],
+    )
     assert _steps(run_dir) == [0, 1, 2, 3, 4]
-    off = train(load_config(tiny_config, [*over, "trainer.eval_initial=false"]), tmp_path / "off", progress=False,
-                echo=lambda s: None)
+    off = train(
+        load_config(tiny_config, [*over, "trainer.eval_initial=false"]),
+        tmp_path / "off",
+        progress=False,
+        echo=lambda s: None,
+    )
     assert _steps(off) == [1, 2]
 
 
@@ -77,9 +98,13 @@ def test_resume_is_exact(tiny_config, tmp_path):
 
 def test_existing_run_dir_needs_resume(tiny_config, tmp_path, cli):
     run_dir = tmp_path / "run"
-    res = cli("run", str(tiny_config), "--run-dir", str(run_dir), "--max-steps", "1", "--no-progress")
+    res = cli(
+        "run", str(tiny_config), "--run-dir", str(run_dir), "--max-steps", "1", "--no-progress"
+    )
     assert res.returncode == 0, res.stderr
-    res = cli("run", str(tiny_config), "--run-dir", str(run_dir), "--max-steps", "1", "--no-progress")
+    res = cli(
+        "run", str(tiny_config), "--run-dir", str(run_dir), "--max-steps", "1", "--no-progress"
+    )
     assert res.returncode == 2 and "pass --resume" in res.stderr
     assert _steps(run_dir) == [1]
 
@@ -111,6 +136,7 @@ def test_non_finite_loss_skips_the_step(tiny_config, tmp_path, register_plugin):
     del fresh
     from chessrl.policy import build_policy
     from chessrl.trainer import make_game
+
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         init = build_policy(cfg.policy, make_game(cfg, 0))
@@ -120,13 +146,32 @@ def test_non_finite_loss_skips_the_step(tiny_config, tmp_path, register_plugin):
 
 def test_ctrl_c_saves_checkpoint_and_resume_continues(tiny_config, tmp_path):
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "chessrl", "run", str(tiny_config), "--run-dir", str(run_dir),
-                             "--set", "trainer.steps=100000", "--set", "trainer.checkpoint_every=100000", "--no-progress"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chessrl",
+            "run",
+            str(tiny_config),
+            "--run-dir",
+            str(run_dir),
+            "--set",
+            "trainer.steps=100000",
+            "--set",
+            "trainer.checkpoint_every=100000",
+            "--no-progress",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics = run_dir / "metrics.jsonl"
     deadline = time.monotonic() + 120
     while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
+        assert proc.poll() is None and time.monotonic() < deadline, (
+            proc.stderr.read() if proc.poll() is not None else "timeout"
+        )
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -137,19 +182,44 @@ def test_ctrl_c_saves_checkpoint_and_resume_continues(tiny_config, tmp_path):
     last = int(m.group(1))
     assert _steps(run_dir) == list(range(1, last + 1))
     assert (run_dir / "checkpoints" / f"step_{last:07d}.pt").exists()
-    cfg = load_config(tiny_config, ["trainer.steps=%d" % (last + 2), "trainer.checkpoint_every=100000"])
-    train(cfg, run_dir, resume=True, progress=False, echo=lambda s: None, allow_change=["trainer.steps"])
+    cfg = load_config(
+        tiny_config, ["trainer.steps=%d" % (last + 2), "trainer.checkpoint_every=100000"]
+    )
+    train(
+        cfg,
+        run_dir,
+        resume=True,
+        progress=False,
+        echo=lambda s: None,
+        allow_change=["trainer.steps"],
+    )
     assert _steps(run_dir) == list(range(1, last + 3))
 
 
 def test_metric_keys_are_documented(tiny_config, tmp_path):
     doc = (REPO / "docs" / "metrics.md").read_text()
     documented = set(re.findall(r"`([a-z_]+/[^`]+)`", doc))
-    patterns = [re.compile("^" + re.escape(d).replace(re.escape("<term>"), "[a-z0-9_]+")
-                           .replace(re.escape("<name>"), "[a-z0-9_]+").replace(re.escape("<opponent>"), "[a-z0-9_]+")
-                           .replace(re.escape("<key>"), "[a-z0-9_]+") + "$") for d in documented]
-    cfg = load_config(tiny_config, ["plugins.entropy_bonus.coef=0.01", "trainer.steps=2", "trainer.eval_every=2",
-                                    "trainer.eval_games=4"])
+    patterns = [
+        re.compile(
+            "^"
+            + re.escape(d)
+            .replace(re.escape("<term>"), "[a-z0-9_]+")
+            .replace(re.escape("<name>"), "[a-z0-9_]+")
+            .replace(re.escape("<opponent>"), "[a-z0-9_]+")
+            .replace(re.escape("<key>"), "[a-z0-9_]+")
+            + "$"
+        )
+        for d in documented
+    ]
+    cfg = load_config(
+        tiny_config,
+        [
+            "plugins.entropy_bonus.coef=0.01",
+            "trainer.steps=2",
+            "trainer.eval_every=2",
+            "trainer.eval_games=4",
+        ],
+    )
     run_dir = train(cfg, tmp_path / "run", progress=False, echo=lambda s: None)
     keys = {k for r in read_metrics(run_dir / "metrics.jsonl") for k in r if k != "step"}
     undocumented = sorted(k for k in keys if not any(p.match(k) for p in patterns))

@@ -24,8 +24,16 @@ def chess_checkpoint(path):
         torch.manual_seed(0)
         policy = Policy(44, 71, 1968, 16, 1, 2, 32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"policy": policy.state_dict(), "game": "chess", "step": 7, "policy_sizes": dict(policy.sizes),
-                "config": {"env": {"name": "chess", "depth": 2, "start": "random"}}}, path)
+    torch.save(
+        {
+            "policy": policy.state_dict(),
+            "game": "chess",
+            "step": 7,
+            "policy_sizes": dict(policy.sizes),
+            "config": {"env": {"name": "chess", "depth": 2, "start": "random"}},
+        },
+        path,
+    )
     return path
 
 
@@ -40,8 +48,11 @@ def test_a_full_game_against_stockfish_through_python_chess(tmp_path):
         # with the greedy policy the game is the same on every run
         board = chess.Board()
         while not board.is_game_over(claim_draw=True):
-            engine, limit = (policy, chess.engine.Limit(time=0.1)) if board.turn == chess.WHITE else \
-                (fish, chess.engine.Limit(depth=1))
+            engine, limit = (
+                (policy, chess.engine.Limit(time=0.1))
+                if board.turn == chess.WHITE
+                else (fish, chess.engine.Limit(depth=1))
+            )
             result = engine.play(board, limit)
             assert result.move in board.legal_moves, (result.move, board.fen())
             board.push(result.move)
@@ -62,8 +73,12 @@ def test_sampled_moves_follow_the_seed_and_greedy_ones_do_not_vary(tmp_path):
         greedy = {engine.play(board, chess.engine.Limit(depth=5), game=k).move for k in range(3)}
         assert len(greedy) == 1
         engine.configure({"Mode": "sampled", "Temperature": "5", "Seed": 11})
-        first = [engine.play(board, chess.engine.Limit(nodes=1), game=("a", k)).move for k in range(6)]
-        again = [engine.play(board, chess.engine.Limit(nodes=1), game=("b", k)).move for k in range(6)]
+        first = [
+            engine.play(board, chess.engine.Limit(nodes=1), game=("a", k)).move for k in range(6)
+        ]
+        again = [
+            engine.play(board, chess.engine.Limit(nodes=1), game=("b", k)).move for k in range(6)
+        ]
         assert all(m in board.legal_moves for m in first)
         # ucinewgame restarts the generator from Seed: every new game's first move is the same
         assert len(set(first)) == 1 and first == again
@@ -71,10 +86,14 @@ def test_sampled_moves_follow_the_seed_and_greedy_ones_do_not_vary(tmp_path):
 
 def test_protocol_details_go_infinite_waits_for_stop_and_bad_input_is_an_info_line(tmp_path):
     ckpt = chess_checkpoint(tmp_path / "step_0000007.pt")
-    script = ("uci\nisready\nposition startpos moves e2e5\ngo\nsetoption name Temperature value hot\n"
-              "position fen 6k1/5ppp/8/8/8/8/8/R5K1 w - - 0 1\ngo infinite\nisready\nstop\n"
-              "position fen 7k/6Q1/6K1/8/8/8/8/8 b - - 0 1\ngo movetime 10\nquit\n")
-    res = subprocess.run(UCI + [str(ckpt)], input=script, capture_output=True, text=True, timeout=120)
+    script = (
+        "uci\nisready\nposition startpos moves e2e5\ngo\nsetoption name Temperature value hot\n"
+        "position fen 6k1/5ppp/8/8/8/8/8/R5K1 w - - 0 1\ngo infinite\nisready\nstop\n"
+        "position fen 7k/6Q1/6K1/8/8/8/8/8 b - - 0 1\ngo movetime 10\nquit\n"
+    )
+    res = subprocess.run(
+        UCI + [str(ckpt)], input=script, capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert lines[lines.index("uciok") + 1] == "readyok"
@@ -84,19 +103,37 @@ def test_protocol_details_go_infinite_waits_for_stop_and_bad_input_is_an_info_li
     bestmoves = [i for i, line in enumerate(lines) if line.startswith("bestmove")]
     # go infinite: the engine still answers isready, and gives its move only after stop
     assert lines.index("readyok", bad[0]) < bestmoves[1]
-    assert chess.Move.from_uci(lines[bestmoves[1]].split()[1]) in chess.Board("6k1/5ppp/8/8/8/8/8/R5K1 w - - 0 1").legal_moves
+    assert (
+        chess.Move.from_uci(lines[bestmoves[1]].split()[1])
+        in chess.Board("6k1/5ppp/8/8/8/8/8/R5K1 w - - 0 1").legal_moves
+    )
     assert lines[bestmoves[2]] == "bestmove 0000"  # checkmated: no move
 
 
 def test_a_missing_or_non_chess_checkpoint_is_one_line(tmp_path):
-    res = subprocess.run(UCI + [str(tmp_path / "nothing.pt")], input="uci\n", capture_output=True, text=True,
-                         timeout=60)
+    res = subprocess.run(
+        UCI + [str(tmp_path / "nothing.pt")],
+        input="uci\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "nothing.pt" in res.stderr
     ttt = tmp_path / "ttt.pt"
     with torch.random.fork_rng(devices=[]):
         policy = Policy(3, 9, 9, 16, 1, 2, 32)
-    torch.save({"policy": policy.state_dict(), "game": "tictactoe", "step": 1, "policy_sizes": dict(policy.sizes),
-                "config": {"env": {"name": "tictactoe"}}}, ttt)
-    res = subprocess.run(UCI + [str(ttt)], input="uci\nisready\n", capture_output=True, text=True, timeout=60)
+    torch.save(
+        {
+            "policy": policy.state_dict(),
+            "game": "tictactoe",
+            "step": 1,
+            "policy_sizes": dict(policy.sizes),
+            "config": {"env": {"name": "tictactoe"}},
+        },
+        ttt,
+    )
+    res = subprocess.run(
+        UCI + [str(ttt)], input="uci\nisready\n", capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "plays chess" in res.stderr

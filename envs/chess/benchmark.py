@@ -60,29 +60,28 @@ from chessrl.errors import UserError
 from chessrl.policy import log_probs
 from chessrl.stats import wilson
 
-FORMAT = 1                  # bump when the generators or the file layout change: old caches are ignored
-MIN_LABEL_DEPTH = 12        # shallower labels are too noisy to call "Stockfish's best move"
-MIN_PLIES = 6               # no position closer to the start: training roots often are early openings
-OPENING_PLIES = (6, 14)     # inclusive range of random plies before self-play takes over
-SELFPLAY_MAX_PLIES = 200    # a self-play game stops here
-SELFPLAY_GAMES = 8          # self-play games advanced together (one engine batch per ply)
+FORMAT = 1  # bump when the generators or the file layout change: old caches are ignored
+MIN_LABEL_DEPTH = 12  # shallower labels are too noisy to call "Stockfish's best move"
+MIN_PLIES = 6  # no position closer to the start: training roots often are early openings
+OPENING_PLIES = (6, 14)  # inclusive range of random plies before self-play takes over
+SELFPLAY_MAX_PLIES = 200  # a self-play game stops here
+SELFPLAY_GAMES = 8  # self-play games advanced together (one engine batch per ply)
 SELFPLAY_WEIGHTS = (0.6, 0.25, 0.15)  # chance of Stockfish's 1st / 2nd / 3rd move in self-play ...
-SELFPLAY_MARGIN_CP = 150    # ... among the moves at most this much worse than the best
-SAMPLE_P = 0.1              # chance a self-play position joins the agreement candidates
-MATERIAL_P = 0.2            # chance a self-play position with a tempting capture is a material candidate
-ENDGAME_FRACTION = 0.15     # share of random endgames in the agreement set
-MATE_PER_RANDOM_GAME = 2    # at most this many mate-in-one positions from one random game
-MATE_CP = 50_000            # |cp| at or above this is a mate score (pool: +-(100000 - plies))
-LADDER_MAX_PLIES = 200      # ladder games still running here are adjudicated
-LADDER_OPENING_PLIES = 8    # ladder openings: random plies, kept if balanced within ...
-LADDER_BALANCE = 0.15       # ... this value (about 80 cp), as `chessrl eval` does
-LADDER_ADJUDICATE = 0.5     # adjudicated win at this value (about 300 cp) at the label depth
+SELFPLAY_MARGIN_CP = 150  # ... among the moves at most this much worse than the best
+SAMPLE_P = 0.1  # chance a self-play position joins the agreement candidates
+MATERIAL_P = 0.2  # chance a self-play position with a tempting capture is a material candidate
+ENDGAME_FRACTION = 0.15  # share of random endgames in the agreement set
+MATE_PER_RANDOM_GAME = 2  # at most this many mate-in-one positions from one random game
+MATE_CP = 50_000  # |cp| at or above this is a mate score (pool: +-(100000 - plies))
+LADDER_MAX_PLIES = 200  # ladder games still running here are adjudicated
+LADDER_OPENING_PLIES = 8  # ladder openings: random plies, kept if balanced within ...
+LADDER_BALANCE = 0.15  # ... this value (about 80 cp), as `chessrl eval` does
+LADDER_ADJUDICATE = 0.5  # adjudicated win at this value (about 300 cp) at the label depth
 
 # Generator stream tags: one per set, none shared with a training sampler.
 _TAG_SELFPLAY, _TAG_ENDGAME, _TAG_ORDER = 0xBE0C01, 0xBE0C02, 0xBE0C03
 _TAG_MATES, _TAG_MATERIAL, _TAG_RANDOM_MOVER, _TAG_GREEDY = 0xBE0C04, 0xBE0C05, 0xBE0C06, 0xBE0C07
 _TAG_EPSILON = 0xBE0C08
-
 
 
 @dataclass(frozen=True)
@@ -109,9 +108,17 @@ class BenchmarkSpec:
     """the Stockfish executable (its version, not its path, names the cache)"""
     selfplay_depth: int = 5
     """Stockfish depth of the self-play moves that lead to the agreement positions"""
-    ladder: tuple[str, ...] = ("random", "eps0.9:material_greedy", "eps0.7:material_greedy",
-                               "eps0.5:material_greedy", "material_greedy", "eps0.25:skill:0",
-                               "eps0.1:skill:0", "skill:0", "nodes:1")
+    ladder: tuple[str, ...] = (
+        "random",
+        "eps0.9:material_greedy",
+        "eps0.7:material_greedy",
+        "eps0.5:material_greedy",
+        "material_greedy",
+        "eps0.25:skill:0",
+        "eps0.1:skill:0",
+        "skill:0",
+        "nodes:1",
+    )
     """ladder rungs, weakest first (see :func:`rung_opponent`); neighbours ~70-90% apart"""
     ladder_games: int = 100
     """games per adjacent pair of rungs (even: each opening with both colours)"""
@@ -120,14 +127,18 @@ class BenchmarkSpec:
 
     def __post_init__(self) -> None:
         if self.label_depth < MIN_LABEL_DEPTH and not self.allow_shallow:
-            raise ValueError(f"label_depth {self.label_depth} < {MIN_LABEL_DEPTH}: shallow labels are noise; "
-                             "set allow_shallow=True only in tests")
+            raise ValueError(
+                f"label_depth {self.label_depth} < {MIN_LABEL_DEPTH}: shallow labels are noise; "
+                "set allow_shallow=True only in tests"
+            )
         if min(self.agreement, self.mate_in_one, self.material) < 1 or self.ladder_games < 0:
             raise ValueError("every set needs at least one position and ladder_games must be >= 0")
         for name in self.ladder:
             _parse_rung(name)
         if self.ladder and self.ladder[0] != "random":
-            raise ValueError(f"the ladder's first rung must be 'random' (the Elo anchor); got {self.ladder}")
+            raise ValueError(
+                f"the ladder's first rung must be 'random' (the Elo anchor); got {self.ladder}"
+            )
 
     def key(self) -> dict[str, Any]:
         """The fields the content depends on (not the path, engine count or shallow permit)."""
@@ -143,6 +154,7 @@ class BenchmarkSpec:
 
 
 # --- positions -----------------------------------------------------------------------------
+
 
 def material_gain(board: chess.Board, move: chess.Move) -> int:
     """How much ``move`` changes the mover's material balance (P 1, N/B 3, R 5, Q 9), on the spot."""
@@ -175,13 +187,14 @@ def _recapture_square(board: chess.Board) -> int | None:
 @dataclass
 class _Candidate:
     board: chess.Board  # without history unless needed for the recapture test
-    source: str         # "selfplay" | "endgame" | "random"
+    source: str  # "selfplay" | "endgame" | "random"
     ply: int | None = None
     recapture: int | None = None
 
 
-def _selfplay(pool: StockfishPool, rng: np.random.Generator, want: int, depth: int,
-              log: Callable[[str], None]) -> tuple[list[_Candidate], list[_Candidate], list[_Candidate]]:
+def _selfplay(
+    pool: StockfishPool, rng: np.random.Generator, want: int, depth: int, log: Callable[[str], None]
+) -> tuple[list[_Candidate], list[_Candidate], list[_Candidate]]:
     """Self-play games until ``want`` distinct agreement candidates; also returns the games'
     mate-in-one positions and material candidates, all in a deterministic order."""
     agree: list[_Candidate] = []
@@ -212,18 +225,26 @@ def _selfplay(pool: StockfishPool, rng: np.random.Generator, want: int, depth: i
                     seen_mates.add(epd)
                     mates.append(_Candidate(board.copy(stack=False), "selfplay", board.ply()))
                 elif rng.random() < MATERIAL_P and tempting(board):
-                    material.append(_Candidate(board.copy(stack=False), "selfplay", board.ply(),
-                                               _recapture_square(board)))
+                    material.append(
+                        _Candidate(
+                            board.copy(stack=False),
+                            "selfplay",
+                            board.ply(),
+                            _recapture_square(board),
+                        )
+                    )
             live = playing
             if not live:
                 break
             for board, lines in zip(live, pool.analyse_multipv(live, limit, 3)):
                 best_cp = lines[0][1]
                 near = [m for m, cp in lines if cp >= best_cp - SELFPLAY_MARGIN_CP]
-                w = np.asarray(SELFPLAY_WEIGHTS[:len(near)])
+                w = np.asarray(SELFPLAY_WEIGHTS[: len(near)])
                 board.push(near[int(rng.choice(len(near), p=w / w.sum()))])
         games += len(boards)
-        log(f"benchmark: self-play {games} games, {min(len(agree), want)}/{want} agreement positions")
+        log(
+            f"benchmark: self-play {games} games, {min(len(agree), want)}/{want} agreement positions"
+        )
     return agree[:want], mates, material
 
 
@@ -244,10 +265,19 @@ def _random_mates(rng: np.random.Generator, want: int, seen: set[str]) -> list[_
     while len(out) < want:
         board = chess.Board()
         taken = 0
-        while taken < MATE_PER_RANDOM_GAME and len(out) < want and board.ply() < SELFPLAY_MAX_PLIES \
-                and not _over(board):
-            if board.ply() >= MIN_PLIES and board.legal_moves.count() >= 2 and board.epd() not in seen \
-                    and rng.random() < 0.5 and mating_moves(board):
+        while (
+            taken < MATE_PER_RANDOM_GAME
+            and len(out) < want
+            and board.ply() < SELFPLAY_MAX_PLIES
+            and not _over(board)
+        ):
+            if (
+                board.ply() >= MIN_PLIES
+                and board.legal_moves.count() >= 2
+                and board.epd() not in seen
+                and rng.random() < 0.5
+                and mating_moves(board)
+            ):
                 seen.add(board.epd())
                 out.append(_Candidate(board.copy(stack=False), "random", board.ply()))
                 taken += 1
@@ -265,28 +295,54 @@ def _random_material(rng: np.random.Generator) -> Iterator[_Candidate]:
 
 # --- labelling -----------------------------------------------------------------------------
 
-def _label_agreement(pool: StockfishPool, cands: list[_Candidate], want: int, depth: int,
-                     log: Callable[[str], None], chunk: int = 100) -> list[dict[str, Any]]:
+
+def _label_agreement(
+    pool: StockfishPool,
+    cands: list[_Candidate],
+    want: int,
+    depth: int,
+    log: Callable[[str], None],
+    chunk: int = 100,
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     limit = chess.engine.Limit(depth=depth)
     i = 0
     while len(out) < want:
         if i >= len(cands):
             raise RuntimeError(f"only {len(out)} of {want} agreement positions could be labelled")
-        batch = cands[i:i + min(chunk, want - len(out))]
+        batch = cands[i : i + min(chunk, want - len(out))]
         i += len(batch)
         for cand, lines in zip(batch, pool.analyse_multipv([c.board for c in batch], limit, 3)):
             moves = [m for m, _ in lines]
-            if len(lines) < 3 or len(set(moves)) < 3 or not all(cand.board.is_legal(m) for m in moves):
+            if (
+                len(lines) < 3
+                or len(set(moves)) < 3
+                or not all(cand.board.is_legal(m) for m in moves)
+            ):
                 continue  # a search that did not give three distinct lines is no label
-            out.append({"fen": cand.board.fen(), "best": moves[0].uci(), "top3": [m.uci() for m in moves[:3]],
-                        "cp": [int(cp) for _, cp in lines[:3]], "source": cand.source, "ply": cand.ply})
+            out.append(
+                {
+                    "fen": cand.board.fen(),
+                    "best": moves[0].uci(),
+                    "top3": [m.uci() for m in moves[:3]],
+                    "cp": [int(cp) for _, cp in lines[:3]],
+                    "source": cand.source,
+                    "ply": cand.ply,
+                }
+            )
         log(f"benchmark: agreement labels {len(out)}/{want}")
     return out[:want]
 
 
-def _label_material(pool: StockfishPool, cands: Iterator[_Candidate], want: int, depth: int, gap_cp: int,
-                    log: Callable[[str], None], chunk: int = 100) -> list[dict[str, Any]]:
+def _label_material(
+    pool: StockfishPool,
+    cands: Iterator[_Candidate],
+    want: int,
+    depth: int,
+    gap_cp: int,
+    log: Callable[[str], None],
+    chunk: int = 100,
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     limit = chess.engine.Limit(depth=depth)
@@ -308,8 +364,16 @@ def _label_material(pool: StockfishPool, cands: Iterator[_Candidate], want: int,
             gain = material_gain(cand.board, best)
             if gain <= 0 or best.to_square == cand.recapture:
                 continue
-            out.append({"fen": cand.board.fen(), "best": best.uci(), "gap_cp": int(cp1 - cp2), "gain": gain,
-                        "source": cand.source, "ply": cand.ply})
+            out.append(
+                {
+                    "fen": cand.board.fen(),
+                    "best": best.uci(),
+                    "gap_cp": int(cp1 - cp2),
+                    "gain": gain,
+                    "source": cand.source,
+                    "ply": cand.ply,
+                }
+            )
         log(f"benchmark: material positions {len(out)}/{want} ({tried} candidates labelled)")
     return out
 
@@ -332,17 +396,22 @@ class Benchmark:
     """The labelled sets and the ladder ratings; built and cached by :func:`build`."""
 
     spec: BenchmarkSpec
-    engine: str                                  # the labelling engine's UCI name, e.g. "Stockfish 15.1"
-    agreement: list[dict[str, Any]]              # fen, best, top3, cp, source, ply
-    mate_in_one: list[dict[str, Any]]            # fen, mates, source, ply
-    material: list[dict[str, Any]]               # fen, best, gap_cp, gain, source, ply
-    ladder: dict[str, Any] = field(default_factory=dict)  # games_per_pair, rungs [{name, elo, lo, hi, ...}]
-    path: Path | None = None                     # the cache file it was loaded from or written to
+    engine: str  # the labelling engine's UCI name, e.g. "Stockfish 15.1"
+    agreement: list[dict[str, Any]]  # fen, best, top3, cp, source, ply
+    mate_in_one: list[dict[str, Any]]  # fen, mates, source, ply
+    material: list[dict[str, Any]]  # fen, best, gap_cp, gain, source, ply
+    ladder: dict[str, Any] = field(
+        default_factory=dict
+    )  # games_per_pair, rungs [{name, elo, lo, hi, ...}]
+    path: Path | None = None  # the cache file it was loaded from or written to
 
     def keys(self) -> set[str]:
         """The EPD (position without move counters) of every benchmark position."""
-        return {chess.Board(r["fen"]).epd() for rows in (self.agreement, self.mate_in_one, self.material)
-                for r in rows}
+        return {
+            chess.Board(r["fen"]).epd()
+            for rows in (self.agreement, self.mate_in_one, self.material)
+            for r in rows
+        }
 
     @property
     def ratings(self) -> dict[str, float]:
@@ -350,9 +419,16 @@ class Benchmark:
         return {r["name"]: float(r["elo"]) for r in self.ladder.get("rungs", [])}
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "digest": self.spec.digest(), "spec": self.spec.key(), "engine": self.engine,
-                "agreement": self.agreement, "mate_in_one": self.mate_in_one, "material": self.material,
-                "ladder": self.ladder}
+        return {
+            "format": FORMAT,
+            "digest": self.spec.digest(),
+            "spec": self.spec.key(),
+            "engine": self.engine,
+            "agreement": self.agreement,
+            "mate_in_one": self.mate_in_one,
+            "material": self.material,
+            "ladder": self.ladder,
+        }
 
     def score(self, choose: Choose) -> dict[str, float]:
         """Agreement top-1/top-3 (and top-1 on the positions whose best move is quiet:
@@ -368,10 +444,14 @@ class Benchmark:
             boards = [chess.Board(r["fen"]) for r in rows]
             moves = list(choose([b.copy() for b in boards]))
             if len(moves) != len(boards):
-                raise ValueError(f"the chooser answered {len(moves)} moves for {len(boards)} boards")
+                raise ValueError(
+                    f"the chooser answered {len(moves)} moves for {len(boards)} boards"
+                )
             for board, move in zip(boards, moves):
                 if not isinstance(move, chess.Move) or not board.is_legal(move):
-                    raise ValueError(f"the chooser played {move} in {board.fen()}: not a legal move")
+                    raise ValueError(
+                        f"the chooser played {move} in {board.fen()}: not a legal move"
+                    )
             return [m.uci() for m in moves]
 
         def put(name: str, hits: int, n: int) -> None:
@@ -390,10 +470,18 @@ class Benchmark:
         put("quiet/top1", sum(m == r["best"] for m, r in quiet), len(quiet))
         out["quiet/n"] = len(quiet)
         moves = answers(self.mate_in_one)
-        put("mate1/success", sum(m in r["mates"] for m, r in zip(moves, self.mate_in_one)), len(self.mate_in_one))
+        put(
+            "mate1/success",
+            sum(m in r["mates"] for m, r in zip(moves, self.mate_in_one)),
+            len(self.mate_in_one),
+        )
         out["mate1/n"] = len(self.mate_in_one)
         moves = answers(self.material)
-        put("material/success", sum(m == r["best"] for m, r in zip(moves, self.material)), len(self.material))
+        put(
+            "material/success",
+            sum(m == r["best"] for m, r in zip(moves, self.material)),
+            len(self.material),
+        )
         out["material/n"] = len(self.material)
         return out
 
@@ -406,7 +494,9 @@ def _quiet(fen: str, uci: str) -> bool:
 
 # --- building and the cache ----------------------------------------------------------------
 
-_ENGINES_FILE = "engines.json"  # executable identity (path, size, mtime) -> UCI name, so a load runs nothing
+_ENGINES_FILE = (
+    "engines.json"  # executable identity (path, size, mtime) -> UCI name, so a load runs nothing
+)
 
 
 def _identity(path: str) -> str:
@@ -433,7 +523,9 @@ def engine_version(path: str, cache_dir: str | Path | None = None) -> str:
         if ident in known:
             return known[ident]
     try:
-        proc = subprocess.run([exe], input="uci\nquit\n", capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [exe], input="uci\nquit\n", capture_output=True, text=True, timeout=60
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise UserError(f"could not ask {exe} for its version: {exc}") from None
     found = re.search(r"^id name (.+)$", proc.stdout, re.MULTILINE)
@@ -472,13 +564,26 @@ def _load(path: Path, spec: BenchmarkSpec) -> Benchmark | None:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if data.get("format") != FORMAT or data.get("digest") != spec.digest() or data.get("spec") != spec.key():
+    if (
+        data.get("format") != FORMAT
+        or data.get("digest") != spec.digest()
+        or data.get("spec") != spec.key()
+    ):
         return None
-    return Benchmark(spec, data["engine"], data["agreement"], data["mate_in_one"], data["material"],
-                     data.get("ladder", {}), path)
+    return Benchmark(
+        spec,
+        data["engine"],
+        data["agreement"],
+        data["mate_in_one"],
+        data["material"],
+        data.get("ladder", {}),
+        path,
+    )
 
 
-def build(spec: BenchmarkSpec, cache_dir: str | Path, log: Callable[[str], None] = print) -> Benchmark:
+def build(
+    spec: BenchmarkSpec, cache_dir: str | Path, log: Callable[[str], None] = print
+) -> Benchmark:
     """The benchmark of ``spec``: loaded from ``cache_dir`` if built before with this engine,
     else generated, labelled (minutes at the default size), ladder-rated and cached.
 
@@ -496,7 +601,9 @@ def build(spec: BenchmarkSpec, cache_dir: str | Path, log: Callable[[str], None]
         bench = _load(found[0], spec)
         if bench is None:
             raise
-        log(f"benchmark: {spec.stockfish_path} not found; loaded {found[0]} (labelled by {bench.engine})")
+        log(
+            f"benchmark: {spec.stockfish_path} not found; loaded {found[0]} (labelled by {bench.engine})"
+        )
         return bench
     path = cache_path(spec, cache_dir, engine)
     if path.exists():
@@ -505,12 +612,16 @@ def build(spec: BenchmarkSpec, cache_dir: str | Path, log: Callable[[str], None]
             log(f"benchmark: loaded {path}")
             return bench
         log(f"benchmark: {path} is unreadable or from another format; rebuilding")
-    log(f"benchmark: building {path.name} with {spec.engines} Stockfish engine(s), once for this engine: "
+    log(
+        f"benchmark: building {path.name} with {spec.engines} Stockfish engine(s), once for this engine: "
         f"self-play, then labels at depth {spec.label_depth} for {spec.agreement} agreement, {spec.mate_in_one} "
         f"mate-in-one and {spec.material} material positions"
         + (f", then {spec.ladder_games} games per ladder pair" if spec.ladder else "")
-        + " (minutes at the default size; a line per batch)")
-    pool = StockfishPool(spec.stockfish_path, spec.engines, spec.hash_mb, depth=spec.label_depth, cache_size=0)
+        + " (minutes at the default size; a line per batch)"
+    )
+    pool = StockfishPool(
+        spec.stockfish_path, spec.engines, spec.hash_mb, depth=spec.label_depth, cache_size=0
+    )
     try:
         bench = _generate(spec, engine, pool, log)
     finally:
@@ -521,13 +632,17 @@ def build(spec: BenchmarkSpec, cache_dir: str | Path, log: Callable[[str], None]
     return bench
 
 
-SHIPPED = Path(__file__).resolve().parent / "data"  # the default benchmark (seed 0), built once and committed
+SHIPPED = (
+    Path(__file__).resolve().parent / "data"
+)  # the default benchmark (seed 0), built once and committed
 
 
 def user_cache() -> Path:
     """Where benchmarks that are not shipped are built: ``$CHESSRL_CACHE/benchmark``, default
     ``~/.cache/chessrl/benchmark``."""
-    root = os.environ.get("CHESSRL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "chessrl")
+    root = os.environ.get("CHESSRL_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "chessrl"
+    )
     return Path(root) / "benchmark"
 
 
@@ -551,38 +666,64 @@ def load_default(spec: BenchmarkSpec, log: Callable[[str], None] | None = None) 
     return build(spec, cache, log=say)
 
 
-def _generate(spec: BenchmarkSpec, engine: str, pool: StockfishPool, log: Callable[[str], None]) -> Benchmark:
+def _generate(
+    spec: BenchmarkSpec, engine: str, pool: StockfishPool, log: Callable[[str], None]
+) -> Benchmark:
     n_end = max(1, round(ENDGAME_FRACTION * spec.agreement)) if spec.agreement > 1 else 0
     surplus = 2 + spec.agreement // 50  # a search may (rarely) give fewer than three lines
     rng = np.random.default_rng([spec.seed, _TAG_SELFPLAY])
-    sp, sp_mates, sp_material = _selfplay(pool, rng, spec.agreement - n_end + surplus, spec.selfplay_depth, log)
+    sp, sp_mates, sp_material = _selfplay(
+        pool, rng, spec.agreement - n_end + surplus, spec.selfplay_depth, log
+    )
     ends = _endgames(np.random.default_rng([spec.seed, _TAG_ENDGAME]), n_end + surplus)
     ends = [c for c in ends if c.board.epd() not in {s.board.epd() for s in sp}]
     cands = sp + ends
     order = np.random.default_rng([spec.seed, _TAG_ORDER]).permutation(len(cands))
-    agreement = _label_agreement(pool, [cands[i] for i in order], spec.agreement, spec.label_depth, log)
+    agreement = _label_agreement(
+        pool, [cands[i] for i in order], spec.agreement, spec.label_depth, log
+    )
 
     rng = np.random.default_rng([spec.seed, _TAG_MATES])
-    engine_mates = [sp_mates[i] for i in rng.permutation(len(sp_mates))][:spec.mate_in_one // 2]
+    engine_mates = [sp_mates[i] for i in rng.permutation(len(sp_mates))][: spec.mate_in_one // 2]
     seen = {c.board.epd() for c in engine_mates}
     mates = engine_mates + _random_mates(rng, spec.mate_in_one - len(engine_mates), seen)
-    mate_rows = [{"fen": c.board.fen(), "mates": [m.uci() for m in mating_moves(c.board)], "source": c.source,
-                  "ply": c.ply} for c in mates]
-    log(f"benchmark: mate-in-one positions {len(mate_rows)}/{spec.mate_in_one} "
-        f"({len(engine_mates)} from self-play)")
+    mate_rows = [
+        {
+            "fen": c.board.fen(),
+            "mates": [m.uci() for m in mating_moves(c.board)],
+            "source": c.source,
+            "ply": c.ply,
+        }
+        for c in mates
+    ]
+    log(
+        f"benchmark: mate-in-one positions {len(mate_rows)}/{spec.mate_in_one} "
+        f"({len(engine_mates)} from self-play)"
+    )
 
     rng = np.random.default_rng([spec.seed, _TAG_MATERIAL])
     sp_material = [sp_material[i] for i in rng.permutation(len(sp_material))]
-    material = _label_material(pool, _interleave(sp_material, _random_material(rng)), spec.material,
-                               spec.label_depth, spec.material_gap_cp, log)
+    material = _label_material(
+        pool,
+        _interleave(sp_material, _random_material(rng)),
+        spec.material,
+        spec.label_depth,
+        spec.material_gap_cp,
+        log,
+    )
 
-    ladder = ladder_ratings(spec.ladder, pool, spec.ladder_games, spec.seed, log) if spec.ladder else {}
+    ladder = (
+        ladder_ratings(spec.ladder, pool, spec.ladder_games, spec.seed, log) if spec.ladder else {}
+    )
     return Benchmark(spec, engine, agreement, mate_rows, material, ladder)
 
 
 # --- a policy as a chooser -----------------------------------------------------------------
 
-def choose_fn(policy: torch.nn.Module, device: str | torch.device = "cpu", batch_size: int = 512) -> Choose:
+
+def choose_fn(
+    policy: torch.nn.Module, device: str | torch.device = "cpu", batch_size: int = 512
+) -> Choose:
     """The policy's greedy (most likely legal) move in each board, batched, in eval mode
     without gradients; the policy's train/eval mode is restored afterwards."""
     game = ChessGame(reward="none")
@@ -594,11 +735,18 @@ def choose_fn(policy: torch.nn.Module, device: str | torch.device = "cpu", batch
         try:
             with torch.no_grad():
                 for i in range(0, len(boards), batch_size):
-                    chunk = boards[i:i + batch_size]
+                    chunk = boards[i : i + batch_size]
                     obs = game.observe([ChessState(b) for b in chunk])
-                    lp = log_probs(policy, torch.as_tensor(obs.tokens, device=device),
-                                   torch.as_tensor(obs.action_mask, device=device), 1.0)
-                    moves.extend(enc.action_to_move(int(a), b.turn) for a, b in zip(lp.argmax(-1).tolist(), chunk))
+                    lp = log_probs(
+                        policy,
+                        torch.as_tensor(obs.tokens, device=device),
+                        torch.as_tensor(obs.action_mask, device=device),
+                        1.0,
+                    )
+                    moves.extend(
+                        enc.action_to_move(int(a), b.turn)
+                        for a, b in zip(lp.argmax(-1).tolist(), chunk)
+                    )
         finally:
             policy.train(was_training)
         return moves
@@ -658,7 +806,9 @@ def material_greedy(seed: int) -> Opponent:
     return _per_board(lambda board: greedy_move(board, rng))
 
 
-def _engine_opponent(pool: StockfishPool, limit: chess.engine.Limit, options: dict[str, Any]) -> Opponent:
+def _engine_opponent(
+    pool: StockfishPool, limit: chess.engine.Limit, options: dict[str, Any]
+) -> Opponent:
     def play(states: Sequence[ChessState]) -> np.ndarray:
         out = np.zeros(len(states), dtype=np.int64)
         boards = [_board_of(s) for s in states]
@@ -681,7 +831,9 @@ def stockfish_skill(pool: StockfishPool, skill: int = 0, depth: int | None = Non
     Stockfish picks its weakened move at depth 1 + skill and ignores deeper iterations).
     Its weakening is seeded from the clock, so games against it do not repeat exactly."""
     depth = depth if depth is not None else min(skill + 1, 12)
-    return _engine_opponent(pool, chess.engine.Limit(depth=depth), {} if skill >= 20 else {"Skill Level": skill})
+    return _engine_opponent(
+        pool, chess.engine.Limit(depth=depth), {} if skill >= 20 else {"Skill Level": skill}
+    )
 
 
 def stockfish_depth(pool: StockfishPool, depth: int) -> Opponent:
@@ -706,17 +858,21 @@ def epsilon_random(base: Opponent, p: float, seed: int) -> Opponent:
     return play
 
 
-_RUNG = re.compile(r"^(?:eps(?P<eps>0?\.\d+):)?"
-                   r"(?:(?P<plain>random|material_greedy)|(?P<kind>skill|nodes|depth):(?P<value>\d+))$")
+_RUNG = re.compile(
+    r"^(?:eps(?P<eps>0?\.\d+):)?"
+    r"(?:(?P<plain>random|material_greedy)|(?P<kind>skill|nodes|depth):(?P<value>\d+))$"
+)
 
 
 def _parse_rung(name: str) -> tuple[float, str, int]:
     """(random-move probability, kind, value) of a rung name."""
     m = _RUNG.match(name)
     if m is None:
-        raise ValueError(f"unknown ladder rung {name!r}: expected random, material_greedy, skill:S, nodes:N "
-                         "or depth:D, optionally prefixed by epsP: (a random move with probability P, "
-                         "e.g. eps0.5:skill:0)")
+        raise ValueError(
+            f"unknown ladder rung {name!r}: expected random, material_greedy, skill:S, nodes:N "
+            "or depth:D, optionally prefixed by epsP: (a random move with probability P, "
+            "e.g. eps0.5:skill:0)"
+        )
     eps = float(m["eps"]) if m["eps"] else 0.0
     return (eps, m["plain"], 0) if m["plain"] else (eps, m["kind"], int(m["value"]))
 
@@ -744,8 +900,12 @@ def rung_opponent(name: str, pool: StockfishPool | None, seed: int = 0) -> Oppon
 # --- one Elo scale -------------------------------------------------------------------------
 
 
-def elo_estimate(results: dict[str, tuple[float, int]], ratings: dict[str, float], z: float = 1.96,
-                 prior_games: float = 1.0) -> tuple[float, float, float]:
+def elo_estimate(
+    results: dict[str, tuple[float, int]],
+    ratings: dict[str, float],
+    z: float = 1.96,
+    prior_games: float = 1.0,
+) -> tuple[float, float, float]:
     """(elo, lo, hi): the maximum-likelihood Elo of a player from ``results`` (opponent name ->
     (score as a fraction, games)) against opponents rated in ``ratings``, with a
     likelihood-ratio interval (``z`` = 1.96: 95%).
@@ -794,13 +954,27 @@ def _bisect(f: Callable[[float], float], lo: float, hi: float, decreasing: bool)
     return 0.5 * (lo + hi)
 
 
-def _match(player: Any, opponent: Opponent, pool: StockfishPool, games: int, seed: int,
-           starts: list[ChessState]):
+def _match(
+    player: Any,
+    opponent: Opponent,
+    pool: StockfishPool,
+    games: int,
+    seed: int,
+    starts: list[ChessState],
+):
     from chessrl.match import play_match
 
     game = ChessGame(reward="none", max_plies=LADDER_MAX_PLIES)
-    return play_match(game, player, opponent, games=games, seed=seed, starts=starts, adjudicate=LADDER_ADJUDICATE,
-                      adjudicator=lambda states: pool.values([s.board for s in states]))
+    return play_match(
+        game,
+        player,
+        opponent,
+        games=games,
+        seed=seed,
+        starts=starts,
+        adjudicate=LADDER_ADJUDICATE,
+        adjudicator=lambda states: pool.values([s.board for s in states]),
+    )
 
 
 def _openings(pool: StockfishPool, games: int, seed: int) -> list[ChessState]:
@@ -810,37 +984,65 @@ def _openings(pool: StockfishPool, games: int, seed: int) -> list[ChessState]:
     return [ChessState(b) for b in boards]
 
 
-def ladder_ratings(rungs: Sequence[str], pool: StockfishPool, games: int, seed: int = 0,
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
+def ladder_ratings(
+    rungs: Sequence[str],
+    pool: StockfishPool,
+    games: int,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Rate ``rungs`` (weakest first, the first is the anchor at 0) by ``games`` games between
     each adjacent pair: each rung's Elo is the one below it plus the pair's
     :func:`elo_estimate`. Games start from seeded balanced openings, each opening once with
     each colour, and are adjudicated at the pool's depth after ``LADDER_MAX_PLIES`` plies.
     ``lo``/``hi`` add the pairs' interval half-widths in quadrature down to the anchor."""
-    out: dict[str, Any] = {"games_per_pair": games, "max_plies": LADDER_MAX_PLIES,
-                           "rungs": [{"name": rungs[0], "elo": 0.0, "lo": 0.0, "hi": 0.0}]}
+    out: dict[str, Any] = {
+        "games_per_pair": games,
+        "max_plies": LADDER_MAX_PLIES,
+        "rungs": [{"name": rungs[0], "elo": 0.0, "lo": 0.0, "hi": 0.0}],
+    }
     if len(rungs) < 2 or games < 1:
         return out
     starts = _openings(pool, games, seed)
     elo, var = 0.0, 0.0
     for below, above in zip(rungs, rungs[1:]):
-        res = _match(rung_opponent(above, pool, seed), rung_opponent(below, pool, seed + 1), pool, games, seed,
-                     starts)
+        res = _match(
+            rung_opponent(above, pool, seed),
+            rung_opponent(below, pool, seed + 1),
+            pool,
+            games,
+            seed,
+            starts,
+        )
         diff, lo, hi = elo_estimate({below: (res.score, res.games)}, {below: 0.0})
         elo += diff
         var += ((hi - lo) / (2 * 1.96)) ** 2
         half = 1.96 * math.sqrt(var)
-        out["rungs"].append({"name": above, "elo": round(elo, 1), "lo": round(elo - half, 1),
-                             "hi": round(elo + half, 1), "vs": below, "score": res.score, "games": res.games,
-                             "wins": res.wins, "draws": res.draws, "losses": res.losses,
-                             "extreme": res.score in (0.0, 1.0)})
-        log(f"benchmark: ladder {above} vs {below}: score {res.score:.3f} over {res.games} games "
-            f"(+{res.wins} ={res.draws} -{res.losses}) -> Elo {elo:+.0f}")
+        out["rungs"].append(
+            {
+                "name": above,
+                "elo": round(elo, 1),
+                "lo": round(elo - half, 1),
+                "hi": round(elo + half, 1),
+                "vs": below,
+                "score": res.score,
+                "games": res.games,
+                "wins": res.wins,
+                "draws": res.draws,
+                "losses": res.losses,
+                "extreme": res.score in (0.0, 1.0),
+            }
+        )
+        log(
+            f"benchmark: ladder {above} vs {below}: score {res.score:.3f} over {res.games} games "
+            f"(+{res.wins} ={res.draws} -{res.losses}) -> Elo {elo:+.0f}"
+        )
     return out
 
 
-def ladder_results(player: Any, rungs: Sequence[str], pool: StockfishPool, games: int,
-                   seed: int = 0) -> dict[str, tuple[float, int]]:
+def ladder_results(
+    player: Any, rungs: Sequence[str], pool: StockfishPool, games: int, seed: int = 0
+) -> dict[str, tuple[float, int]]:
     """``player`` (a Policy, played greedily, or a states->actions callable) against every rung
     under the ladder's protocol: rung name -> (score, games), ready for :func:`elo_estimate`."""
     starts = _openings(pool, games, seed)
@@ -851,7 +1053,24 @@ def ladder_results(player: Any, rungs: Sequence[str], pool: StockfishPool, games
     return out
 
 
-__all__ = ["Benchmark", "BenchmarkSpec", "build", "cache_path", "choose_fn", "elo_estimate", "engine_version",
-           "epsilon_random",
-           "greedy_move", "ladder_ratings", "ladder_results", "material_gain", "material_greedy", "mating_moves",
-           "random_mover", "rung_opponent", "stockfish_depth", "stockfish_nodes", "stockfish_skill"]
+__all__ = [
+    "Benchmark",
+    "BenchmarkSpec",
+    "build",
+    "cache_path",
+    "choose_fn",
+    "elo_estimate",
+    "engine_version",
+    "epsilon_random",
+    "greedy_move",
+    "ladder_ratings",
+    "ladder_results",
+    "material_gain",
+    "material_greedy",
+    "mating_moves",
+    "random_mover",
+    "rung_opponent",
+    "stockfish_depth",
+    "stockfish_nodes",
+    "stockfish_skill",
+]

@@ -28,24 +28,52 @@ def add_eval_arguments(group) -> None:
     g.add_argument("--skill", type=int, help="Stockfish Skill Level 0..20")
     g.add_argument("--depth", type=int, help="full-strength Stockfish limited to this depth")
     g.add_argument("--nodes", type=int, help="full-strength Stockfish limited to this many nodes")
-    g.add_argument("--elo", type=int, help=f"UCI_LimitStrength at this UCI_Elo ({ELO_RANGE[0]}..{ELO_RANGE[1]})")
+    g.add_argument(
+        "--elo",
+        type=int,
+        help=f"UCI_LimitStrength at this UCI_Elo ({ELO_RANGE[0]}..{ELO_RANGE[1]})",
+    )
     group.add_argument("--pgn", help="write every game to this PGN file")
-    group.add_argument("--opening-plies", type=int, default=8,
-                       help="random plies of each opening (default 8; 0 = start position)")
-    group.add_argument("--balance", type=float, default=0.15,
-                       help="keep openings whose Stockfish value is within this of 0 (value scale [-1, 1]; "
-                            "default 0.15 ~ 80 cp)")
-    group.add_argument("--max-plies", type=int, default=200,
-                       help="adjudicate games still running after this many plies (default 200)")
-    group.add_argument("--adjudicate", type=float, default=0.5,
-                       help="value (side to move, [-1, 1]) an adjudicated game's winner needs (default 0.5 ~ 300 cp)")
-    group.add_argument("--engines", type=int, help="Stockfish processes (default: the checkpoint's [env] engines)")
-    group.add_argument("--benchmark", action="store_true",
-                       help="score the held-out benchmark instead of playing one opponent: top-1/top-3 agreement "
-                            "with Stockfish, mate in one, material wins, with 95%% CIs (docs/benchmark.md)")
-    group.add_argument("--ladder", action="store_true",
-                       help="with the benchmark, play --games games against every rated rung of the checkpoint's "
-                            "[env] eval_ladder and estimate an Elo on the ladder's scale (random mover = 0)")
+    group.add_argument(
+        "--opening-plies",
+        type=int,
+        default=8,
+        help="random plies of each opening (default 8; 0 = start position)",
+    )
+    group.add_argument(
+        "--balance",
+        type=float,
+        default=0.15,
+        help="keep openings whose Stockfish value is within this of 0 (value scale [-1, 1]; "
+        "default 0.15 ~ 80 cp)",
+    )
+    group.add_argument(
+        "--max-plies",
+        type=int,
+        default=200,
+        help="adjudicate games still running after this many plies (default 200)",
+    )
+    group.add_argument(
+        "--adjudicate",
+        type=float,
+        default=0.5,
+        help="value (side to move, [-1, 1]) an adjudicated game's winner needs (default 0.5 ~ 300 cp)",
+    )
+    group.add_argument(
+        "--engines", type=int, help="Stockfish processes (default: the checkpoint's [env] engines)"
+    )
+    group.add_argument(
+        "--benchmark",
+        action="store_true",
+        help="score the held-out benchmark instead of playing one opponent: top-1/top-3 agreement "
+        "with Stockfish, mate in one, material wins, with 95%% CIs (docs/benchmark.md)",
+    )
+    group.add_argument(
+        "--ladder",
+        action="store_true",
+        help="with the benchmark, play --games games against every rated rung of the checkpoint's "
+        "[env] eval_ladder and estimate an Elo on the ladder's scale (random mover = 0)",
+    )
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -57,12 +85,18 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def add_pretrain_command(subparsers) -> None:
     """``chessrl pretrain CONFIG``: Stockfish distillation into a starting checkpoint."""
-    p = subparsers.add_parser("pretrain", help="pretrain the chess policy by Stockfish "
-                              "distillation (docs/pretraining.md)")
+    p = subparsers.add_parser(
+        "pretrain", help="pretrain the chess policy by Stockfish distillation (docs/pretraining.md)"
+    )
     p.add_argument("config", help="pretraining TOML, e.g. examples/pretrain.toml")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="SECTION.KEY=VALUE",
-                   help="override a config value (repeatable), e.g. --set train.epochs=2")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value (repeatable), e.g. --set train.epochs=2",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def run(args: argparse.Namespace) -> int:
@@ -75,9 +109,15 @@ def add_pretrain_command(subparsers) -> None:
 
 def add_uci_command(subparsers) -> None:
     """``chessrl uci CHECKPOINT``: the policy as a UCI engine (chess GUIs, python-chess)."""
-    p = subparsers.add_parser("uci", help="a chess checkpoint as a UCI engine, for chess GUIs and python-chess "
-                              "(docs/chess.md#uci-engine)")
-    p.add_argument("checkpoint", help="a checkpoint file (step_*.pt, initial.pt, a pretrained .pt) or a run directory")
+    p = subparsers.add_parser(
+        "uci",
+        help="a chess checkpoint as a UCI engine, for chess GUIs and python-chess "
+        "(docs/chess.md#uci-engine)",
+    )
+    p.add_argument(
+        "checkpoint",
+        help="a checkpoint file (step_*.pt, initial.pt, a pretrained .pt) or a run directory",
+    )
 
     def run(args: argparse.Namespace) -> int:
         from chessrl.envs.chess.uci import cmd_uci

@@ -75,8 +75,16 @@ UCI: list[str] = [m.uci() for m in MOVES]
 # ACTION_STRUCTURE[a] = (from-square, to-square, kind) of MOVES[a] on the side to move's board:
 # the square indices are the observation's square tokens, kind 0 = no promotion, 1..4 = q r b n.
 ACTION_STRUCTURE = np.array(
-    [(m.from_square, m.to_square, 0 if m.promotion is None else 1 + _PROMOTIONS.index(m.promotion))
-     for m in MOVES], dtype=np.int64)
+    [
+        (
+            m.from_square,
+            m.to_square,
+            0 if m.promotion is None else 1 + _PROMOTIONS.index(m.promotion),
+        )
+        for m in MOVES
+    ],
+    dtype=np.int64,
+)
 
 
 def _key(frm: int, to: int, promotion: int | None) -> int:
@@ -88,7 +96,9 @@ _N_KEYS = 1 << 15
 
 
 def _mirror_move(m: chess.Move) -> chess.Move:
-    return chess.Move(chess.square_mirror(m.from_square), chess.square_mirror(m.to_square), m.promotion)
+    return chess.Move(
+        chess.square_mirror(m.from_square), chess.square_mirror(m.to_square), m.promotion
+    )
 
 
 # ACTION_MOVES[color][a]: the real move that action a means when `color` is to move.
@@ -121,24 +131,40 @@ def action_to_move(action: int, turn: chess.Color) -> chess.Move:
 # --- observation tokens ------------------------------------------------------------------
 
 N_SQUARE_TOKENS = 13
-TOK_CASTLE = 13          # + 2 * slot + has_right, slot in (own K, own Q, opp K, opp Q)
-TOK_EP = 21              # + 0 none, + 1 + file
-TOK_HALFMOVE = 30        # + min(clock // 10, 10)
-TOK_REPETITION = 41      # + min(times seen before, 2)
+TOK_CASTLE = 13  # + 2 * slot + has_right, slot in (own K, own Q, opp K, opp Q)
+TOK_EP = 21  # + 0 none, + 1 + file
+TOK_HALFMOVE = 30  # + min(clock // 10, 10)
+TOK_REPETITION = 41  # + min(times seen before, 2)
 OBS_LEN = 64 + 4 + 1 + 1 + 1
 OBS_VOCAB = 44
 
 _PIECE_IDS = np.arange(1, 13, dtype=np.uint8)[None, :, None]
-_H1, _A1, _H8, _A8 = (np.uint64(chess.BB_H1), np.uint64(chess.BB_A1), np.uint64(chess.BB_H8), np.uint64(chess.BB_A8))
+_H1, _A1, _H8, _A8 = (
+    np.uint64(chess.BB_H1),
+    np.uint64(chess.BB_A1),
+    np.uint64(chess.BB_H8),
+    np.uint64(chess.BB_A8),
+)
 
 
 def board_features(board: chess.Board, ep_legal: bool, repetitions: int) -> tuple[int, ...]:
     """The raw integers :func:`encode` needs from one board (cheap attribute reads only)."""
     occ = board.occupied_co
-    return (board.pawns, board.knights, board.bishops, board.rooks, board.queens, board.kings,
-            occ[chess.WHITE], occ[chess.BLACK], board.castling_rights,
-            (board.ep_square if ep_legal and board.ep_square is not None else 64),
-            board.halfmove_clock, int(board.turn), repetitions)
+    return (
+        board.pawns,
+        board.knights,
+        board.bishops,
+        board.rooks,
+        board.queens,
+        board.kings,
+        occ[chess.WHITE],
+        occ[chess.BLACK],
+        board.castling_rights,
+        (board.ep_square if ep_legal and board.ep_square is not None else 64),
+        board.halfmove_clock,
+        int(board.turn),
+        repetitions,
+    )
 
 
 def encode(features: Sequence[tuple[int, ...]]) -> np.ndarray:
@@ -156,7 +182,9 @@ def encode(features: Sequence[tuple[int, ...]]) -> np.ndarray:
     planes = np.concatenate([pieces & own[:, None], pieces & opp[:, None]], axis=1)  # [n, 12]
     black = ~white_to_move
     planes[black] = planes[black].byteswap()  # vertical mirror: rank r <-> rank 7 - r
-    bits = np.unpackbits(planes.view(np.uint8).reshape(n, 12, 8), axis=2, bitorder="little")  # [n,12,64]
+    bits = np.unpackbits(
+        planes.view(np.uint8).reshape(n, 12, 8), axis=2, bitorder="little"
+    )  # [n,12,64]
     tokens = np.empty((n, OBS_LEN), dtype=np.int64)
     tokens[:, :64] = (bits * _PIECE_IDS).sum(axis=1, dtype=np.int64)
     rights = f[:, 8]
@@ -180,5 +208,5 @@ def tokens_to_str(tokens: np.ndarray) -> str:
     """An 8-line picture of the 64 square tokens (own pieces upper case, rank 8 on top)."""
     rows = []
     for rank in range(7, -1, -1):
-        rows.append("".join(_SQUARE_SYMBOLS[int(t)] for t in tokens[rank * 8:rank * 8 + 8]))
+        rows.append("".join(_SQUARE_SYMBOLS[int(t)] for t in tokens[rank * 8 : rank * 8 + 8]))
     return "\n".join(rows)

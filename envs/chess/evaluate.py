@@ -37,7 +37,7 @@ from chessrl.player import build_policy, game_name, label
 from chessrl.policy import Policy
 from chessrl.schema import build
 
-SKILL_MAX_DEPTH = 12       # depth cap of Skill Level / UCI_Elo opponents (see Opponent)
+SKILL_MAX_DEPTH = 12  # depth cap of Skill Level / UCI_Elo opponents (see Opponent)
 
 
 @dataclass(frozen=True)
@@ -67,14 +67,18 @@ class Opponent:
             return chess.engine.Limit(depth=min(self.value + 1, SKILL_MAX_DEPTH)), opts
         if self.kind == "elo":
             level = min(max(((self.value - 1346.6) / 143.4) ** (1 / 0.806), 0.0), 19.0)
-            return (chess.engine.Limit(depth=min(int(level) + 1, SKILL_MAX_DEPTH)),
-                    {"UCI_LimitStrength": True, "UCI_Elo": self.value})
+            return (
+                chess.engine.Limit(depth=min(int(level) + 1, SKILL_MAX_DEPTH)),
+                {"UCI_LimitStrength": True, "UCI_Elo": self.value},
+            )
         if self.kind == "depth":
             return chess.engine.Limit(depth=self.value), {}
         if self.kind == "nodes":
             return chess.engine.Limit(nodes=self.value), {}
         if self.kind == "env":
-            return chess.engine.Limit(depth=self.depth), ({} if self.value >= 20 else {"Skill Level": self.value})
+            return chess.engine.Limit(depth=self.depth), (
+                {} if self.value >= 20 else {"Skill Level": self.value}
+            )
         raise ValueError(f"unknown opponent kind {self.kind!r}")
 
     def describe(self) -> str:
@@ -90,7 +94,9 @@ class Opponent:
         return f"Stockfish ({', '.join(settings)})"
 
 
-def stockfish_opponent(pool: StockfishPool, spec: Opponent) -> Callable[[Sequence[ChessState]], np.ndarray]:
+def stockfish_opponent(
+    pool: StockfishPool, spec: Opponent
+) -> Callable[[Sequence[ChessState]], np.ndarray]:
     """A match opponent: the pool's move for each state under ``spec``, spread over the engines.
 
     A failure raises the pool's ``EngineFailure`` with ``index`` set to the failed state.
@@ -99,7 +105,9 @@ def stockfish_opponent(pool: StockfishPool, spec: Opponent) -> Callable[[Sequenc
 
     def play(states: Sequence[ChessState]) -> np.ndarray:
         moves = pool.play_moves([s.board for s in states], limit, options)
-        return np.array([enc.move_to_action(m, s.board.turn) for m, s in zip(moves, states)], dtype=np.int64)
+        return np.array(
+            [enc.move_to_action(m, s.board.turn) for m, s in zip(moves, states)], dtype=np.int64
+        )
 
     return play
 
@@ -110,8 +118,14 @@ def random_mover(game: ChessGame, seed: int) -> Callable[[Sequence[ChessState]],
     return lambda states: game.random_actions(states, rng)
 
 
-def balanced_openings(n: int, plies: int, seed: int, pool: StockfishPool | None, max_value: float,
-                      tries_per_opening: int = 200) -> list[chess.Board]:
+def balanced_openings(
+    n: int,
+    plies: int,
+    seed: int,
+    pool: StockfishPool | None,
+    max_value: float,
+    tries_per_opening: int = 200,
+) -> list[chess.Board]:
     """``n`` distinct openings of ``plies`` uniformly random plies from the standard position
     whose Stockfish value (side to move, in [-1, 1]) is within ``max_value`` of 0. The draw
     uses only ``np.random.default_rng([seed, 0x09E4])``; ``plies = 0`` gives the start position."""
@@ -127,12 +141,16 @@ def balanced_openings(n: int, plies: int, seed: int, pool: StockfishPool | None,
             board = chess.Board()
             tries += 1
             if tries > tries_per_opening * n:
-                raise UserError(f"found only {len(found)} of {n} balanced openings of {plies} plies in {tries} "
-                                f"tries; raise --balance (now {max_value}) or lower --opening-plies")
+                raise UserError(
+                    f"found only {len(found)} of {n} balanced openings of {plies} plies in {tries} "
+                    f"tries; raise --balance (now {max_value}) or lower --opening-plies"
+                )
             if random_play(board, plies, rng) and board.epd() not in seen:
                 seen.add(board.epd())
                 batch.append(board)
-        values = pool.values(batch) if pool is not None and max_value < 1.0 else np.zeros(len(batch))
+        values = (
+            pool.values(batch) if pool is not None and max_value < 1.0 else np.zeros(len(batch))
+        )
         found.extend(b for b, v in zip(batch, values) if abs(float(v)) <= max_value)
     return found[:n]
 
@@ -154,15 +172,30 @@ class EvalResult:
     rows: dict[str, MatchResult] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"opponent": self.opponent, "protocol": self.protocol,
-                "rows": {name: r.summary() for name, r in self.rows.items()}}
+        return {
+            "opponent": self.opponent,
+            "protocol": self.protocol,
+            "rows": {name: r.summary() for name, r in self.rows.items()},
+        }
 
 
-def evaluate(players: dict[str, Any], env_options: ChessOptions, opponent: Opponent, *, games: int = 16,
-             seed: int = 0, opening_plies: int = 8, balance: float = 0.15, max_plies: int = 200,
-             adjudicate: float = 0.5, greedy: bool = True, temperature: float = 1.0,
-             pgn: str | Path | None = None, log: Callable[[str], None] | None = None,
-             names: dict[str, str] | None = None) -> EvalResult:
+def evaluate(
+    players: dict[str, Any],
+    env_options: ChessOptions,
+    opponent: Opponent,
+    *,
+    games: int = 16,
+    seed: int = 0,
+    opening_plies: int = 8,
+    balance: float = 0.15,
+    max_plies: int = 200,
+    adjudicate: float = 0.5,
+    greedy: bool = True,
+    temperature: float = 1.0,
+    pgn: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+    names: dict[str, str] | None = None,
+) -> EvalResult:
     """Play every player (a Policy or a states->actions callable; the string "random" is a
     random mover) against ``opponent`` under the same protocol: the same openings, seeds and
     adjudication. ``pgn``: a file every game is appended to, the players named by ``names``
@@ -173,25 +206,51 @@ def evaluate(players: dict[str, Any], env_options: ChessOptions, opponent: Oppon
         raise UserError(f"--opening-plies {opening_plies}: expected 0..200")
     if not 0.0 < balance <= 1.0 or not 0.0 < adjudicate <= 1.0:
         raise UserError(f"--balance {balance} and --adjudicate {adjudicate} are values in (0, 1]")
-    opts = build(ChessOptions, {"reward": "none", "max_plies": max_plies, "stockfish_path": env_options.stockfish_path,
-                                "engines": env_options.engines, "hash_mb": env_options.hash_mb,
-                                "depth": env_options.depth or (0 if env_options.nodes else 8),  # static reward: adjudicate at 8
-                                "nodes": env_options.nodes,
-                                "value_scale": env_options.value_scale, "engine_retries": env_options.engine_retries,
-                                "engine_timeout": env_options.engine_timeout}, prefix="env")
+    opts = build(
+        ChessOptions,
+        {
+            "reward": "none",
+            "max_plies": max_plies,
+            "stockfish_path": env_options.stockfish_path,
+            "engines": env_options.engines,
+            "hash_mb": env_options.hash_mb,
+            "depth": env_options.depth
+            or (0 if env_options.nodes else 8),  # static reward: adjudicate at 8
+            "nodes": env_options.nodes,
+            "value_scale": env_options.value_scale,
+            "engine_retries": env_options.engine_retries,
+            "engine_timeout": env_options.engine_timeout,
+        },
+        prefix="env",
+    )
     game = ChessGame(opts, seed)
-    pool = StockfishPool(opts.stockfish_path, opts.engines, opts.hash_mb,
-                         depth=opts.depth if opts.depth > 0 else None, nodes=opts.nodes if opts.nodes > 0 else None,
-                         cache_size=10_000, value_scale=opts.value_scale, retries=opts.engine_retries,
-                         timeout=opts.engine_timeout)
+    pool = StockfishPool(
+        opts.stockfish_path,
+        opts.engines,
+        opts.hash_mb,
+        depth=opts.depth if opts.depth > 0 else None,
+        nodes=opts.nodes if opts.nodes > 0 else None,
+        cache_size=10_000,
+        value_scale=opts.value_scale,
+        retries=opts.engine_retries,
+        timeout=opts.engine_timeout,
+    )
     fh = open(pgn, "w") if pgn else None
     try:
         openings = balanced_openings((games + 1) // 2, opening_plies, seed, pool, balance)
         starts = [ChessState(b) for b in openings]
-        protocol = {"games": games, "seed": seed, "opening_plies": opening_plies, "balance": balance,
-                    "max_plies": max_plies, "adjudicate": adjudicate, "greedy": greedy, "temperature": temperature,
-                    "adjudication_engine": {"depth": opts.depth, "nodes": opts.nodes},
-                    "openings": [" ".join(m.uci() for m in b.move_stack) for b in openings]}
+        protocol = {
+            "games": games,
+            "seed": seed,
+            "opening_plies": opening_plies,
+            "balance": balance,
+            "max_plies": max_plies,
+            "adjudicate": adjudicate,
+            "greedy": greedy,
+            "temperature": temperature,
+            "adjudication_engine": {"depth": opts.depth, "nodes": opts.nodes},
+            "openings": [" ".join(m.uci() for m in b.move_stack) for b in openings],
+        }
         out = EvalResult(opponent.describe(), protocol)
         opp = stockfish_opponent(pool, opponent)
 
@@ -202,18 +261,40 @@ def evaluate(players: dict[str, Any], env_options: ChessOptions, opponent: Oppon
             if isinstance(player, str) and player == "random":
                 player = random_mover(game, seed)
 
-            def on_game(i: int, state: ChessState, score: float, reason: str, name: str = name) -> None:
+            def on_game(
+                i: int, state: ChessState, score: float, reason: str, name: str = name
+            ) -> None:
                 if fh is None:
                     return
                 white = i % 2 == 0
                 me, them = (names or {}).get(name, name), opponent.pgn_name()
-                write_game(fh, game_record(state.board, white=me if white else them, black=them if white else me,
-                                           result=result_string(white, score), termination=reason,
-                                           opening_plies=opening_plies, round_=i + 1,
-                                           event=f"chessrl eval: {name} vs {opponent.describe()}"))
+                write_game(
+                    fh,
+                    game_record(
+                        state.board,
+                        white=me if white else them,
+                        black=them if white else me,
+                        result=result_string(white, score),
+                        termination=reason,
+                        opening_plies=opening_plies,
+                        round_=i + 1,
+                        event=f"chessrl eval: {name} vs {opponent.describe()}",
+                    ),
+                )
 
-            res = play_match(game, player, opp, games=games, temperature=temperature, greedy=greedy, seed=seed,
-                             adjudicate=adjudicate, starts=starts, on_game=on_game, adjudicator=adjudicator)
+            res = play_match(
+                game,
+                player,
+                opp,
+                games=games,
+                temperature=temperature,
+                greedy=greedy,
+                seed=seed,
+                adjudicate=adjudicate,
+                starts=starts,
+                on_game=on_game,
+                adjudicator=adjudicator,
+            )
             out.rows[name] = res
             if log is not None:
                 log(format_row(name, res))
@@ -225,13 +306,14 @@ def evaluate(players: dict[str, Any], env_options: ChessOptions, opponent: Oppon
         game.close()
 
 
-
 def opponent_from_args(args: argparse.Namespace, env: ChessOptions) -> Opponent:
     if args.elo is not None:
         lo, hi = ELO_RANGE
         if not lo <= args.elo <= hi:
-            raise UserError(f"--elo {args.elo} is outside Stockfish 15.1's UCI_Elo range {lo}..{hi}; "
-                            "use --skill 0..20 for weaker play")
+            raise UserError(
+                f"--elo {args.elo} is outside Stockfish 15.1's UCI_Elo range {lo}..{hi}; "
+                "use --skill 0..20 for weaker play"
+            )
         return Opponent("elo", args.elo)
     if args.skill is not None:
         if not 0 <= args.skill <= 20:
@@ -262,7 +344,9 @@ def _ci(x: float, lo: float, hi: float) -> str:
     return f"{x:5.3f} [{lo:5.3f}, {hi:5.3f}]"
 
 
-def benchmark_report(players: dict[str, Any], env: ChessOptions, args: argparse.Namespace) -> dict[str, Any]:
+def benchmark_report(
+    players: dict[str, Any], env: ChessOptions, args: argparse.Namespace
+) -> dict[str, Any]:
     """``--benchmark`` / ``--ladder``: every player's held-out scores and, with ``--ladder``, its
     games against the ladder's rungs and its Elo on the benchmark's scale (docs/benchmark.md)."""
     from chessrl.envs.chess.benchmark import (
@@ -274,39 +358,65 @@ def benchmark_report(players: dict[str, Any], env: ChessOptions, args: argparse.
         random_mover,
     )
 
-    bench = load_default(BenchmarkSpec(seed=env.benchmark_seed, stockfish_path=env.stockfish_path,
-                                       engines=env.engines))
+    bench = load_default(
+        BenchmarkSpec(
+            seed=env.benchmark_seed, stockfish_path=env.stockfish_path, engines=env.engines
+        )
+    )
     rungs = [r for r in env.eval_ladder if r in bench.ratings] if args.ladder else []
-    pool = StockfishPool(env.stockfish_path, env.engines, env.hash_mb, depth=8, cache_size=10_000) if rungs else None
+    pool = (
+        StockfishPool(env.stockfish_path, env.engines, env.hash_mb, depth=8, cache_size=10_000)
+        if rungs
+        else None
+    )
     out: dict[str, Any] = {"benchmark": str(bench.path), "players": {}}
     if not args.json:
-        print(f"held-out benchmark {bench.path.name}: {len(bench.agreement)} agreement positions (Stockfish depth "
-              f"{bench.spec.label_depth}), {len(bench.mate_in_one)} mates in one, {len(bench.material)} material wins")
-        print(f"{'player':<12} {'top-1 agreement':>22} {'top-3 agreement':>22} {'mate in one':>22} "
-              f"{'material':>22}" + ("  Elo [95% CI] on the ladder" if rungs else ""))
+        print(
+            f"held-out benchmark {bench.path.name}: {len(bench.agreement)} agreement positions (Stockfish depth "
+            f"{bench.spec.label_depth}), {len(bench.mate_in_one)} mates in one, {len(bench.material)} material wins"
+        )
+        print(
+            f"{'player':<12} {'top-1 agreement':>22} {'top-3 agreement':>22} {'mate in one':>22} "
+            f"{'material':>22}" + ("  Elo [95% CI] on the ladder" if rungs else "")
+        )
     try:
         for name, player in players.items():
             if player == "random":
                 rng = np.random.default_rng(args.seed)
 
                 def choose(boards, rng=rng):
-                    return [list(b.legal_moves)[int(rng.integers(b.legal_moves.count()))] for b in boards]
+                    return [
+                        list(b.legal_moves)[int(rng.integers(b.legal_moves.count()))]
+                        for b in boards
+                    ]
+
                 mover: Any = random_mover(args.seed)
             else:
                 choose, mover = choose_fn(player), player
             s = bench.score(choose)
             row = dict(s)
-            line = (f"{name:<12} {_ci(s['agreement/top1'], s['agreement/top1_lo'], s['agreement/top1_hi']):>22} "
-                    f"{_ci(s['agreement/top3'], s['agreement/top3_lo'], s['agreement/top3_hi']):>22} "
-                    f"{_ci(s['mate1/success'], s['mate1/success_lo'], s['mate1/success_hi']):>22} "
-                    f"{_ci(s['material/success'], s['material/success_lo'], s['material/success_hi']):>22}")
+            line = (
+                f"{name:<12} {_ci(s['agreement/top1'], s['agreement/top1_lo'], s['agreement/top1_hi']):>22} "
+                f"{_ci(s['agreement/top3'], s['agreement/top3_lo'], s['agreement/top3_hi']):>22} "
+                f"{_ci(s['mate1/success'], s['mate1/success_lo'], s['mate1/success_hi']):>22} "
+                f"{_ci(s['material/success'], s['material/success_lo'], s['material/success_hi']):>22}"
+            )
             if rungs:
                 results = ladder_results(mover, rungs, pool, args.games, seed=args.seed)
                 elo, lo, hi = elo_estimate(results, bench.ratings)
-                row.update({"ladder": {r: {"score": sc, "games": g} for r, (sc, g) in results.items()},
-                            "elo": elo, "elo_lo": lo, "elo_hi": hi})
-                line += f"  {elo:+.0f} [{lo:+.0f}, {hi:+.0f}]  (" + ", ".join(
-                    f"{r} {sc:.2f}" for r, (sc, _) in results.items()) + ")"
+                row.update(
+                    {
+                        "ladder": {r: {"score": sc, "games": g} for r, (sc, g) in results.items()},
+                        "elo": elo,
+                        "elo_lo": lo,
+                        "elo_hi": hi,
+                    }
+                )
+                line += (
+                    f"  {elo:+.0f} [{lo:+.0f}, {hi:+.0f}]  ("
+                    + ", ".join(f"{r} {sc:.2f}" for r, (sc, _) in results.items())
+                    + ")"
+                )
             out["players"][name] = row
             if not args.json:
                 print(line, flush=True)
@@ -319,11 +429,15 @@ def benchmark_report(players: dict[str, Any], env: ChessOptions, args: argparse.
 def cmd_eval(args: argparse.Namespace) -> int:
     """``chessrl eval`` of a chess checkpoint: the core command's flags and chess's own."""
     if args.opponent:
-        raise UserError(f"--opponent {args.opponent[0]}: a chess checkpoint plays the Stockfish that --skill, "
-                        "--depth, --nodes or --elo set (default: its [env] opponent_skill at opponent_depth)")
+        raise UserError(
+            f"--opponent {args.opponent[0]}: a chess checkpoint plays the Stockfish that --skill, "
+            "--depth, --nodes or --elo set (default: its [env] opponent_skill at opponent_depth)"
+        )
     if args.overrides:
-        raise UserError(f"--set {args.overrides[0]}: chess's eval takes its settings from its own flags "
-                        "(--engines, --max-plies, ...), not --set")
+        raise UserError(
+            f"--set {args.overrides[0]}: chess's eval takes its settings from its own flags "
+            "(--engines, --max-plies, ...), not --set"
+        )
     policy, state, resolved = load_policy(args.checkpoint)
     env = env_options_of(state, args.engines)
     if args.benchmark or args.ladder:
@@ -334,19 +448,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 players["initial"] = load_policy(init)[0]
             players["random"] = "random"
         if args.games < 2 or args.games % 2:
-            raise UserError(f"--games {args.games}: the ladder plays each opening with both colours; use an even number")
+            raise UserError(
+                f"--games {args.games}: the ladder plays each opening with both colours; use an even number"
+            )
         try:
             out = benchmark_report(players, env, args)
         except (MatchError, EngineFailure) as exc:
-            print(f"chessrl: error: evaluation stopped, {exc} (an engine failure is never scored)", file=sys.stderr)
+            print(
+                f"chessrl: error: evaluation stopped, {exc} (an engine failure is never scored)",
+                file=sys.stderr,
+            )
             return 1
         if args.json:
             print(json.dumps({"checkpoint": str(resolved), **out}, indent=2))
         return 0
     opponent = opponent_from_args(args, env)
     players: dict[str, Any] = {"checkpoint": policy}
-    names = {"checkpoint": f"chessrl {label(resolved, state.get('step'))}",
-             "random": f"random mover (seed {args.seed})"}
+    names = {
+        "checkpoint": f"chessrl {label(resolved, state.get('step'))}",
+        "random": f"random mover (seed {args.seed})",
+    }
     if args.baselines:
         players["random"] = "random"
         init = initial_checkpoint(args.checkpoint)
@@ -354,24 +475,47 @@ def cmd_eval(args: argparse.Namespace) -> int:
             players["initial"] = load_policy(init)[0]
             names["initial"] = f"chessrl {label(Path(init))}"
         elif not args.json:
-            print("(no initial.pt next to the checkpoint: the initial baseline is skipped)", file=sys.stderr)
+            print(
+                "(no initial.pt next to the checkpoint: the initial baseline is skipped)",
+                file=sys.stderr,
+            )
     print_rows = not args.json
     if print_rows:
         mode = "greedy" if not args.sample else f"sampled at temperature {args.temperature}"
-        print(f"{resolved} vs {opponent.describe()}: {args.games} games, openings of {args.opening_plies} random "
-              f"plies (|value| <= {args.balance}, seed {args.seed}) with both colours, adjudicated after "
-              f"{args.max_plies} plies, {mode}")
+        print(
+            f"{resolved} vs {opponent.describe()}: {args.games} games, openings of {args.opening_plies} random "
+            f"plies (|value| <= {args.balance}, seed {args.seed}) with both colours, adjudicated after "
+            f"{args.max_plies} plies, {mode}"
+        )
         print(HEADER)
     try:
-        result = evaluate(players, env, opponent, games=args.games, seed=args.seed, opening_plies=args.opening_plies,
-                          balance=args.balance, max_plies=args.max_plies, adjudicate=args.adjudicate,
-                          greedy=not args.sample, temperature=args.temperature, pgn=args.pgn,
-                          log=print if print_rows else None, names=names)
+        result = evaluate(
+            players,
+            env,
+            opponent,
+            games=args.games,
+            seed=args.seed,
+            opening_plies=args.opening_plies,
+            balance=args.balance,
+            max_plies=args.max_plies,
+            adjudicate=args.adjudicate,
+            greedy=not args.sample,
+            temperature=args.temperature,
+            pgn=args.pgn,
+            log=print if print_rows else None,
+            names=names,
+        )
     except MatchError as exc:
-        print(f"chessrl: error: evaluation stopped, {exc} (an engine failure is never scored)", file=sys.stderr)
+        print(
+            f"chessrl: error: evaluation stopped, {exc} (an engine failure is never scored)",
+            file=sys.stderr,
+        )
         return 1
     except EngineFailure as exc:  # outside a game: while choosing the openings
-        print(f"chessrl: error: evaluation stopped before any game, choosing the openings: {exc}", file=sys.stderr)
+        print(
+            f"chessrl: error: evaluation stopped before any game, choosing the openings: {exc}",
+            file=sys.stderr,
+        )
         return 1
     if args.json:
         print(json.dumps({"checkpoint": str(resolved), **result.to_json()}, indent=2))

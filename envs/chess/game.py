@@ -32,7 +32,7 @@ class ChessState:
     def __init__(self, board: chess.Board):
         self.board = board
         self.mask: np.ndarray | None = None  # bool [n_actions] legal actions, once observed
-        self.reason: str | None = None       # "" while playing, the game-end reason, or unknown
+        self.reason: str | None = None  # "" while playing, the game-end reason, or unknown
 
     def __repr__(self) -> str:
         return f"ChessState({self.board.fen()!r})"
@@ -72,7 +72,9 @@ def repetitions(board: chess.Board) -> int:
     stack = getattr(board, "_stack", None)  # python-chess's per-move state stack
     if stack is not None:
         occupied = board.occupied
-        candidates = sum(1 for k in range(4, min(clock, len(stack)) + 1, 2) if stack[-k].occupied == occupied)
+        candidates = sum(
+            1 for k in range(4, min(clock, len(stack)) + 1, 2) if stack[-k].occupied == occupied
+        )
         if candidates == 0:
             return 0
     if not board.is_repetition(2):
@@ -98,10 +100,15 @@ class ChessGame(Game):
         self.max_plies = options.max_plies
         self.seed = seed
         self.starts = StartSampler(
-            options.start, options.start_file, options.random_plies, options.phase_mix,
-            engine=lambda boards: self.pool.play_moves(boards, chess.engine.Limit(depth=options.selfplay_depth),
-                                                       fresh=options.fresh_search),
-            exclude=(lambda: self.held_out().keys()) if options.benchmark else None)
+            options.start,
+            options.start_file,
+            options.random_plies,
+            options.phase_mix,
+            engine=lambda boards: self.pool.play_moves(
+                boards, chess.engine.Limit(depth=options.selfplay_depth), fresh=options.fresh_search
+            ),
+            exclude=(lambda: self.held_out().keys()) if options.benchmark else None,
+        )
         if options.reward == "stockfish":
             check_stockfish(options.stockfish_path)  # fail at construction, not mid-run
         self._pool: StockfishPool | None = None
@@ -116,10 +123,18 @@ class ChessGame(Game):
         if self._pool is None:
             o = self.options
             self._pool = StockfishPool(
-                o.stockfish_path, o.engines, o.hash_mb,
-                depth=o.depth if o.depth > 0 else None, nodes=o.nodes if o.nodes > 0 else None,
-                static=o.static_eval, cache_size=o.cache_size, value_scale=o.value_scale,
-                retries=o.engine_retries, timeout=o.engine_timeout, fresh=o.fresh_search)
+                o.stockfish_path,
+                o.engines,
+                o.hash_mb,
+                depth=o.depth if o.depth > 0 else None,
+                nodes=o.nodes if o.nodes > 0 else None,
+                static=o.static_eval,
+                cache_size=o.cache_size,
+                value_scale=o.value_scale,
+                retries=o.engine_retries,
+                timeout=o.engine_timeout,
+                fresh=o.fresh_search,
+            )
         return self._pool
 
     @property
@@ -130,8 +145,16 @@ class ChessGame(Game):
     def stats(self) -> dict[str, float]:
         """Reward cache and engine counters: hits, misses, hit_rate, evaluations, restarts, ..."""
         if self._pool is None:
-            return {"hits": 0, "misses": 0, "hit_rate": 0.0, "evaluations": 0, "restarts": 0,
-                    "cache_entries": 0, "engine_seconds": 0.0, "engine_busy_seconds": 0.0}
+            return {
+                "hits": 0,
+                "misses": 0,
+                "hit_rate": 0.0,
+                "evaluations": 0,
+                "restarts": 0,
+                "cache_entries": 0,
+                "engine_seconds": 0.0,
+                "engine_busy_seconds": 0.0,
+            }
         return self._pool.stats()
 
     def close(self) -> None:
@@ -155,7 +178,9 @@ class ChessGame(Game):
         """A state from Gym ``reset(options=...)``: ``{"fen": FEN}`` and/or ``{"moves": [uci, ...]}``."""
         unknown = set(options) - {"fen", "moves"}
         if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; chess accepts 'fen' and 'moves'")
+            raise ValueError(
+                f"unknown reset options {sorted(unknown)}; chess accepts 'fen' and 'moves'"
+            )
         board = chess.Board()
         if "fen" in options:
             try:
@@ -180,8 +205,10 @@ class ChessGame(Game):
         for i, st in enumerate(states):
             b = st.board
             off = _TURN_OFFSET[b.turn]
-            legal = [m.from_square | (m.to_square << 6) | ((m.promotion or 0) << 12) | off
-                     for m in b.legal_moves]
+            legal = [
+                m.from_square | (m.to_square << 6) | ((m.promotion or 0) << 12) | off
+                for m in b.legal_moves
+            ]
             keys.extend(legal)
             counts[i] = len(legal)
             to_play[i] = 0 if b.turn else 1
@@ -190,7 +217,9 @@ class ChessGame(Game):
             st.reason = reason
             reasons.append(reason)
             terminated[i] = bool(reason)
-            features.append(enc.board_features(b, b.ep_square is not None and b.has_legal_en_passant(), reps))
+            features.append(
+                enc.board_features(b, b.ep_square is not None and b.has_legal_en_passant(), reps)
+            )
         mask = np.zeros((n, self.n_actions), dtype=bool)
         actions = _KEY_TO_ACTION_FLAT[np.asarray(keys, dtype=np.int64)]
         if actions.size and actions.min() < 0:  # impossible for legal chess moves; never silent
@@ -200,8 +229,13 @@ class ChessGame(Game):
         # them (it always equals the legal moves) and `terminated` says the game is over.
         for i, st in enumerate(states):
             st.mask = mask[i]
-        return Observation(tokens=enc.encode(features), action_mask=mask, to_play=to_play,
-                           terminated=terminated, reason=reasons)
+        return Observation(
+            tokens=enc.encode(features),
+            action_mask=mask,
+            to_play=to_play,
+            terminated=terminated,
+            reason=reasons,
+        )
 
     def play(self, states: Sequence[ChessState], actions: np.ndarray) -> list[ChessState]:
         """Push each action's move in place; ValueError on an illegal action."""
@@ -242,10 +276,13 @@ class ChessGame(Game):
     def engine_actions(self, states: Sequence[ChessState]) -> np.ndarray:
         """Stockfish's move at ``engine_move_depth``; 0 for finished games (searches from a
         cleared hash unless ``fresh_search = false``)."""
-        return self._engine_moves(states, self.options.engine_move_depth, None, fresh=self.options.fresh_search)
+        return self._engine_moves(
+            states, self.options.engine_move_depth, None, fresh=self.options.fresh_search
+        )
 
-    def _engine_moves(self, states: Sequence[ChessState], depth: int, skill: int | None,
-                      fresh: bool = True) -> np.ndarray:
+    def _engine_moves(
+        self, states: Sequence[ChessState], depth: int, skill: int | None, fresh: bool = True
+    ) -> np.ndarray:
         out = np.zeros(len(states), dtype=np.int64)
         live = [i for i, st in enumerate(states) if not self._reason(st)]
         if live:
@@ -280,12 +317,16 @@ class ChessGame(Game):
         out: dict[str, Callable[[Sequence[ChessState]], np.ndarray]] = {}
         for k, rung in enumerate(o.eval_ladder):
             if rung == "stockfish":
-                out[rung] = lambda states: self._engine_moves(states, o.opponent_depth, o.opponent_skill)
+                out[rung] = lambda states: self._engine_moves(
+                    states, o.opponent_depth, o.opponent_skill
+                )
             elif rung == "random":  # the game's own generator: seeded, reseeded with the game
                 out[rung] = lambda states: self.random_actions(states, self._opponent_rng)
             else:
                 pool = self.pool if _parse_rung(rung)[1] in ("skill", "nodes", "depth") else None
-                out[rung_metric_name(rung)] = rung_opponent(rung, pool, seed=self._eval_seed + 7919 * k)
+                out[rung_metric_name(rung)] = rung_opponent(
+                    rung, pool, seed=self._eval_seed + 7919 * k
+                )
         return out
 
     def benchmark(self, policy: Any, matches: dict[str, tuple[float, int]]) -> dict[str, float]:
@@ -300,8 +341,11 @@ class ChessGame(Game):
         device = next(policy.parameters()).device
         out = dict(bench.score(choose_fn(policy, device=device)))
         ratings = bench.ratings
-        rated = {rung: matches[rung_metric_name(rung)] for rung in self.options.eval_ladder
-                 if rung in ratings and rung_metric_name(rung) in matches}
+        rated = {
+            rung: matches[rung_metric_name(rung)]
+            for rung in self.options.eval_ladder
+            if rung in ratings and rung_metric_name(rung) in matches
+        }
         if rated:
             elo, lo, hi = elo_estimate(rated, ratings)
             out.update({"ladder/elo": elo, "ladder/elo_lo": lo, "ladder/elo_hi": hi})
@@ -313,12 +357,17 @@ class ChessGame(Game):
         if self._held_out is None:
             from chessrl.envs.chess.benchmark import BenchmarkSpec, load_default
 
-            spec = BenchmarkSpec(seed=self.options.benchmark_seed, stockfish_path=self.options.stockfish_path,
-                                 engines=self.options.engines)
+            spec = BenchmarkSpec(
+                seed=self.options.benchmark_seed,
+                stockfish_path=self.options.stockfish_path,
+                engines=self.options.engines,
+            )
             self._held_out = load_default(spec)
         return self._held_out
 
-    def eval_starts(self, n: int, seed: int, plies: int = 8, balance: float = 0.15) -> list[ChessState]:
+    def eval_starts(
+        self, n: int, seed: int, plies: int = 8, balance: float = 0.15
+    ) -> list[ChessState]:
         """``n`` random balanced openings for evaluation: ``plies`` random plies from the
         standard position whose engine value is within ``balance`` of 0 (the protocol of
         ``chessrl eval``, docs/evaluation.md); drawn from ``seed`` only."""
@@ -343,7 +392,11 @@ class ChessGame(Game):
         """The board from White's side (upper case White), then its FEN."""
         board = _as_board(state)
         ranks = str(board).splitlines()
-        return "\n".join(f"{8 - i} {r}" for i, r in enumerate(ranks)) + "\n  a b c d e f g h\n" + board.fen()
+        return (
+            "\n".join(f"{8 - i} {r}" for i, r in enumerate(ranks))
+            + "\n  a b c d e f g h\n"
+            + board.fen()
+        )
 
     def parse_action(self, state: ChessState, text: str) -> int:
         """A legal move in UCI (``e2e4``, ``e7e8q``) or SAN (``e4``, ``Nf3``, ``O-O``)."""
@@ -354,8 +407,9 @@ class ChessGame(Game):
             try:
                 move = board.parse_san(text.strip())
             except ValueError:
-                raise ValueError(f"'{text.strip()}' is not a legal move here (write it in UCI, e2e4, or SAN, e4)") \
-                    from None
+                raise ValueError(
+                    f"'{text.strip()}' is not a legal move here (write it in UCI, e2e4, or SAN, e4)"
+                ) from None
         if not move:  # "0000", the null move, parses but is no move
             raise ValueError("0000 is not a move; write a legal move in UCI, e2e4, or SAN, e4")
         return enc.move_to_action(move, board.turn)

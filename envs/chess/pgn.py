@@ -19,12 +19,28 @@ def result_string(policy_white: bool, score: float) -> str:
 
 # The Seven Tag Roster's Termination values (PGN standard, section 9.8.1) for chessrl's reasons;
 # the reason itself goes in the custom tag TerminationReason and a comment after the last move.
-TERMINATION = {"checkmate": "normal", "stalemate": "normal", "insufficient_material": "normal",
-               "fifty_moves": "normal", "threefold_repetition": "normal", "adjudicated": "adjudication"}
+TERMINATION = {
+    "checkmate": "normal",
+    "stalemate": "normal",
+    "insufficient_material": "normal",
+    "fifty_moves": "normal",
+    "threefold_repetition": "normal",
+    "adjudicated": "adjudication",
+}
 
 
-def game_record(board: chess.Board, *, white: str, black: str, result: str, termination: str,
-                opening_plies: int, round_: int, event: str = "chessrl eval", site: str = "chessrl") -> chess.pgn.Game:
+def game_record(
+    board: chess.Board,
+    *,
+    white: str,
+    black: str,
+    result: str,
+    termination: str,
+    opening_plies: int,
+    round_: int,
+    event: str = "chessrl eval",
+    site: str = "chessrl",
+) -> chess.pgn.Game:
     """A PGN game of ``board``'s whole move stack (from its root position), with standard headers.
 
     Event, Site, Date, Round, White, Black, Result; ``FEN`` and ``SetUp "1"`` when the root is

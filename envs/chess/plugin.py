@@ -35,14 +35,19 @@ def check_uci(path: str, timeout: float = 10.0) -> None:
     """Start ``path`` once, say ``uci`` and expect ``uciok`` (once per path and process)."""
     try:
         res = subprocess.run([path], input=b"uci\nquit\n", capture_output=True, timeout=timeout)
-        ok, why = b"uciok" in res.stdout, f"it exited with code {res.returncode} without answering 'uci'"
+        ok, why = (
+            b"uciok" in res.stdout,
+            f"it exited with code {res.returncode} without answering 'uci'",
+        )
     except subprocess.TimeoutExpired:
         ok, why = False, f"it did not answer 'uci' within {timeout:g} s"
     except OSError as exc:
         ok, why = False, f"it cannot be started: {exc.strerror or exc}"
     if not ok:
-        raise UserError(f"[env] stockfish_path = {path!r} is not a UCI chess engine ({why}); point it at "
-                        "Stockfish (Debian's `stockfish` package installs /usr/games/stockfish)")
+        raise UserError(
+            f"[env] stockfish_path = {path!r} is not a UCI chess engine ({why}); point it at "
+            "Stockfish (Debian's `stockfish` package installs /usr/games/stockfish)"
+        )
 
 
 @chessrl.hookimpl
@@ -76,5 +81,11 @@ def make_gym_env(render_mode: str | None = None, seed: int = 0, **kwargs: Any):
     return core_make_gym_env("chess", render_mode=render_mode, seed=seed, **kwargs)
 
 
-__all__ = ["ChessOptions", "chessrl_register_games", "chessrl_register_commands", "chessrl_register_evaluators",
-           "factory", "make_gym_env"]
+__all__ = [
+    "ChessOptions",
+    "chessrl_register_games",
+    "chessrl_register_commands",
+    "chessrl_register_evaluators",
+    "factory",
+    "make_gym_env",
+]

@@ -35,36 +35,59 @@ from chessrl.envs.chess.pretrain_config import (
 from chessrl.envs.chess.pretrain_data import Labeller, cache_key, labelled_data, soft_targets
 from chessrl.envs.chess.pretrain_train import initial_path, save_checkpoint, train_policy
 
-__all__ = ["CheckConfig", "DataConfig", "LabelConfig", "Labeller", "PretrainConfig",
-           "TrainConfig", "cache_key", "check_labels", "cmd_pretrain", "initial_path",
-           "labelled_data", "load_pretrain_config", "pretrain", "pretrain_config_from_dict",
-           "save_checkpoint", "soft_targets", "train_policy"]
+__all__ = [
+    "CheckConfig",
+    "DataConfig",
+    "LabelConfig",
+    "Labeller",
+    "PretrainConfig",
+    "TrainConfig",
+    "cache_key",
+    "check_labels",
+    "cmd_pretrain",
+    "initial_path",
+    "labelled_data",
+    "load_pretrain_config",
+    "pretrain",
+    "pretrain_config_from_dict",
+    "save_checkpoint",
+    "soft_targets",
+    "train_policy",
+]
 
 
-def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print,
-             labeller: Labeller | None = None) -> dict[str, Any]:
+def pretrain(
+    cfg: PretrainConfig, log: Callable[[str], None] = print, labeller: Labeller | None = None
+) -> dict[str, Any]:
     """The whole pipeline; returns the summary (also written next to the checkpoint as JSON)."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     t0 = time.perf_counter()
     data, cache = labelled_data(cfg, log, labeller)
-    log(f"labels: {len(data['fen'])} positions in {cache['cache']} ({cache['shards_loaded']} "
+    log(
+        f"labels: {len(data['fen'])} positions in {cache['cache']} ({cache['shards_loaded']} "
         f"shards from the cache, {cache['shards_generated']} generated, "
-        f"{cache['engine_searches']} engine searches)")
+        f"{cache['engine_searches']} engine searches)"
+    )
     checks = check_labels(cfg, data)
-    log(f"label checks passed: distinct {checks['distinct_fraction']:.3f}, spread "
+    log(
+        f"label checks passed: distinct {checks['distinct_fraction']:.3f}, spread "
         f"{checks['spread_fraction']:.3f}, flat {checks['flat_fraction']:.3f}, "
-        f"{checks['mean_pv_moves']:.2f} PV moves per position")
+        f"{checks['mean_pv_moves']:.2f} PV moves per position"
+    )
     t1 = time.perf_counter()
     policy, summary = train_policy(cfg, data, log)
-    summary.update(cache=cache, checks=checks, label_seconds=t1 - t0,
-                   train_seconds=time.perf_counter() - t1)
+    summary.update(
+        cache=cache, checks=checks, label_seconds=t1 - t0, train_seconds=time.perf_counter() - t1
+    )
     out = save_checkpoint(cfg, policy, summary)
     h, r = summary["heldout"], summary["random"]
-    log(f"saved {out}: hold-out top-1 {h['top1']:.3f} [95% CI {h['top1_lo']:.3f}, "
+    log(
+        f"saved {out}: hold-out top-1 {h['top1']:.3f} [95% CI {h['top1_lo']:.3f}, "
         f"{h['top1_hi']:.3f}] (random {r['top1']:.3f}), top-5 {h['top5']:.3f} "
         f"[{h['top5_lo']:.3f}, {h['top5_hi']:.3f}] (random {r['top5']:.3f}), "
-        f"loss {h['loss']:.3f} (random {r['loss']:.3f})")
+        f"loss {h['loss']:.3f} (random {r['loss']:.3f})"
+    )
     summary["output"] = str(out)
     return summary
 

@@ -50,34 +50,50 @@ def label_stats(cfg: PretrainConfig, data: dict[str, np.ndarray]) -> dict[str, f
         hi = np.where(valid, soft_only, -np.inf).max(axis=1)
         lo = np.where(valid, soft_only, np.inf).min(axis=1)
     flat = float(((k >= 2) & (hi - lo < 0.02)).sum() / max(int((k >= 2).sum()), 1))
-    return {"positions": n, "distinct_fraction": distinct, "illegal_labels": illegal,
-            "labels": labelled, "unlabelled_positions": no_label, "spread_fraction": spread,
-            "flat_fraction": flat, "mean_pv_moves": float(k.mean()) if n else 0.0,
-            "mean_target_max": float(probs.max(axis=1).mean()) if n else 0.0}
+    return {
+        "positions": n,
+        "distinct_fraction": distinct,
+        "illegal_labels": illegal,
+        "labels": labelled,
+        "unlabelled_positions": no_label,
+        "spread_fraction": spread,
+        "flat_fraction": flat,
+        "mean_pv_moves": float(k.mean()) if n else 0.0,
+        "mean_target_max": float(probs.max(axis=1).mean()) if n else 0.0,
+    }
 
 
 def check_labels(cfg: PretrainConfig, data: dict[str, np.ndarray]) -> dict[str, float]:
     """Label statistics; a :class:`UserError` listing every failed check."""
     stats = label_stats(cfg, data)
-    distinct, spread, flat = (stats[k] for k in ("distinct_fraction", "spread_fraction",
-                                                 "flat_fraction"))
+    distinct, spread, flat = (
+        stats[k] for k in ("distinct_fraction", "spread_fraction", "flat_fraction")
+    )
     illegal, no_label = stats["illegal_labels"], stats["unlabelled_positions"]
     c, multipv = cfg.checks, cfg.labels.multipv
     failed = []
     if distinct < c.min_distinct:
-        failed.append(f"distinct positions {distinct:.3f} < {c.min_distinct} ([checks] "
-                      "min_distinct; widen [data] opening_plies or raise selfplay_fraction)")
+        failed.append(
+            f"distinct positions {distinct:.3f} < {c.min_distinct} ([checks] "
+            "min_distinct; widen [data] opening_plies or raise selfplay_fraction)"
+        )
     if illegal or no_label:
-        failed.append(f"{illegal} of {stats['labels']} label moves are illegal and {no_label} "
-                      "positions have no label (a corrupt cache or a broken engine; delete the "
-                      "cache directory)")
+        failed.append(
+            f"{illegal} of {stats['labels']} label moves are illegal and {no_label} "
+            "positions have no label (a corrupt cache or a broken engine; delete the "
+            "cache directory)"
+        )
     if multipv > 1 and spread < c.min_spread:
-        failed.append(f"multi-PV spread {spread:.3f} < {c.min_spread} ([checks] min_spread; the "
-                      "targets are almost one-hot: raise [labels] temperature_cp or lower "
-                      "best_weight)")
+        failed.append(
+            f"multi-PV spread {spread:.3f} < {c.min_spread} ([checks] min_spread; the "
+            "targets are almost one-hot: raise [labels] temperature_cp or lower "
+            "best_weight)"
+        )
     if multipv > 1 and flat > c.max_flat:
-        failed.append(f"flat multi-PV targets {flat:.3f} > {c.max_flat} ([checks] max_flat; "
-                      "lower [labels] temperature_cp)")
+        failed.append(
+            f"flat multi-PV targets {flat:.3f} > {c.max_flat} ([checks] max_flat; "
+            "lower [labels] temperature_cp)"
+        )
     if failed:
         raise UserError("label checks failed: " + "; ".join(failed))
     return stats

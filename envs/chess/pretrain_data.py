@@ -42,7 +42,7 @@ def epd_key(fen: str) -> str:
 def hash01(key: str) -> float:
     """A uniform number in [0, 1) fixed by ``key`` (the hold-out split)."""
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0 ** 64
+    return int.from_bytes(digest, "big") / 2.0**64
 
 
 def cache_key(cfg: PretrainConfig) -> str:
@@ -52,10 +52,18 @@ def cache_key(cfg: PretrainConfig) -> str:
     generation settings, so raising ``positions`` reuses every full shard already labelled."""
     data = to_dict(cfg.data)
     data.pop("positions")
-    blob = json.dumps({"format": CACHE_FORMAT, "seed": cfg.seed, "data": data,
-                       "depth": cfg.labels.depth, "nodes": cfg.labels.nodes,
-                       "multipv": cfg.labels.multipv, "stockfish": cfg.env.stockfish_path},
-                      sort_keys=True)
+    blob = json.dumps(
+        {
+            "format": CACHE_FORMAT,
+            "seed": cfg.seed,
+            "data": data,
+            "depth": cfg.labels.depth,
+            "nodes": cfg.labels.nodes,
+            "multipv": cfg.labels.multipv,
+            "stockfish": cfg.env.stockfish_path,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -65,8 +73,11 @@ class Labeller:
     def __init__(self, cfg: PretrainConfig):
         self.cfg = cfg
         self.pool: StockfishPool | None = None
-        self.limit = (chess.engine.Limit(depth=cfg.labels.depth) if cfg.labels.depth > 0
-                      else chess.engine.Limit(nodes=cfg.labels.nodes))
+        self.limit = (
+            chess.engine.Limit(depth=cfg.labels.depth)
+            if cfg.labels.depth > 0
+            else chess.engine.Limit(nodes=cfg.labels.nodes)
+        )
 
     @property
     def searches(self) -> int:
@@ -75,9 +86,15 @@ class Labeller:
     def __call__(self, boards: list[chess.Board]) -> list[Labels]:
         if self.pool is None:
             o = self.cfg.env
-            self.pool = StockfishPool(o.stockfish_path, o.engines, o.hash_mb, depth=8,
-                                      cache_size=0, retries=o.engine_retries,
-                                      timeout=o.engine_timeout)
+            self.pool = StockfishPool(
+                o.stockfish_path,
+                o.engines,
+                o.hash_mb,
+                depth=8,
+                cache_size=0,
+                retries=o.engine_retries,
+                timeout=o.engine_timeout,
+            )
         return self.pool.analyse_multipv(boards, self.limit, self.cfg.labels.multipv)
 
     def close(self) -> None:
@@ -90,7 +107,7 @@ def _random_position(d: DataConfig, phase_p: np.ndarray, rng: np.random.Generato
     if phase == 2:
         return random_endgame(rng)
     while True:
-        lo, hi = (d.opening_plies if phase == 0 else MIDDLEGAME_PLIES)
+        lo, hi = d.opening_plies if phase == 0 else MIDDLEGAME_PLIES
         board = chess.Board()
         if random_play(board, int(rng.integers(lo, hi + 1)), rng):
             return board
@@ -103,9 +120,9 @@ def _opening(d: DataConfig, rng: np.random.Generator) -> chess.Board:
             return board
 
 
-def generate_shard(cfg: PretrainConfig, n: int, shard: int,
-                   label: Callable[[list[chess.Board]], list[Labels]]
-                   ) -> list[tuple[chess.Board, Labels]]:
+def generate_shard(
+    cfg: PretrainConfig, n: int, shard: int, label: Callable[[list[chess.Board]], list[Labels]]
+) -> list[tuple[chess.Board, Labels]]:
     """``n`` labelled positions of shard ``shard`` (random positions first, then self-play)."""
     d = cfg.data
     rng = np.random.default_rng([cfg.seed, shard])
@@ -146,9 +163,14 @@ def encode_shard(rows: list[tuple[chess.Board, Labels]], multipv: int) -> dict[s
             cp[i, j] = score
             if board.is_legal(move):
                 actions[i, j] = enc.move_to_action(move, board.turn)
-    return {"fen": np.array([b.fen() for b, _ in rows], dtype="<U100"),
-            "tokens": obs.tokens.astype(np.uint8), "mask": np.packbits(obs.action_mask, axis=1),
-            "uci": uci, "cp": cp, "actions": actions}
+    return {
+        "fen": np.array([b.fen() for b, _ in rows], dtype="<U100"),
+        "tokens": obs.tokens.astype(np.uint8),
+        "mask": np.packbits(obs.action_mask, axis=1),
+        "uci": uci,
+        "cp": cp,
+        "actions": actions,
+    }
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -161,16 +183,29 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def _write_manifest(cfg: PretrainConfig, cache: Path) -> None:
     manifest = cache / "manifest.json"
     if not manifest.exists():
-        labels = {"depth": cfg.labels.depth, "nodes": cfg.labels.nodes,
-                  "multipv": cfg.labels.multipv}
-        manifest.write_text(json.dumps({"format": CACHE_FORMAT, "seed": cfg.seed,
-                                        "data": to_dict(cfg.data), "labels": labels,
-                                        "stockfish": cfg.env.stockfish_path}, indent=2) + "\n")
+        labels = {
+            "depth": cfg.labels.depth,
+            "nodes": cfg.labels.nodes,
+            "multipv": cfg.labels.multipv,
+        }
+        manifest.write_text(
+            json.dumps(
+                {
+                    "format": CACHE_FORMAT,
+                    "seed": cfg.seed,
+                    "data": to_dict(cfg.data),
+                    "labels": labels,
+                    "stockfish": cfg.env.stockfish_path,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
-def labelled_data(cfg: PretrainConfig, log: Callable[[str], None] = print,
-                  labeller: Labeller | None = None
-                  ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def labelled_data(
+    cfg: PretrainConfig, log: Callable[[str], None] = print, labeller: Labeller | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """All shards (loaded from the cache or generated now) concatenated, and cache facts."""
     d = cfg.data
     cache = Path(cfg.cache_dir) / f"labels-{cache_key(cfg)}"
@@ -198,18 +233,25 @@ def labelled_data(cfg: PretrainConfig, log: Callable[[str], None] = print,
             generated += 1
             done = s + 1
             positions = done * d.shard_size if done < n_shards else d.positions
-            log(f"labelled shard {done}/{n_shards} ({positions} positions, "
-                f"{time.perf_counter() - t0:.0f} s)")
+            log(
+                f"labelled shard {done}/{n_shards} ({positions} positions, "
+                f"{time.perf_counter() - t0:.0f} s)"
+            )
     finally:
         if own:
             labeller.close()
     data = {k: np.concatenate([sh[k] for sh in shards]) for k in shards[0]}
-    return data, {"cache": str(cache), "shards_loaded": loaded, "shards_generated": generated,
-                  "engine_searches": labeller.searches}
+    return data, {
+        "cache": str(cache),
+        "shards_loaded": loaded,
+        "shards_generated": generated,
+        "engine_searches": labeller.searches,
+    }
 
 
-def soft_targets(cp: np.ndarray, actions: np.ndarray, temperature_cp: float,
-                 best_weight: float) -> np.ndarray:
+def soft_targets(
+    cp: np.ndarray, actions: np.ndarray, temperature_cp: float, best_weight: float
+) -> np.ndarray:
     """float32 [n, K] target probabilities of the multi-PV moves (0 for padding):
     ``(1 - best_weight) * softmax((cp - cp_best) / temperature_cp) + best_weight * onehot``."""
     valid = actions >= 0

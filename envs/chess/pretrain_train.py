@@ -45,8 +45,11 @@ class Tensors:
         mask = np.unpackbits(data["mask"][rows], axis=1, count=enc.N_ACTIONS)
         self.mask = torch.from_numpy(mask.astype(bool))
         acts = data["actions"][rows].astype(np.int64)
-        self.probs = torch.from_numpy(soft_targets(data["cp"][rows], data["actions"][rows],
-                                                   labels.temperature_cp, labels.best_weight))
+        self.probs = torch.from_numpy(
+            soft_targets(
+                data["cp"][rows], data["actions"][rows], labels.temperature_cp, labels.best_weight
+            )
+        )
         self.actions = torch.from_numpy(np.where(acts >= 0, acts, 0))
         self.best = self.actions[:, 0]
 
@@ -54,10 +57,15 @@ class Tensors:
         return len(self.tokens)
 
     def batch(self, idx: torch.Tensor, device: torch.device):
-        target = torch.zeros(len(idx), enc.N_ACTIONS).scatter_add_(1, self.actions[idx],
-                                                                   self.probs[idx])
-        return (self.tokens[idx].to(device), self.mask[idx].to(device), target.to(device),
-                self.best[idx].to(device))
+        target = torch.zeros(len(idx), enc.N_ACTIONS).scatter_add_(
+            1, self.actions[idx], self.probs[idx]
+        )
+        return (
+            self.tokens[idx].to(device),
+            self.mask[idx].to(device),
+            target.to(device),
+            self.best[idx].to(device),
+        )
 
 
 def split(cfg: PretrainConfig, data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -69,11 +77,14 @@ def split(cfg: PretrainConfig, data: dict[str, np.ndarray]) -> tuple[np.ndarray,
         first.setdefault(key, i)
     unique = np.array(sorted(first.values()), dtype=np.int64)
     salt = f"{cfg.seed}:"
-    held = np.array([hash01(salt + keys[i]) < cfg.train.holdout_fraction for i in unique],
-                    dtype=bool)
+    held = np.array(
+        [hash01(salt + keys[i]) < cfg.train.holdout_fraction for i in unique], dtype=bool
+    )
     if held.all() or not held.any():
-        raise UserError(f"{len(unique)} distinct positions give an empty train or hold-out "
-                        "split; raise [data] positions or change [train] holdout_fraction")
+        raise UserError(
+            f"{len(unique)} distinct positions give an empty train or hold-out "
+            "split; raise [data] positions or change [train] holdout_fraction"
+        )
     return unique[~held], unique[held]
 
 
@@ -84,8 +95,9 @@ def loss_and_logp(policy: torch.nn.Module, tokens, mask, target):
 
 
 @torch.no_grad()
-def evaluate(policy: torch.nn.Module, split: Tensors, device: torch.device,
-             batch_size: int = 512) -> dict[str, float]:
+def evaluate(
+    policy: torch.nn.Module, split: Tensors, device: torch.device, batch_size: int = 512
+) -> dict[str, float]:
     """Held-out loss and top-1 / top-5 agreement with Stockfish's best move."""
     total = top1 = top5 = 0.0
     for start in range(0, len(split), batch_size):
@@ -98,20 +110,32 @@ def evaluate(policy: torch.nn.Module, split: Tensors, device: torch.device,
     n = max(len(split), 1)
     lo1, hi1 = wilson(top1, len(split))
     lo5, hi5 = wilson(top5, len(split))
-    return {"loss": total / n, "top1": top1 / n, "top5": top5 / n, "top1_lo": lo1,
-            "top1_hi": hi1, "top5_lo": lo5, "top5_hi": hi5, "positions": len(split)}
+    return {
+        "loss": total / n,
+        "top1": top1 / n,
+        "top5": top5 / n,
+        "top1_lo": lo1,
+        "top1_hi": hi1,
+        "top5_lo": lo5,
+        "top5_hi": hi5,
+        "positions": len(split),
+    }
 
 
 def random_baseline(split: Tensors) -> dict[str, float]:
     """What a uniformly random legal mover scores, exactly (expected values)."""
     n_legal = split.mask.sum(-1).double()
     # uniform over legal moves: every target move has log-prob -log(n), so the loss is log(n)
-    return {"loss": float(torch.log(n_legal).mean()), "top1": float((1.0 / n_legal).mean()),
-            "top5": float((torch.clamp(n_legal, max=5) / n_legal).mean())}
+    return {
+        "loss": float(torch.log(n_legal).mean()),
+        "top1": float((1.0 / n_legal).mean()),
+        "top5": float((torch.clamp(n_legal, max=5) / n_legal).mean()),
+    }
 
 
 def _lr_schedule(peak: float, warmup: int, total: int) -> Callable[[int], float]:
     """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at step ``total``."""
+
     def lr_at(step: int) -> float:
         if step < warmup:
             return peak * (step + 1) / warmup
@@ -121,8 +145,9 @@ def _lr_schedule(peak: float, warmup: int, total: int) -> Callable[[int], float]
     return lr_at
 
 
-def train_policy(cfg: PretrainConfig, data: dict[str, np.ndarray],
-                 log: Callable[[str], None] = print) -> tuple[Policy, dict[str, Any]]:
+def train_policy(
+    cfg: PretrainConfig, data: dict[str, np.ndarray], log: Callable[[str], None] = print
+) -> tuple[Policy, dict[str, Any]]:
     """Train the configured policy on ``data``; return it and the training summary."""
     t = cfg.train
     device = resolve_device(cfg.device)
@@ -142,9 +167,11 @@ def train_policy(cfg: PretrainConfig, data: dict[str, np.ndarray],
     policy.eval()  # no dropout exists; the mode never changes the output
     initial = evaluate(policy, test_split, device)
     baseline = random_baseline(test_split)
-    log(f"hold-out before training: loss {initial['loss']:.3f} top-1 {initial['top1']:.3f} "
+    log(
+        f"hold-out before training: loss {initial['loss']:.3f} top-1 {initial['top1']:.3f} "
         f"top-5 {initial['top5']:.3f}; a random mover: top-1 {baseline['top1']:.3f} "
-        f"top-5 {baseline['top5']:.3f}")
+        f"top-5 {baseline['top5']:.3f}"
+    )
     bar = None
     if t.progress:
         from tqdm import tqdm
@@ -157,7 +184,7 @@ def train_policy(cfg: PretrainConfig, data: dict[str, np.ndarray],
             perm = torch.randperm(len(train_split), generator=gen)
             running = 0.0
             for b in range(steps_per_epoch):
-                idx = perm[b * t.batch_size:(b + 1) * t.batch_size]
+                idx = perm[b * t.batch_size : (b + 1) * t.batch_size]
                 tokens, mask, target, _ = train_split.batch(idx, device)
                 for g in opt.param_groups:
                     g["lr"] = lr_at(step)
@@ -172,20 +199,32 @@ def train_policy(cfg: PretrainConfig, data: dict[str, np.ndarray],
                     bar.update(1)
                     bar.set_postfix(epoch=epoch, loss=f"{float(loss):.3f}")
             held_out = evaluate(policy, test_split, device)
-            row = {"epoch": epoch, "train_loss": running / steps_per_epoch,
-                   **{f"heldout_{k}": v for k, v in held_out.items()},
-                   "seconds": time.perf_counter() - t0}
+            row = {
+                "epoch": epoch,
+                "train_loss": running / steps_per_epoch,
+                **{f"heldout_{k}": v for k, v in held_out.items()},
+                "seconds": time.perf_counter() - t0,
+            }
             history.append(row)
-            log(f"epoch {epoch}/{t.epochs}: train loss {row['train_loss']:.3f}, hold-out loss "
+            log(
+                f"epoch {epoch}/{t.epochs}: train loss {row['train_loss']:.3f}, hold-out loss "
                 f"{held_out['loss']:.3f} top-1 {held_out['top1']:.3f} "
-                f"top-5 {held_out['top5']:.3f}")
+                f"top-5 {held_out['top5']:.3f}"
+            )
     finally:
         if bar is not None:
             bar.close()
     final = evaluate(policy, test_split, device)
-    return policy, {"heldout": final, "initial": initial, "random": baseline, "history": history,
-                    "train_positions": len(train_split), "heldout_positions": len(test_split),
-                    "distinct_positions": len(train_rows) + len(test_rows), "steps": step}
+    return policy, {
+        "heldout": final,
+        "initial": initial,
+        "random": baseline,
+        "history": history,
+        "train_positions": len(train_split),
+        "heldout_positions": len(test_split),
+        "distinct_positions": len(train_rows) + len(test_rows),
+        "steps": step,
+    }
 
 
 def initial_path(output: str | Path) -> Path:
@@ -201,16 +240,27 @@ def checkpoint_config(cfg: PretrainConfig) -> dict[str, Any]:
     under ``pretrain``."""
     policy = {**to_dict(cfg.policy), "init_checkpoint": ""}
     pretrain = {k: v for k, v in to_dict(cfg).items() if k != "env"}
-    return {"name": cfg.name, "seed": cfg.seed, "env": {"name": "chess", **to_dict(cfg.env)},
-            "policy": policy, "pretrain": pretrain}
+    return {
+        "name": cfg.name,
+        "seed": cfg.seed,
+        "env": {"name": "chess", **to_dict(cfg.env)},
+        "policy": policy,
+        "pretrain": pretrain,
+    }
 
 
-def save_checkpoint(cfg: PretrainConfig, policy: Policy, summary: dict[str, Any],
-                    path: Path | None = None) -> Path:
+def save_checkpoint(
+    cfg: PretrainConfig, policy: Policy, summary: dict[str, Any], path: Path | None = None
+) -> Path:
     """Write ``policy`` with the core's checkpoint writer (step 0, the summary under
     ``pretrain``); at ``output`` (no ``path``), also the summary as ``<stem>.json``."""
-    out = checkpoint.write_policy(Path(path or cfg.output), policy, game="chess",
-                                  config=checkpoint_config(cfg), pretrain=summary)
+    out = checkpoint.write_policy(
+        Path(path or cfg.output),
+        policy,
+        game="chess",
+        config=checkpoint_config(cfg),
+        pretrain=summary,
+    )
     if path is None:
         out.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     return out

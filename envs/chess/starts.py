@@ -16,17 +16,24 @@ import numpy as np
 from chessrl.errors import UserError
 
 PHASES = ("opening", "middlegame", "endgame")
-MIDDLEGAME_PLIES = (20, 40)   # inclusive range of random plies for a "middlegame" start
+MIDDLEGAME_PLIES = (20, 40)  # inclusive range of random plies for a "middlegame" start
 ENDGAME_EXTRA_PIECES = (1, 4)  # inclusive range of pieces besides the two kings
 _ENDGAME_PIECES = (chess.PAWN, chess.KNIGHT, chess.BISHOP, chess.ROOK, chess.QUEEN)
 _ENDGAME_WEIGHTS = np.array([0.4, 0.15, 0.15, 0.2, 0.1])
-SELFPLAY_ROOTS_PER_GAME = 16   # start positions taken from one self-play game, at distinct plies
-SELFPLAY_PLIES = (12, 160)     # a self-play game is played to a length drawn from this range ...
-SELFPLAY_MIN_PLY = 6           # ... and its positions from this ply on are candidates
-SELFPLAY_EPSILON = 0.2         # chance that a self-play move is a uniformly random legal move
-TACTIC_MIN_PLY = 10            # a "tactics" root is at least this deep into its random game
-MATES_PER_GAME = 4             # at most this many mate-in-one roots from one random game
-PIECE_VALUES = {chess.PAWN: 1, chess.KNIGHT: 3, chess.BISHOP: 3, chess.ROOK: 5, chess.QUEEN: 9, chess.KING: 0}
+SELFPLAY_ROOTS_PER_GAME = 16  # start positions taken from one self-play game, at distinct plies
+SELFPLAY_PLIES = (12, 160)  # a self-play game is played to a length drawn from this range ...
+SELFPLAY_MIN_PLY = 6  # ... and its positions from this ply on are candidates
+SELFPLAY_EPSILON = 0.2  # chance that a self-play move is a uniformly random legal move
+TACTIC_MIN_PLY = 10  # a "tactics" root is at least this deep into its random game
+MATES_PER_GAME = 4  # at most this many mate-in-one roots from one random game
+PIECE_VALUES = {
+    chess.PAWN: 1,
+    chess.KNIGHT: 3,
+    chess.BISHOP: 3,
+    chess.ROOK: 5,
+    chess.QUEEN: 9,
+    chess.KING: 0,
+}
 
 
 def parse_position(text: str) -> chess.Board:
@@ -58,7 +65,9 @@ def load_start_file(path: str) -> list[str]:
     try:
         text = p.read_text()
     except OSError as exc:
-        raise UserError(f"cannot read start file {path} ([env] start_file): {exc.strerror or exc}") from None
+        raise UserError(
+            f"cannot read start file {path} ([env] start_file): {exc.strerror or exc}"
+        ) from None
     fens = []
     for no, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -101,9 +110,14 @@ def tempting(board: chess.Board) -> bool:
         if move.promotion:
             return True
         if board.is_capture(move):
-            if board.is_en_passant(move) or not board.is_attacked_by(not board.turn, move.to_square):
+            if board.is_en_passant(move) or not board.is_attacked_by(
+                not board.turn, move.to_square
+            ):
                 return True
-            if PIECE_VALUES[board.piece_type_at(move.to_square)] > PIECE_VALUES[board.piece_type_at(move.from_square)]:
+            if (
+                PIECE_VALUES[board.piece_type_at(move.to_square)]
+                > PIECE_VALUES[board.piece_type_at(move.from_square)]
+            ):
                 return True
     return False
 
@@ -115,7 +129,11 @@ def random_mates(n: int, rng: np.random.Generator) -> list[chess.Board]:
     while len(out) < n:
         board, taken = chess.Board(), 0
         while taken < MATES_PER_GAME and len(out) < n and board.ply() < 300 and not _over(board):
-            if board.ply() >= TACTIC_MIN_PLY and board.legal_moves.count() >= 2 and mating_moves(board):
+            if (
+                board.ply() >= TACTIC_MIN_PLY
+                and board.legal_moves.count() >= 2
+                and mating_moves(board)
+            ):
                 out.append(board.copy())
                 taken += 1
             moves = list(board.legal_moves)
@@ -127,8 +145,9 @@ def random_tempting(rng: np.random.Generator) -> chess.Board:
     """A random middlegame (20-40 random plies) in which a capture or promotion tempts (:func:`tempting`)."""
     while True:
         board = chess.Board()
-        if random_play(board, int(rng.integers(MIDDLEGAME_PLIES[0], MIDDLEGAME_PLIES[1] + 1)), rng) \
-                and tempting(board):
+        if random_play(
+            board, int(rng.integers(MIDDLEGAME_PLIES[0], MIDDLEGAME_PLIES[1] + 1)), rng
+        ) and tempting(board):
             return board
 
 
@@ -160,8 +179,12 @@ def _over(board: chess.Board) -> bool:
     """Whether the game is over by a rule (repetitions by the fast scan of the game module)."""
     from chessrl.envs.chess.game import repetitions  # the game module imports this one
 
-    return (not any(board.generate_legal_moves()) or board.is_insufficient_material()
-            or board.halfmove_clock >= 100 or repetitions(board) >= 2)
+    return (
+        not any(board.generate_legal_moves())
+        or board.is_insufficient_material()
+        or board.halfmove_clock >= 100
+        or repetitions(board) >= 2
+    )
 
 
 class StartSampler:
@@ -175,10 +198,15 @@ class StartSampler:
     Positions whose EPD is in ``exclude`` (a held-out benchmark's) are never returned.
     """
 
-    def __init__(self, start: str, start_file: str = "", random_plies: int = 8,
-                 phase_mix: Sequence[float] = (1.0, 0.0, 0.0),
-                 engine: Callable[[list[chess.Board]], list[chess.Move]] | None = None,
-                 exclude: Callable[[], set[str]] | set[str] | None = None):
+    def __init__(
+        self,
+        start: str,
+        start_file: str = "",
+        random_plies: int = 8,
+        phase_mix: Sequence[float] = (1.0, 0.0, 0.0),
+        engine: Callable[[list[chess.Board]], list[chess.Move]] | None = None,
+        exclude: Callable[[], set[str]] | set[str] | None = None,
+    ):
         self.start = start
         self.random_plies = random_plies
         weights = np.asarray(phase_mix, dtype=np.float64)
@@ -206,11 +234,18 @@ class StartSampler:
         if self.start == "random" and len(self.phase_p) >= 4 and self.phase_p[3:].sum() > 0:
             # the 4th and 5th phase weights: those shares of the roots from self-play games and
             # from tactics (half mates in one, half tempting captures), in draw order
-            kind = rng.choice(3, size=n, p=np.concatenate([[self.phase_p[:3].sum()], self.phase_p[3:],
-                                                           np.zeros(5 - len(self.phase_p))]))
+            kind = rng.choice(
+                3,
+                size=n,
+                p=np.concatenate(
+                    [[self.phase_p[:3].sum()], self.phase_p[3:], np.zeros(5 - len(self.phase_p))]
+                ),
+            )
             counts = np.bincount(kind, minlength=3)
-            drawn = [iter(draw(int(c), rng) if c else ()) for draw, c in
-                     zip((self._random, self._selfplay, self._tactics), counts)]
+            drawn = [
+                iter(draw(int(c), rng) if c else ())
+                for draw, c in zip((self._random, self._selfplay, self._tactics), counts)
+            ]
             return [next(drawn[k]) for k in kind]
         return self._random(n, rng)
 
@@ -245,13 +280,20 @@ class StartSampler:
             return chess.Board()
         if self.start == "file":
             return chess.Board(self.fens[int(rng.integers(len(self.fens)))])
-        p = self.phase_p[:3] / self.phase_p[:3].sum() if self.phase_p[:3].sum() > 0 else np.array([1.0, 0, 0])
+        p = (
+            self.phase_p[:3] / self.phase_p[:3].sum()
+            if self.phase_p[:3].sum() > 0
+            else np.array([1.0, 0, 0])
+        )
         phase = PHASES[int(rng.choice(3, p=p))]
         if phase == "endgame":
             return random_endgame(rng)
         for _attempt in range(1000):
-            plies = (self.random_plies if phase == "opening"
-                     else int(rng.integers(MIDDLEGAME_PLIES[0], MIDDLEGAME_PLIES[1] + 1)))
+            plies = (
+                self.random_plies
+                if phase == "opening"
+                else int(rng.integers(MIDDLEGAME_PLIES[0], MIDDLEGAME_PLIES[1] + 1))
+            )
             board = chess.Board()
             if random_play(board, plies, rng):
                 return board
@@ -267,11 +309,18 @@ class StartSampler:
                 board = chess.Board()
                 while not random_play(board, self.random_plies, rng):
                     board = chess.Board()
-                length = int(rng.integers(max(SELFPLAY_PLIES[0], board.ply() + 1), SELFPLAY_PLIES[1] + 1))
+                length = int(
+                    rng.integers(max(SELFPLAY_PLIES[0], board.ply() + 1), SELFPLAY_PLIES[1] + 1)
+                )
                 first = max(SELFPLAY_MIN_PLY, board.ply())
                 k = min(SELFPLAY_ROOTS_PER_GAME, length - first + 1)
                 games.append(board)
-                wanted.append(set(int(p) for p in rng.choice(np.arange(first, length + 1), size=k, replace=False)))
+                wanted.append(
+                    set(
+                        int(p)
+                        for p in rng.choice(np.arange(first, length + 1), size=k, replace=False)
+                    )
+                )
             live = list(range(len(games)))
             while live and len(out) < n:
                 live = [g for g in live if not _over(games[g])]

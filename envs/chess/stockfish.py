@@ -47,7 +47,7 @@ import numpy as np
 from chessrl.errors import EngineFailure as CoreEngineFailure
 from chessrl.errors import UserError
 
-CP_CAP = 0.9      # centipawn values lie in (-CP_CAP, CP_CAP); mates lie above it
+CP_CAP = 0.9  # centipawn values lie in (-CP_CAP, CP_CAP); mates lie above it
 MATE_DECAY = 0.8  # |value| of "mate in n" = CP_CAP + (1 - CP_CAP) * MATE_DECAY**n
 
 
@@ -64,8 +64,10 @@ def check_stockfish(path: str) -> str:
     """The executable ``path`` resolves to; :class:`UserError` when there is none."""
     found = shutil.which(path)
     if found is None or not os.access(found, os.X_OK):
-        raise UserError(f"stockfish not found at {path}; install Debian's `stockfish` package "
-                        "or set `[env] stockfish_path`")
+        raise UserError(
+            f"stockfish not found at {path}; install Debian's `stockfish` package "
+            "or set `[env] stockfish_path`"
+        )
     return found
 
 
@@ -132,9 +134,9 @@ _KEEP = (b"info", b"Final evaluation")  # the output lines a job's parser reads
 class _Job:
     index: int
     commands: bytes
-    until: bytes                      # the first token of the line that ends this job's output
+    until: bytes  # the first token of the line that ends this job's output
     parse: Callable[[list[bytes]], Any]
-    options: tuple = ()               # UCI options this job needs, as sorted (name, value) pairs
+    options: tuple = ()  # UCI options this job needs, as sorted (name, value) pairs
     describe: str = ""
     attempts: int = 0
     lines: list[bytes] = field(default_factory=list)
@@ -144,8 +146,14 @@ class _Engine:
     """One Stockfish process on raw pipes: a FIFO of jobs in flight and the options it holds."""
 
     def __init__(self, path: str, hash_mb: int, timeout: float):
-        self.proc = subprocess.Popen([path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, bufsize=0, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            bufsize=0,
+            start_new_session=True,
+        )
         self.fd = self.proc.stdout.fileno()
         self.buf = b""
         self.inflight: deque[_Job] = deque()
@@ -167,10 +175,12 @@ class _Engine:
         for line in self._read_until(b"uciok", timeout):
             parts = line.decode(errors="replace").split()
             if parts[:2] == ["option", "name"] and "default" in parts:
-                name = " ".join(parts[2:parts.index("type")])
+                name = " ".join(parts[2 : parts.index("type")])
                 d = parts.index("default")
-                self.defaults[name] = " ".join(parts[d + 1:d + 2])
-        self.write(f"setoption name Threads value 1\nsetoption name Hash value {hash_mb}\nisready\n".encode())
+                self.defaults[name] = " ".join(parts[d + 1 : d + 2])
+        self.write(
+            f"setoption name Threads value 1\nsetoption name Hash value {hash_mb}\nisready\n".encode()
+        )
         self._read_until(b"readyok", timeout)
 
     def _read_until(self, token: bytes, timeout: float) -> list[bytes]:
@@ -206,9 +216,16 @@ class _Engine:
         """Queue ``job`` on this engine (after its options are set)."""
         if job.options != self.options:
             wanted = dict(job.options)
-            cmds = [f"setoption name {k} value {v}" for k, v in wanted.items() if (k, v) not in self.options]
-            cmds += [f"setoption name {k} value {self.defaults.get(k, '')}"
-                     for k, _ in self.options if k not in wanted]
+            cmds = [
+                f"setoption name {k} value {v}"
+                for k, v in wanted.items()
+                if (k, v) not in self.options
+            ]
+            cmds += [
+                f"setoption name {k} value {self.defaults.get(k, '')}"
+                for k, _ in self.options
+                if k not in wanted
+            ]
             self.write(("\n".join(cmds) + "\n").encode())
             self.options = job.options
         if not self.inflight:
@@ -295,20 +312,42 @@ class StockfishPool:
     in check, which has none, gets a depth-1 search).
     """
 
-    def __init__(self, path: str, engines: int = 2, hash_mb: int = 16, *, depth: int | None = None,
-                 nodes: int | None = None, static: bool = False, cache_size: int = 100_000,
-                 value_scale: float = 271.6, retries: int = 2, timeout: float = 60.0, fresh: bool = True,
-                 ahead: int = 2):
+    def __init__(
+        self,
+        path: str,
+        engines: int = 2,
+        hash_mb: int = 16,
+        *,
+        depth: int | None = None,
+        nodes: int | None = None,
+        static: bool = False,
+        cache_size: int = 100_000,
+        value_scale: float = 271.6,
+        retries: int = 2,
+        timeout: float = 60.0,
+        fresh: bool = True,
+        ahead: int = 2,
+    ):
         if sum((depth is not None, nodes is not None, bool(static))) != 1:
             raise ValueError("pin the engine strength with exactly one of depth, nodes or static")
         self.path = check_stockfish(path)
         self.n_engines = engines
         self.hash_mb = hash_mb
         self.static = bool(static)
-        self.limit = (chess.engine.Limit(depth=depth) if depth is not None else
-                      chess.engine.Limit(nodes=nodes) if nodes is not None else chess.engine.Limit(depth=1))
-        self._go = (f"go depth {depth}" if depth is not None else
-                    f"go nodes {nodes}" if nodes is not None else "go depth 1").encode()
+        self.limit = (
+            chess.engine.Limit(depth=depth)
+            if depth is not None
+            else chess.engine.Limit(nodes=nodes)
+            if nodes is not None
+            else chess.engine.Limit(depth=1)
+        )
+        self._go = (
+            f"go depth {depth}"
+            if depth is not None
+            else f"go nodes {nodes}"
+            if nodes is not None
+            else "go depth 1"
+        ).encode()
         self.cache_size = cache_size
         self.value_scale = value_scale
         self.retries = retries
@@ -321,8 +360,8 @@ class StockfishPool:
         self.evaluations = 0
         self.restarts = 0
         self.restart_reasons: list[str] = []
-        self.searches = 0               # play_moves / analyse_multipv searches requested
-        self.engine_seconds = 0.0       # wall time callers spent waiting on the pool
+        self.searches = 0  # play_moves / analyse_multipv searches requested
+        self.engine_seconds = 0.0  # wall time callers spent waiting on the pool
         self.engine_busy_seconds = 0.0  # summed time engines had a search in flight
         self._lock = threading.RLock()
         self._engines: list[_Engine | None] = [None] * engines
@@ -339,8 +378,10 @@ class StockfishPool:
         try:
             eng = _Engine(self.path, self.hash_mb, self.timeout)
         except (FileNotFoundError, PermissionError):
-            raise UserError(f"stockfish not found at {self.path}; install Debian's `stockfish` "
-                            "package or set `[env] stockfish_path`") from None
+            raise UserError(
+                f"stockfish not found at {self.path}; install Debian's `stockfish` "
+                "package or set `[env] stockfish_path`"
+            ) from None
         except OSError as exc:
             raise _EngineError(f"cannot start {self.path}: {exc}") from None
         self._engines[slot] = eng
@@ -398,8 +439,10 @@ class StockfishPool:
                     job.attempts += 1
                     if job.attempts > self.retries:
                         if failure is None:
-                            failure = EngineFailure(f"stockfish failed on {job.describe} after {job.attempts} "
-                                                    f"attempts (restarted each time): {why}")
+                            failure = EngineFailure(
+                                f"stockfish failed on {job.describe} after {job.attempts} "
+                                f"attempts (restarted each time): {why}"
+                            )
                             failure.index = job.index  # type: ignore[attr-defined]
                     else:
                         todo.appendleft(job)
@@ -409,9 +452,15 @@ class StockfishPool:
                 while todo and failure is None:
                     eng = self._engines[slot]
                     job = todo[0]
-                    if eng is not None and eng.inflight and (
-                            len(eng.inflight) >= self.ahead or job.options != eng.options
-                            or job.until != eng.inflight[-1].until):
+                    if (
+                        eng is not None
+                        and eng.inflight
+                        and (
+                            len(eng.inflight) >= self.ahead
+                            or job.options != eng.options
+                            or job.until != eng.inflight[-1].until
+                        )
+                    ):
                         return
                     if eng is None:
                         try:
@@ -422,8 +471,10 @@ class StockfishPool:
                             self.restarts += 1
                             self.restart_reasons.append(str(exc))
                             if job.attempts > self.retries:
-                                failure = EngineFailure(f"stockfish failed on {job.describe} after "
-                                                        f"{job.attempts} attempts (restarted each time): {exc}")
+                                failure = EngineFailure(
+                                    f"stockfish failed on {job.describe} after "
+                                    f"{job.attempts} attempts (restarted each time): {exc}"
+                                )
                                 failure.index = job.index  # type: ignore[attr-defined]
                             else:
                                 todo.appendleft(job)
@@ -445,8 +496,11 @@ class StockfishPool:
                     feed(slot)
                 while any(e is not None and e.inflight for e in self._engines):
                     now = time.monotonic()
-                    waits = [self.timeout - (now - last_progress[s]) for s, e in enumerate(self._engines)
-                             if e is not None and e.inflight]
+                    waits = [
+                        self.timeout - (now - last_progress[s])
+                        for s, e in enumerate(self._engines)
+                        if e is not None and e.inflight
+                    ]
                     for key, _ in sel.select(max(0.0, min(waits))):
                         slot = key.data
                         eng = self._engines[slot]
@@ -480,7 +534,11 @@ class StockfishPool:
                         feed(slot)
                     now = time.monotonic()
                     for slot, eng in enumerate(self._engines):
-                        if eng is not None and eng.inflight and now - last_progress[slot] > self.timeout:
+                        if (
+                            eng is not None
+                            and eng.inflight
+                            and now - last_progress[slot] > self.timeout
+                        ):
                             fail(slot, f"no answer within {self.timeout:g} s (engine killed)")
                             feed(slot)
                     if todo and failure is None:  # an idle engine takes what a failed one gave back
@@ -511,17 +569,29 @@ class StockfishPool:
                         return cp_value(100.0 * pawns if white else -100.0 * pawns, scale)
                 raise _EngineError(f"no static evaluation in engine output {lines[-3:]!r}")
 
-            return _Job(index, f"position fen {fen}\neval\nisready\n".encode(), b"readyok", parse_static,
-                        describe=f"evaluating '{fen}'")
+            return _Job(
+                index,
+                f"position fen {fen}\neval\nisready\n".encode(),
+                b"readyok",
+                parse_static,
+                describe=f"evaluating '{fen}'",
+            )
 
         def parse(lines: list[bytes]) -> float:
             kind, n = _last_score(lines)
             return mate_value(n) if kind == "mate" else cp_value(n, scale)
 
-        return _Job(index, self._prefix() + f"position fen {fen}\n".encode() + self._go + b"\n", b"bestmove",
-                    parse, describe=f"evaluating '{fen}'")
+        return _Job(
+            index,
+            self._prefix() + f"position fen {fen}\n".encode() + self._go + b"\n",
+            b"bestmove",
+            parse,
+            describe=f"evaluating '{fen}'",
+        )
 
-    def values(self, boards: Sequence[chess.Board], keys: Sequence[str] | None = None) -> np.ndarray:
+    def values(
+        self, boards: Sequence[chess.Board], keys: Sequence[str] | None = None
+    ) -> np.ndarray:
         """float32 [n] side-to-move values of non-terminal ``boards`` (cache keyed by ``keys``,
         default ``board.epd()``: the position without move counters)."""
         t0 = time.perf_counter()
@@ -566,16 +636,25 @@ class StockfishPool:
             raise ValueError(f"an engine limit needs depth, nodes or time: {limit}")
         return "go " + " ".join(parts)
 
-    def play_moves(self, boards: Sequence[chess.Board], limit: chess.engine.Limit,
-                   options: dict | None = None, fresh: bool = True) -> list[chess.Move]:
+    def play_moves(
+        self,
+        boards: Sequence[chess.Board],
+        limit: chess.engine.Limit,
+        options: dict | None = None,
+        fresh: bool = True,
+    ) -> list[chess.Move]:
         """The engine's move in each non-terminal board under ``limit`` with UCI ``options``
         (e.g. ``{"Skill Level": 0}`` or ``{"UCI_LimitStrength": True, "UCI_Elo": 1500}``; options
         not given are at their defaults; ``fresh``: each search from a cleared hash, so the move
         is a function of the position). A board that fails after every retry raises
         :class:`EngineFailure` whose ``index`` is its position in ``boards``."""
         t0 = time.perf_counter()
-        opts = tuple(sorted((str(k), str(v).lower() if isinstance(v, bool) else str(v))
-                            for k, v in (options or {}).items()))
+        opts = tuple(
+            sorted(
+                (str(k), str(v).lower() if isinstance(v, bool) else str(v))
+                for k, v in (options or {}).items()
+            )
+        )
         go = self._go_command(limit)
         jobs = []
         for k, board in enumerate(boards):
@@ -587,22 +666,36 @@ class StockfishPool:
                     raise _EngineError(f"engine returned an illegal move ({move})")
                 return move
 
-            jobs.append(_Job(k, (b"ucinewgame\n" if fresh else b"") + f"position fen {fen}\n{go}\n".encode(),
-                             b"bestmove", parse, options=opts, describe=f"choosing a move in '{fen}'"))
+            jobs.append(
+                _Job(
+                    k,
+                    (b"ucinewgame\n" if fresh else b"") + f"position fen {fen}\n{go}\n".encode(),
+                    b"bestmove",
+                    parse,
+                    options=opts,
+                    describe=f"choosing a move in '{fen}'",
+                )
+            )
         with self._lock:
             moves = self._run(jobs)
             self.searches += len(boards)
         self.engine_seconds += time.perf_counter() - t0
         return moves
 
-    def best_moves(self, boards: Sequence[chess.Board], depth: int, skill: int | None = None,
-                   fresh: bool = True) -> list[chess.Move]:
+    def best_moves(
+        self,
+        boards: Sequence[chess.Board],
+        depth: int,
+        skill: int | None = None,
+        fresh: bool = True,
+    ) -> list[chess.Move]:
         """Stockfish's move at ``depth`` in each non-terminal board (``skill``: UCI Skill Level 0-20)."""
         options = {} if skill is None or skill >= 20 else {"Skill Level": skill}
         return self.play_moves(boards, chess.engine.Limit(depth=depth), options, fresh=fresh)
 
-    def analyse_multipv(self, boards: Sequence[chess.Board], limit: chess.engine.Limit,
-                        multipv: int) -> list[list[tuple[chess.Move, int]]]:
+    def analyse_multipv(
+        self, boards: Sequence[chess.Board], limit: chess.engine.Limit, multipv: int
+    ) -> list[list[tuple[chess.Move, int]]]:
         """The engine's ``multipv`` best moves in each non-terminal board, best first, each
         with its side-to-move score in centipawns (mates as +-(100000 - moves to mate)).
         Searches start from a cleared hash; a failure raises :class:`EngineFailure`."""
@@ -613,7 +706,9 @@ class StockfishPool:
         for k, board in enumerate(boards):
             fen = _fen(board)
 
-            def parse(lines: list[bytes], board: chess.Board = board) -> list[tuple[chess.Move, int]]:
+            def parse(
+                lines: list[bytes], board: chess.Board = board
+            ) -> list[tuple[chess.Move, int]]:
                 best: dict[int, tuple[int, chess.Move, int]] = {}  # multipv -> (depth, move, cp)
                 for line in lines:
                     if not line.startswith(b"info") or b" pv " not in line or b"bound" in line:
@@ -633,13 +728,25 @@ class StockfishPool:
                     if k not in best or d >= best[k][0]:
                         best[k] = (d, move, cp)
                 top = max((d for d, _, _ in best.values()), default=0)
-                out = [(m, cp) for _, (d, m, cp) in sorted(best.items()) if d >= top - 1 and board.is_legal(m)]
+                out = [
+                    (m, cp)
+                    for _, (d, m, cp) in sorted(best.items())
+                    if d >= top - 1 and board.is_legal(m)
+                ]
                 if not out:
                     raise _EngineError(f"no principal variation in engine output {lines[-3:]!r}")
                 return out
 
-            jobs.append(_Job(k, b"ucinewgame\n" + f"position fen {fen}\n{go}\n".encode(), b"bestmove", parse,
-                             options=opts, describe=f"analysing '{fen}'"))
+            jobs.append(
+                _Job(
+                    k,
+                    b"ucinewgame\n" + f"position fen {fen}\n{go}\n".encode(),
+                    b"bestmove",
+                    parse,
+                    options=opts,
+                    describe=f"analysing '{fen}'",
+                )
+            )
         with self._lock:
             result = self._run(jobs)
             self.searches += len(boards)
@@ -649,8 +756,13 @@ class StockfishPool:
     def stats(self) -> dict[str, float]:
         """Cache and engine counters since construction."""
         looked = self.hits + self.misses
-        return {"hits": self.hits, "misses": self.misses,
-                "hit_rate": self.hits / looked if looked else 0.0,
-                "evaluations": self.evaluations, "restarts": self.restarts,
-                "cache_entries": len(self._cache), "engine_seconds": self.engine_seconds,
-                "engine_busy_seconds": self.engine_busy_seconds}
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_rate": self.hits / looked if looked else 0.0,
+            "evaluations": self.evaluations,
+            "restarts": self.restarts,
+            "cache_entries": len(self._cache),
+            "engine_seconds": self.engine_seconds,
+            "engine_busy_seconds": self.engine_busy_seconds,
+        }

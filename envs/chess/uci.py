@@ -22,9 +22,11 @@ import chess
 
 from chessrl.errors import UserError
 
-OPTIONS = ("option name Mode type combo default greedy var greedy var sampled",
-           "option name Temperature type string default 1.0",
-           "option name Seed type spin default 0 min 0 max 2147483647")
+OPTIONS = (
+    "option name Mode type combo default greedy var greedy var sampled",
+    "option name Temperature type string default 1.0",
+    "option name Seed type spin default 0 min 0 max 2147483647",
+)
 
 
 def _stdin_lines(q: queue.Queue) -> None:
@@ -73,11 +75,14 @@ class UciEngine:
 
             state = ckpt_io.load(self.path)
             if game_name(state) != "chess":
-                raise UserError(f"{self.path}: a checkpoint of game '{game_name(state)}'; chessrl uci plays chess "
-                                f"(chessrl play {self.path} plays any game in the terminal)")
+                raise UserError(
+                    f"{self.path}: a checkpoint of game '{game_name(state)}'; chessrl uci plays chess "
+                    f"(chessrl play {self.path} plays any game in the terminal)"
+                )
             # the engine needs no reward engine and no start positions: only the policy
-            self.player = player_from_state(self.path, state, env={"reward": "none", "start": "standard",
-                                                                   "benchmark": False})
+            self.player = player_from_state(
+                self.path, state, env={"reward": "none", "start": "standard", "benchmark": False}
+            )
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which reports it
             self.error = exc
             self.events.put(("failed", exc))
@@ -158,8 +163,10 @@ class UciEngine:
         elif name == "seed" and value.isdigit():
             self.seed, self.generator = int(value), None
         elif name in ("mode", "temperature", "seed"):
-            self.say(f"info string option {name}: bad value '{value}' ignored (Mode greedy|sampled, "
-                     "Temperature a number > 0, Seed an integer >= 0)")
+            self.say(
+                f"info string option {name}: bad value '{value}' ignored (Mode greedy|sampled, "
+                "Temperature a number > 0, Seed an integer >= 0)"
+            )
         else:
             self.say(f"info string unknown option '{name}' ignored")
 
@@ -174,7 +181,7 @@ class UciEngine:
                 board = chess.Board(" ".join(words[1:moves_at]))
             else:
                 raise ValueError("expected 'startpos' or 'fen FEN'")
-            for uci in words[moves_at + 1:]:
+            for uci in words[moves_at + 1 :]:
                 board.push_uci(uci)
             self.board = board
         except ValueError as exc:
@@ -195,8 +202,12 @@ class UciEngine:
         game = self.player.game
         obs = game.observe([ChessState(self.board.copy())])
         with torch.no_grad():
-            lp = log_probs(self.player.policy, torch.as_tensor(obs.tokens), torch.as_tensor(obs.action_mask),
-                           self.temperature)
+            lp = log_probs(
+                self.player.policy,
+                torch.as_tensor(obs.tokens),
+                torch.as_tensor(obs.action_mask),
+                self.temperature,
+            )
         if self.greedy:
             action = int(lp.argmax(-1))
         else:
@@ -204,8 +215,10 @@ class UciEngine:
                 self.generator = torch.Generator().manual_seed(self.seed)
             action = int(sample(lp, self.generator))
         move = enc.action_to_move(action, self.board.turn)
-        self.say(f"info string {'greedy' if self.greedy else 'sampled'} move, policy probability "
-                 f"{float(lp[0, action].exp()):.3f}")
+        self.say(
+            f"info string {'greedy' if self.greedy else 'sampled'} move, policy probability "
+            f"{float(lp[0, action].exp()):.3f}"
+        )
         return move.uci()
 
 

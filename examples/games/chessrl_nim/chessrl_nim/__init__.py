@@ -28,9 +28,12 @@ class NimOptions:
     """``[env]`` options of ``name = "nim"``: validated by chessrl like every other section."""
 
     heaps: list[int] = opt([3, 4, 5], "Start heap sizes, 1 to 6 heaps of 1 to 9 objects each.")
-    start: str = opt("fixed", "Training starts: 'fixed' = the heaps above; 'random' = each heap drawn uniformly "
-                     "from 1 to its size above. Evaluation always starts from the heaps above.",
-                     choices=("fixed", "random"))
+    start: str = opt(
+        "fixed",
+        "Training starts: 'fixed' = the heaps above; 'random' = each heap drawn uniformly "
+        "from 1 to its size above. Evaluation always starts from the heaps above.",
+        choices=("fixed", "random"),
+    )
     max_plies: int = opt(30, "Truncate a trajectory after this many plies.", ge=1)
 
     def __post_init__(self) -> None:
@@ -54,17 +57,20 @@ class Nim(Game):
     def __init__(self, options: NimOptions, seed: int = 0):
         self.options = options
         self.max_plies = options.max_plies
-        self.size = max(options.heaps)                 # the most objects one move can take
+        self.size = max(options.heaps)  # the most objects one move can take
         self.n_actions = len(options.heaps) * self.size  # action = heap * size + (taken - 1)
-        self.obs_len = len(options.heaps)              # one token per heap: its size
+        self.obs_len = len(options.heaps)  # one token per heap: its size
         self.obs_vocab = self.size + 1
-        self.rng = np.random.default_rng(seed)         # our own generator, never the global one
+        self.rng = np.random.default_rng(seed)  # our own generator, never the global one
 
     def initial_states(self, n: int, rng: np.random.Generator) -> list[NimState]:
         """Training starts: the configured heaps, or (start = 'random') smaller heaps drawn with ``rng``."""
         if self.options.start == "fixed":
             return self.eval_states(n, rng)
-        return [NimState(tuple(int(rng.integers(1, h + 1)) for h in self.options.heaps), 0) for _ in range(n)]
+        return [
+            NimState(tuple(int(rng.integers(1, h + 1)) for h in self.options.heaps), 0)
+            for _ in range(n)
+        ]
 
     def eval_states(self, n: int, rng: np.random.Generator) -> list[NimState]:
         """Evaluation starts: always the configured heaps, so every evaluation plays the same
@@ -81,8 +87,12 @@ class Nim(Game):
     def observe(self, states: Sequence[NimState]) -> Observation:
         done = np.array([sum(s.heaps) == 0 for s in states], dtype=bool)
         return Observation(
-            tokens=np.array([s.heaps for s in states], dtype=np.int64).reshape(len(states), self.obs_len),
-            action_mask=np.array([self._mask(s.heaps) for s in states], dtype=bool).reshape(len(states), -1),
+            tokens=np.array([s.heaps for s in states], dtype=np.int64).reshape(
+                len(states), self.obs_len
+            ),
+            action_mask=np.array([self._mask(s.heaps) for s in states], dtype=bool).reshape(
+                len(states), -1
+            ),
             to_play=np.array([s.to_play for s in states], dtype=np.int64),
             terminated=done,
             reason=["win" if d else "" for d in done],  # the player who took the last object won
@@ -94,7 +104,9 @@ class Nim(Game):
             heap, take = divmod(int(a), self.size)
             take += 1
             if not 0 <= heap < len(s.heaps) or take > s.heaps[heap]:
-                raise ValueError(f"illegal nim action {self.action_to_str(int(a))} in {self.state_to_str(s)}")
+                raise ValueError(
+                    f"illegal nim action {self.action_to_str(int(a))} in {self.state_to_str(s)}"
+                )
             heaps = list(s.heaps)
             heaps[heap] -= take
             out.append(NimState(tuple(heaps), 1 - s.to_play))
@@ -125,7 +137,10 @@ class Nim(Game):
     def eval_opponents(self) -> dict[str, Any]:
         def random(states: Sequence[NimState]) -> np.ndarray:
             masks = self.observe(states).action_mask
-            return np.array([self.rng.choice(np.flatnonzero(m)) if m.any() else 0 for m in masks], dtype=np.int64)
+            return np.array(
+                [self.rng.choice(np.flatnonzero(m)) if m.any() else 0 for m in masks],
+                dtype=np.int64,
+            )
 
         return {"perfect": self.engine_actions, "random": random}
 
@@ -141,7 +156,9 @@ class Nim(Game):
         names what is wrong (the core adds the game and the request, then calls check_state)."""
         unknown = set(options) - {"heaps", "to_play"}
         if unknown or "heaps" not in options:
-            raise ValueError(f"nim reset options are 'heaps' (required) and 'to_play', got {sorted(options)}")
+            raise ValueError(
+                f"nim reset options are 'heaps' (required) and 'to_play', got {sorted(options)}"
+            )
         return NimState(tuple(int(h) for h in options["heaps"]), int(options.get("to_play", 0)))
 
     def check_state(self, state: NimState) -> None:
@@ -149,9 +166,13 @@ class Nim(Game):
         than the largest configured one, a player other than 0 or 1; then the default check
         (a finished position, here all heaps empty, cannot start a game)."""
         if len(state.heaps) != len(self.options.heaps):
-            raise ValueError(f"{len(state.heaps)} heaps, but this game has {len(self.options.heaps)} (env.heaps)")
+            raise ValueError(
+                f"{len(state.heaps)} heaps, but this game has {len(self.options.heaps)} (env.heaps)"
+            )
         if not all(0 <= h <= self.size for h in state.heaps):
-            raise ValueError(f"heaps {list(state.heaps)}: each heap holds 0 to {self.size} objects here")
+            raise ValueError(
+                f"heaps {list(state.heaps)}: each heap holds 0 to {self.size} objects here"
+            )
         if state.to_play not in (0, 1):
             raise ValueError(f"to_play = {state.to_play}: 0 (first player) or 1")
         super().check_state(state)
