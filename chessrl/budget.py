@@ -11,6 +11,7 @@ then uses, so measuring costs one backward per term instead of one in total.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 
@@ -49,7 +50,7 @@ def backward_with_budget(
         g = torch.autograd.grad(t, params, retain_graph=i < len(names) - 1, allow_unused=True)
         grads[name] = [torch.zeros_like(p) if gi is None else gi for p, gi in zip(params, g)]
     for j, p in enumerate(params if accumulate else []):
-        total = sum(grads[n][j] for n in names)
+        total = cast(torch.Tensor, sum(grads[n][j] for n in names))  # terms: never empty
         p.grad = total if p.grad is None else p.grad + total
     flat = {n: torch.cat([g.reshape(-1) for g in gs]) for n, gs in grads.items()}
     norms = {n: float(f.norm()) for n, f in flat.items()}

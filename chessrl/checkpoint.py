@@ -133,10 +133,8 @@ def save_initial(ckpt_dir: Path, state: dict[str, Any]) -> Path:
 def list_checkpoints(ckpt_dir: Path) -> list[Path]:
     if not ckpt_dir.exists():
         return []
-    return sorted(
-        (p for p in ckpt_dir.iterdir() if PATTERN.search(p.name)),
-        key=lambda p: int(PATTERN.search(p.name).group(1)),
-    )
+    found = ((p, m) for p in ckpt_dir.iterdir() if (m := PATTERN.search(p.name)))
+    return [p for p, _ in sorted(found, key=lambda pm: int(pm[1].group(1)))]
 
 
 def latest(ckpt_dir: Path) -> Path | None:

@@ -287,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"chessrl: error: {exc}", file=sys.stderr)
         else:
             print(
-                f"chessrl: error: {exc} (its traceback: rerun with --traceback or {TRACEBACK_ENV}=1)",
+                f"chessrl: error: {exc} "
+                f"(its traceback: rerun with --traceback or {TRACEBACK_ENV}=1)",
                 file=sys.stderr,
             )
         return 1

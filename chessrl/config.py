@@ -203,7 +203,8 @@ class Config:
     plugins: dict = dataclasses.field(
         default_factory=dict,
         metadata={
-            "help": "Enabled regularisers: one [plugins.<name>] table each, validated by the plugin."
+            "help": "Enabled regularisers: one [plugins.<name>] table each, "
+            "validated by the plugin."
         },
     )
 

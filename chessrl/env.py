@@ -122,7 +122,9 @@ class BoardGameEnv(EnvBase):
             .to(self.device)
         )
 
-    def _observe(self, done: np.ndarray, obs: Observation | None = None) -> dict:
+    def _observe(
+        self, done: np.ndarray, obs: Observation | None = None
+    ) -> tuple[dict, Observation]:
         obs = obs if obs is not None else self.game.observe(self.states)
         mask = obs.action_mask.copy()
         dead = done | obs.terminated | ~mask.any(axis=1)
@@ -396,7 +398,7 @@ def _gym_class():
             super().__init__(n)
             self._env = env
 
-        def sample(self, mask=None, probability=None):  # type: ignore[override]
+        def sample(self, mask=None, probability=None):
             shown = getattr(self._env, "_shown_mask", None)
             if mask is None and probability is None and shown is not None:
                 mask = shown

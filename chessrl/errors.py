@@ -1,6 +1,7 @@
 """Errors the CLI turns into one line and an exit code instead of a traceback."""
 
 import abc
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -55,5 +56,5 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, exit_code: int = 130):
         super().__init__(exit_code)
         self.exit_code = exit_code
-        self.run_dir = None
+        self.run_dir: Path | None = None
         self.step: int | None = None

@@ -29,7 +29,10 @@ from chessrl.errors import UserError
 if TYPE_CHECKING:
     from chessrl.run import Run
 
-HEADER = f"{'player':<12} {'games':>5} {'W':>4} {'D':>4} {'L':>4}  score [95% CI]        Elo [95% CI]  terminations"
+HEADER = (
+    f"{'player':<12} {'games':>5} {'W':>4} {'D':>4} {'L':>4}"
+    "  score [95% CI]        Elo [95% CI]  terminations"
+)
 
 
 def elo_text(elo: float, lo: float, hi: float) -> str:
@@ -114,8 +117,9 @@ def evaluate(
     if log is not None:
         mode = "greedy" if not args.sample else f"sampled at temperature {args.temperature}"
         log(
-            f"{player.name} ({game.name}): {args.games} games per opponent from the game's evaluation starts "
-            f"(seed {args.seed}), each start with both sides, adjudicated after {game.max_plies} plies, {mode}"
+            f"{player.name} ({game.name}): {args.games} games per opponent "
+            f"from the game's evaluation starts (seed {args.seed}), each start with both sides, "
+            f"adjudicated after {game.max_plies} plies, {mode}"
         )
     players: dict[str, Any] = {"checkpoint": player.policy}
     if args.baselines:
@@ -189,8 +193,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         used = [d for d in dests if getattr(args, d) != args.game_defaults[d]]
         if game != name and used:
             raise UserError(
-                f"--{used[0].replace('_', '-')} is a {game} option of chessrl eval; {args.checkpoint} "
-                f"is a {name} checkpoint (chessrl eval --help lists the options of each game)"
+                f"--{used[0].replace('_', '-')} is a {game} option of chessrl eval; "
+                f"{args.checkpoint} is a {name} checkpoint "
+                "(chessrl eval --help lists the options of each game)"
             )
     own = pluginmanager.evaluators().get(name)
     if own is not None:

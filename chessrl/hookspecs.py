@@ -92,7 +92,7 @@ def chessrl_train_end(run: RunView) -> None:
 
 
 @hookspec
-def chessrl_state_dict() -> dict[str, Any]:
+def chessrl_state_dict() -> dict[str, Any]:  # type: ignore[empty-body]  # a spec: no body
     """Return ``{plugin_name: state}`` to store in checkpoints (``Regulariser.state_dict``)."""
 
 

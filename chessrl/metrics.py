@@ -146,7 +146,9 @@ class MetricsLogger:
 
             self.run.summary[f"health/{code}"] = line
             if severity in ("warning", "error"):
-                level = wandb.AlertLevel.ERROR if severity == "error" else wandb.AlertLevel.WARN
+                # wandb's __init__.pyi leaves out AlertLevel, which wandb exports at runtime
+                alerts = wandb.AlertLevel  # type: ignore[attr-defined]
+                level = alerts.ERROR if severity == "error" else alerts.WARN
                 self.run.alert(title=f"chessrl {code}", text=line, level=level, wait_duration=0)
         except Exception as exc:  # wandb must never break a run
             print(f"wandb: sending a finding failed ({type(exc).__name__}: {exc})", file=sys.stderr)
@@ -264,7 +266,7 @@ def _init_wandb(mode: str, name: str, config: dict, run_dir: Path, kwargs: dict)
             name=name,
             config=config,
             dir=str(run_dir),
-            mode=mode,
+            mode=mode,  # type: ignore[arg-type]  # WANDB_MODE's value: wandb checks it
             id=wandb_run_id(run_dir),
             resume="allow",
             settings=wandb.Settings(init_timeout=30, console="off"),

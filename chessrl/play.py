@@ -27,7 +27,8 @@ def env_overrides(items: list[str]) -> dict[str, Any]:
         key, eq, value = item.partition("=")
         if not eq or not key.strip().startswith("env.") or len(key.strip().split(".")) != 2:
             raise UserError(
-                f"--set {item!r}: expected env.KEY=VALUE (a game option), e.g. --set env.start=standard"
+                f"--set {item!r}: expected env.KEY=VALUE (a game option), "
+                "e.g. --set env.start=standard"
             )
         out[key.strip()[4:]] = parse_value(value.strip())
     return out
@@ -69,7 +70,8 @@ def play_game(
 
     sides = ("first", "second")
     say(
-        f"{player.name} ({game.name}): you play the {sides[human]} player, the policy the {sides[1 - human]}. "
+        f"{player.name} ({game.name}): you play the {sides[human]} player, "
+        f"the policy the {sides[1 - human]}. "
         "Type a move, '?' for the legal moves, 'quit' to stop."
     )
     last = ""
@@ -83,9 +85,9 @@ def play_game(
             say(f"the policy plays {game.format_action(state, action)}")
             state = game.play([state], np.array([action], dtype=np.int64))[0]
         else:
-            action, last = _read_move(game, state, obs.action_mask[0], inp, out, say)
-            if action is not None:
-                state = game.play([state], np.array([action], dtype=np.int64))[0]
+            move, last = _read_move(game, state, obs.action_mask[0], inp, out, say)
+            if move is not None:
+                state = game.play([state], np.array([move], dtype=np.int64))[0]
     say(last)
     return last
 

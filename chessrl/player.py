@@ -40,9 +40,9 @@ def label(path: Path, step: int | None = None) -> str:
     found = ckpt_io.PATTERN.search(path.name)
     if path.parent.name == "checkpoints" and (found or path.name == "initial.pt"):
         run = path.parent.parent.resolve().name
-        return (
-            f"{run} initial" if path.name == "initial.pt" else f"{run} step {int(found.group(1))}"
-        )
+        if path.name == "initial.pt" or found is None:  # found is None only for initial.pt
+            return f"{run} initial"
+        return f"{run} step {int(found.group(1))}"
     return f"{path.stem} step {step}" if step else path.stem
 
 
@@ -83,7 +83,8 @@ def build_policy(state: dict[str, Any], game: Game | type[Game], where: str) -> 
     wrong = [f"{k} {sizes.get(k)} (game: {v})" for k, v in fits.items() if sizes.get(k) != v]
     if wrong:
         raise UserError(
-            f"{where}: the policy does not fit game '{game.name}' with the checkpoint's [env] options: "
+            f"{where}: the policy does not fit game '{game.name}' "
+            "with the checkpoint's [env] options: "
             f"{', '.join(wrong)}"
         )
     try:

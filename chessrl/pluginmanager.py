@@ -23,7 +23,8 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from types import ModuleType
+from typing import Any, Callable, Iterable, Sequence, cast
 
 import pluggy
 
@@ -233,14 +234,15 @@ def _drop_shadowed(pm: pluggy.PluginManager) -> None:
         if getattr(plugin, "__file__", None) is not None or not hasattr(plugin, "__path__"):
             continue
         folders = ", ".join(str(f) for f in list(plugin.__path__)) or "?"
+        module = cast(ModuleType, plugin)  # __path__ without __file__: a namespace package
         dist = dists.get(id(plugin))
         pm.unregister(name=name)
         _BROKEN[name] = BrokenPlugin(
             name,
-            plugin.__name__,
+            module.__name__,
             dist.metadata["name"] if dist else None,
             dist.version if dist else None,
-            f"module '{plugin.__name__}' is shadowed by the folder {folders} (an empty namespace "
+            f"module '{module.__name__}' is shadowed by the folder {folders} (an empty namespace "
             f"package, not the installed module); run chessrl from another directory or take that "
             f"folder off "
             f"sys.path/PYTHONPATH",

@@ -42,7 +42,8 @@ class Block(nn.Module):
 
 
 class PairHead(nn.Module):
-    """Scores an action by the two tokens it connects: ``<q(x_src) + e_kind, k(x_dst)> / sqrt(h) + b_a``.
+    """Scores an action by the two tokens it connects:
+    ``<q(x_src) + e_kind, k(x_dst)> / sqrt(h) + b_a``.
 
     ``structure`` is int64 [A, 3]: each action's source token, target token and kind (a chess
     move's from-square, to-square and promotion piece; a placement's cell twice). A move's
@@ -51,6 +52,8 @@ class PairHead(nn.Module):
     network learns about one move transfers to every move of the same shape. The structure is
     a buffer, so a checkpoint carries it.
     """
+
+    structure: torch.Tensor  # the registered buffer (nn.Module's stubs type attributes loosely)
 
     def __init__(
         self,
@@ -113,7 +116,7 @@ class Policy(nn.Module):
         structure: torch.Tensor | None = None,
     ):
         super().__init__()
-        self.sizes = dict(
+        self.sizes: dict[str, int | str] = dict(
             obs_vocab=obs_vocab,
             obs_len=obs_len,
             n_actions=n_actions,
@@ -224,7 +227,8 @@ def sample(logp: torch.Tensor, generator: torch.Generator | None) -> torch.Tenso
     if not bool(torch.isfinite(best).all()):
         bad = int((~torch.isfinite(best)).sum())
         raise NonFinite(
-            f"non-finite logits in {bad} of {best.numel()} positions: the policy's outputs are NaN or infinite"
+            f"non-finite logits in {bad} of {best.numel()} positions: "
+            "the policy's outputs are NaN or infinite"
         )
     gen_device = generator.device if generator is not None else logp.device
     u = (

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tensordict import TensorDict
+from tensordict import TensorDict, TensorDictBase
 from torchrl.envs.utils import step_mdp
 
 from chessrl.env import BoardGameEnv
@@ -74,7 +74,7 @@ def collect(
         else torch.zeros(B, dtype=torch.bool, device=device)
     )
     opp_plies_done = torch.zeros(B, dtype=torch.long, device=device)
-    steps = []
+    steps: list[TensorDictBase] = []
     pdev = next(policy.parameters()).device  # one batched transfer per ply, never per board
     for _ in range(plies):
         active = ~td["done"].squeeze(-1)
@@ -127,7 +127,7 @@ def collect(
         times.env += time.perf_counter() - t0
         steps.append(td)
         td = step_mdp(td, keep_other=False, exclude_action=True)
-    out = torch.stack(steps, dim=len(B))
+    out: TensorDict = torch.stack(steps, dim=len(B))  # tensordict's stack: a TensorDict
     if score == "last":
         t0 = time.perf_counter()
         rows, final = env.final_values()

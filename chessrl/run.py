@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from chessrl.game import Game
 from chessrl.loss import GroupPolicyLoss
 from chessrl.policy import build_policy, log_probs
 from chessrl.regularisers import Coefficients, Regularisers, RunView
+
+if TYPE_CHECKING:
+    from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass
@@ -50,7 +53,7 @@ class Run:
     last_sync: int = 0
     stop_reason: str | None = None
     dist: distributed.Dist = field(default_factory=distributed.Dist)  # rank, world size
-    ddp_model: torch.nn.Module | None = None  # the policy's DDP wrapper under torchrun
+    ddp_model: DistributedDataParallel | None = None  # the policy's DDP wrapper under torchrun
 
     def hook(self, name: str, **kwargs) -> list[tuple[str, Any]]:
         """Call a run hook on the regularisers through pluggy: ``[(plugin, result)]``."""
@@ -144,7 +147,7 @@ def build_run(
             params,
             lr=cfg.trainer.lr,
             weight_decay=cfg.trainer.weight_decay,
-            betas=tuple(cfg.trainer.betas),
+            betas=cast(tuple[float, float], tuple(cfg.trainer.betas)),  # config: length 2
         )
     except BaseException:
         game.close()

@@ -132,7 +132,8 @@ def config_changes(
     for key in allow:
         if key not in SAFE_CHANGES:
             raise UserError(
-                f"--allow-change {key}: not a change a resumed run can take{suggest(key, SAFE_CHANGES)} "
+                f"--allow-change {key}: not a change a resumed run can take"
+                f"{suggest(key, SAFE_CHANGES)} "
                 f"(safe: {', '.join(SAFE_CHANGES)}); start a new run to change anything else"
             )
     path = Path(run_dir) / "config.toml"
@@ -155,7 +156,8 @@ def config_changes(
             stored[key] = value
     if stored.get("env.name") != new.get("env.name"):
         raise UserError(
-            f"{run_dir} holds a {stored.get('env.name')!r} run and this config plays {new.get('env.name')!r}: "
+            f"{run_dir} holds a {stored.get('env.name')!r} run "
+            f"and this config plays {new.get('env.name')!r}: "
             "a resumed run cannot change its game; start a new run directory"
         )
     changes = [

@@ -14,7 +14,7 @@ import math
 import numbers
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from chessrl import keys as K
 from chessrl.findings import fmt
@@ -374,6 +374,6 @@ class RunStats:
             self._evals.setdefault(name, []).append((step, float(value), int(trials)))
 
 
-def is_number(x: Any) -> bool:
+def is_number(x: Any) -> TypeGuard[float]:
     """A real number; JSON true/false count as 1/0 (acted, at_bound)."""
     return isinstance(x, numbers.Real)

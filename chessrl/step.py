@@ -11,7 +11,7 @@ the loss budget, DDP, the non-finite checks, clipping); :class:`~chessrl.timing.
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from typing import Callable, cast
 
 import numpy as np
 import torch
@@ -152,20 +152,24 @@ class Optimise:
         self.skipped = False
         self.epochs = 0
 
-    def __call__(self, loss: Callable[[], LossTerms]):
+    def __call__(
+        self, loss: Callable[[], LossTerms]
+    ) -> tuple[TensorDict, torch.Tensor, torch.Tensor] | None:
         run, first = self.run, self.epochs == 0
         measure = first and self.measure
         run.optimizer.zero_grad(set_to_none=True)
         if measure and run.dist.enabled:
             # DDP syncs gradients in backward(); per-term gradients are a local measurement
+            assert run.ddp_model is not None  # build_run wraps the policy whenever DDP is on
             with self.timer("budget"), run.ddp_model.no_sync():
                 terms = loss_entries(loss()[0])
                 self.budget.update(backward_with_budget(terms, self.params, accumulate=False))
         out, _, raws, coefs = loss()
         terms = loss_entries(out)
-        total = sum(terms.values())
+        total = cast(torch.Tensor, sum(terms.values()))  # loss_objective: never empty
         if not distributed.all_true(run.dist, bool(torch.isfinite(total))):
-            return self._skip()
+            self._skip()
+            return None
         if first:
             values = {k: float(v.detach()) for k, v in terms.items()}
             self.budget.update(value_budget(values, coefs, raws))
@@ -178,9 +182,11 @@ class Optimise:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
         if not torch.isfinite(grad_norm):  # gradients are all-reduced: every rank agrees
             run.optimizer.zero_grad(set_to_none=True)
-            return self._skip()
+            self._skip()
+            return None
         if not optimizer_step(run, self.params):  # a step leaving non-finite weights is undone
-            return self._skip()
+            self._skip()
+            return None
         self.epochs += 1
         return out, total, grad_norm
 

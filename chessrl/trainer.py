@@ -390,7 +390,8 @@ class _Loop:
             if run.ddp_model is not None:
                 # the DDP wrapper (its reducer) must be freed while its process group is alive;
                 # freed after destroy_process_group, its destructor sometimes blocked forever
-                run.ddp_model = run.loss = None
+                run.ddp_model = None
+                run.loss = None  # type: ignore[assignment]  # it holds the wrapper too
                 gc.collect()
             distributed.close(self.dist)
             if self.lock is not None:

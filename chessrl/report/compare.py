@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from chessrl import keys as K
 from chessrl.errors import UserError
@@ -266,7 +266,7 @@ def compare_blocks(
 
 
 def write_comparison(
-    run_dirs: list[str | Path], out: str | Path | None = None, window: int | None = None
+    run_dirs: Sequence[str | Path], out: str | Path | None = None, window: int | None = None
 ) -> list[Path]:
     """Write a side-by-side ``report.md``, ``report.html`` and ``report/*.png`` of several runs.
 

@@ -13,7 +13,7 @@ import math
 import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from chessrl import keys as K
 from chessrl.errors import UserError
@@ -331,7 +331,7 @@ def config_differences(configs: list[dict[str, Any]]) -> dict[str, list[Any]]:
     }
 
 
-def compare_report(run_dirs: list[str | Path], window: int | None = None) -> dict[str, Any]:
+def compare_report(run_dirs: Sequence[str | Path], window: int | None = None) -> dict[str, Any]:
     """Each run's :func:`build_report` data and the config differences, as JSON-able data."""
     runs = [analyse(d, window) for d in run_dirs]
     return json_safe(
