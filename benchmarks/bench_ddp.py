@@ -1,10 +1,11 @@
-"""Data-parallel scaling on CPU: 2 torchrun processes (gloo) vs 1, positions per second.
+r"""Data-parallel scaling on CPU: 2 torchrun processes (gloo) vs 1, positions per second.
 
 Writes a small tic-tac-toe config to a temporary directory (exact minimax rewards, so no
 Stockfish time; the model and the rollout loop are what scale) and trains it twice through
 the documented entry point:
 
-    torchrun --standalone --nproc_per_node=N -m chessrl run CONFIG --run-dir DIR --max-steps K --no-progress
+    torchrun --standalone --nproc_per_node=N -m chessrl run CONFIG --run-dir DIR \
+        --max-steps K --no-progress
 
 for N = 1 and N = ``--procs`` (2). Every rank samples its own roots, so one step of N ranks
 trains N times the plies of one rank. Rank 0 writes ``DIR/metrics.jsonl``; from it this
@@ -99,7 +100,10 @@ def distributed_support() -> str | None:
             text = path.read_text(errors="ignore")
             if "init_process_group" in text:
                 return None
-    return "the trainer does not call torch.distributed.init_process_group (no DDP support in chessrl yet)"
+    return (
+        "the trainer does not call torch.distributed.init_process_group "
+        "(no DDP support in chessrl yet)"
+    )
 
 
 def train(
@@ -242,7 +246,10 @@ def main() -> None:
                     "threads": threads or (torch.get_num_threads() if procs == 1 else 1),
                 }
                 r = runs[key]
-                label = f"{procs} process{'es' if procs > 1 else ''}, {r['threads']} thread{'s' if r['threads'] > 1 else ''}"
+                label = (
+                    f"{procs} process{'es' if procs > 1 else ''}, "
+                    f"{r['threads']} thread{'s' if r['threads'] > 1 else ''}"
+                )
                 print(
                     f"{label:<22}: step {r['step_s']:.3f} s, "
                     f"{r['trained_plies_per_rank']:.0f} trained plies per rank, "
@@ -259,7 +266,8 @@ def main() -> None:
     ratio1 = multi["positions_per_s"] / single1["positions_per_s"]
     print(
         f"throughput ratio {args.procs} processes / 1 process: {ratio:.2f}x; "
-        f"/ 1 single-threaded process: {ratio1:.2f}x (ideal {args.procs:.0f}x; {os.cpu_count()} cores; gloo)"
+        f"/ 1 single-threaded process: {ratio1:.2f}x "
+        f"(ideal {args.procs:.0f}x; {os.cpu_count()} cores; gloo)"
     )
     print(
         json.dumps(

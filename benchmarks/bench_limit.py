@@ -19,7 +19,8 @@ Then the strength settings (``--quality``): evaluations/s of a depth-limited, a 
 and a static (NNUE ``eval``) reward, each with the Spearman rank agreement of its values with
 depth-12 values on the same held-out positions.
 
-    .venv/bin/python benchmarks/bench_limit.py [--positions 400] [--depth 8] [--engines N] [--quality]
+    .venv/bin/python benchmarks/bench_limit.py [--positions 400] [--depth 8] [--engines N]
+        [--quality]
 
 The last line is JSON.
 """
@@ -55,7 +56,9 @@ def _engine(hash_mb: int) -> subprocess.Popen:
         bufsize=0,
     )
     p.stdin.write(
-        f"uci\nsetoption name Threads value 1\nsetoption name Hash value {hash_mb}\nisready\n".encode()
+        (
+            f"uci\nsetoption name Threads value 1\nsetoption name Hash value {hash_mb}\nisready\n"
+        ).encode()
     )
     buf = b""
     while b"readyok" not in buf:
@@ -110,7 +113,8 @@ def pool_rate(
 
 
 def python_chess_rate(boards: list[chess.Board], engines: int, hash_mb: int, depth: int) -> float:
-    """The previous driver: python-chess SimpleEngine, one thread per engine, ucinewgame per search."""
+    """The previous driver: python-chess SimpleEngine, one thread per engine, ucinewgame per
+    search."""
     import concurrent.futures as cf
 
     engs = [chess.engine.SimpleEngine.popen_uci(STOCKFISH) for _ in range(engines)]
@@ -209,7 +213,8 @@ def main() -> None:
     ]
     for name, rate in rows:
         print(
-            f"  {name:30s} {rate:8.1f} evals/s  {rate / lim:6.2f} of limit  {rate / single:5.2f}x one engine"
+            f"  {name:30s} {rate:8.1f} evals/s  {rate / lim:6.2f} of limit  "
+            f"{rate / single:5.2f}x one engine"
         )
     print(
         f"  pool searches in flight: {overlap:.2f}; limit scaling {lim / single / n:.2f} of linear"
@@ -239,7 +244,8 @@ def main() -> None:
         )
         for name, row in q.items():
             print(
-                f"  {name:10s} {row['evals_per_s']:9.1f} evals/s fresh, {row.get('evals_per_s_warm', 0):9.1f} warm;"
+                f"  {name:10s} {row['evals_per_s']:9.1f} evals/s fresh, "
+                f"{row.get('evals_per_s_warm', 0):9.1f} warm;"
                 f"  rank agreement with depth 12: "
                 f"{row['spearman_vs_depth12']:.3f}"
             )

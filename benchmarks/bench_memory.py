@@ -103,7 +103,8 @@ def main() -> None:
     base_mib, run_mib = _mib(base["self_kib"]), _mib(run["self_kib"])
     ratio = run_mib / base_mib
     print(
-        f"config {args.config}, {args.steps}-step run vs policy only ({base['params']:,} parameters)"
+        f"config {args.config}, {args.steps}-step run vs policy only "
+        f"({base['params']:,} parameters)"
     )
     print(f"{'':<32}{'peak RSS':>12}")
     print(f"{'baseline (torch+chessrl+policy)':<32}{base_mib:8.0f} MiB")

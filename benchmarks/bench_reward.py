@@ -105,10 +105,12 @@ def main() -> None:
     with open("/proc/loadavg") as fh:
         load = float(fh.read().split()[0])
     print(
-        f"1 engine, sequential : {single:8.1f} evals/s  ({len(boards)} positions, depth {args.depth})"
+        f"1 engine, sequential : {single:8.1f} evals/s  "
+        f"({len(boards)} positions, depth {args.depth})"
     )
     print(
-        f"{args.engines}-engine pool       : {pooled:8.1f} evals/s  (searches in flight: {overlap:.2f})"
+        f"{args.engines}-engine pool       : {pooled:8.1f} evals/s  "
+        f"(searches in flight: {overlap:.2f})"
     )
     print(f"machine              : {os.cpu_count()} cores, load average {load:.2f}")
     print(f"speed-up             : {speedup:8.2f}x")

@@ -7,10 +7,10 @@ per evaluation: the step, the wall time spent so far (training steps + evaluatio
 trainer's ``time/step`` and ``time/eval``), and per opponent the score and the non-losing share,
 each with its Wilson 95% interval. The last line is JSON.
 
-    .venv/bin/python benchmarks/learning_curve.py                      # tic-tac-toe, ~9 min on 2 cores
+    .venv/bin/python benchmarks/learning_curve.py    # tic-tac-toe, ~9 min on 2 cores
     .venv/bin/python benchmarks/learning_curve.py --steps 200 --eval-every 50
     .venv/bin/python benchmarks/learning_curve.py --config examples/connect_four.toml
-    .venv/bin/python benchmarks/learning_curve.py --run-dir RUN_DIR    # the curve of a finished run
+    .venv/bin/python benchmarks/learning_curve.py --run-dir RUN_DIR  # the curve of a finished run
 
 The baseline is the run's own step-0 evaluation: the same opponents and openings, the policy
 before any update. ``--target`` (default 0.95 non-losing against ``--opponent perfect``) names
@@ -183,7 +183,8 @@ def main() -> int:
     )
     if reached:
         print(
-            f"first evaluation with non-losing >= {args.target:.0%} against {args.opponent}: step {reached['step']}, "
+            f"first evaluation with non-losing >= {args.target:.0%} against {args.opponent}: "
+            f"step {reached['step']}, "
             f"{reached['seconds'] / 60:.1f} minutes of training and evaluation"
         )
     else:

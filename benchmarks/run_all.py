@@ -5,12 +5,14 @@ a line of JSON, which this script reads:
 
 * bench_env.py     env plies/s: our BoardGameEnv vs PettingZoo chess_v6 and bare python-chess
 * bench_reward.py  Stockfish pool vs one engine, and the reward cache's hit rate in a rollout
-* bench_limit.py   the reward path vs the raw-UCI limit of the machine; reward settings' speed and quality
+* bench_limit.py   the reward path vs the raw-UCI limit of the machine; reward settings' speed
+                   and quality
 * bench_step.py    one clean.toml GRPO step: time and framework-overhead share
 * bench_ddp.py     2 torchrun processes vs 1 (tic-tac-toe, gloo), positions/s
 * bench_memory.py  peak RSS of a 2-step clean.toml run vs the policy alone
 
-    .venv/bin/python benchmarks/run_all.py [--markdown] [--quick] [--only step,ddp] [--json-out FILE]
+    .venv/bin/python benchmarks/run_all.py [--markdown] [--quick] [--only step,ddp]
+        [--json-out FILE]
 
 ``--markdown`` prints the table (and the machine) as markdown for docs/performance.md;
 ``--quick`` passes smaller sizes to every script (a smoke test, not figures to publish).
@@ -252,8 +254,8 @@ def _step_rows(r: dict) -> list[tuple[str, str, str, str, str]]:
         rows.append(
             (
                 "step: reward searches per step (after dedup and cache)",
-                f"{r['reward_searches_per_step']:.0f} ({r['reward_hit_rate']:.1%} of lookups answered "
-                "by a repeat or the cache)",
+                f"{r['reward_searches_per_step']:.0f} "
+                f"({r['reward_hit_rate']:.1%} of lookups answered by a repeat or the cache)",
                 "",
                 "",
                 "",
@@ -287,8 +289,10 @@ def _ddp_rows(r: dict) -> list[tuple[str, str, str, str, str]]:
         d = r["ddp"]
         rows.append(
             (
-                f"DDP: {d['multi']['procs']} torchrun processes vs 1 (all cores), tic-tac-toe, gloo",
-                f"{d['multi']['positions_per_s']:,.0f} vs {d['single']['positions_per_s']:,.0f} positions/s",
+                f"DDP: {d['multi']['procs']} torchrun processes vs 1 (all cores), "
+                "tic-tac-toe, gloo",
+                f"{d['multi']['positions_per_s']:,.0f} vs "
+                f"{d['single']['positions_per_s']:,.0f} positions/s",
                 f"{d['throughput_ratio']:.2f}x",
                 "",
                 "",
@@ -297,9 +301,10 @@ def _ddp_rows(r: dict) -> list[tuple[str, str, str, str, str]]:
         if "single_1thread" in d:
             rows.append(
                 (
-                    f"DDP: {d['multi']['procs']} processes vs 1 process at 1 thread (per-rank scaling)",
-                    f"{d['multi']['positions_per_s']:,.0f} vs {d['single_1thread']['positions_per_s']:,.0f} "
-                    "positions/s",
+                    f"DDP: {d['multi']['procs']} processes vs 1 process at 1 thread "
+                    "(per-rank scaling)",
+                    f"{d['multi']['positions_per_s']:,.0f} vs "
+                    f"{d['single_1thread']['positions_per_s']:,.0f} positions/s",
                     f"{d['throughput_ratio_vs_1thread']:.2f}x",
                     f"ideal {d['multi']['procs']}x",
                     "",
@@ -363,7 +368,8 @@ def render_text(rows: list[tuple], m: dict) -> str:
 
 def render_markdown(rows: list[tuple], m: dict, command: str) -> str:
     lines = [
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB RAM, {('GPU ' + m['gpu']) if m['gpu'] else 'no GPU'}; torch {m['torch']}, "
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB RAM, "
+        f"{('GPU ' + m['gpu']) if m['gpu'] else 'no GPU'}; torch {m['torch']}, "
         f"Python {m['python']}. Date: {m['date']}. Command: `{command}`. 1-minute load average "
         f"{m['load_average_start']} before the run, {m['load_average_end']} after"
         + (

@@ -327,7 +327,8 @@ class ConnectFour(Game):
         self._engine_rng, self._random_rng = np.random.default_rng(seed).spawn(2)
 
     def initial_states(self, n: int, rng: np.random.Generator) -> list[C4State]:
-        """``n`` start positions: empty, or ``random_plies`` random moves that do not end the game."""
+        """``n`` start positions: empty, or ``random_plies`` random moves that do not end the
+        game."""
         if self.options.start == "empty" or self.options.random_plies == 0:
             return [C4State(0, 0)] * n
         if self.options.start == "mixed":
@@ -368,7 +369,8 @@ class ConnectFour(Game):
         return cur, mask
 
     def observe(self, states: Sequence[C4State]) -> Observation:
-        """Tokens per cell (top row first): 0 empty, 1 the side to move's stone, 2 the opponent's."""
+        """Tokens per cell (top row first): 0 empty, 1 the side to move's stone, 2 the
+        opponent's."""
         cur, mask = self._arrays(states)
         own = (cur[:, None] >> CELL_BITS) & 1
         occupied = (mask[:, None] >> CELL_BITS) & 1
@@ -404,7 +406,8 @@ class ConnectFour(Game):
         return out
 
     def values(self, states: Sequence[C4State]) -> np.ndarray:
-        """Solver value at ``solver_depth`` for the side to move: exact +-1 / 0 when proven or over."""
+        """Solver value at ``solver_depth`` for the side to move: exact +-1 / 0 when proven or
+        over."""
         out = np.empty(len(states), dtype=np.float32)
         cache = self._value_cache
         for i, (cur, mask) in enumerate(states):
@@ -420,7 +423,8 @@ class ConnectFour(Game):
         return out
 
     def engine_actions(self, states: Sequence[C4State]) -> np.ndarray:
-        """The solver's best column at ``opponent_depth`` (random among equal best; faster wins first)."""
+        """The solver's best column at ``opponent_depth`` (random among equal best; faster wins
+        first)."""
         return self._solver_moves(states, self._engine_rng)
 
     def _solver_moves(self, states: Sequence[C4State], rng: np.random.Generator) -> np.ndarray:
@@ -441,7 +445,8 @@ class ConnectFour(Game):
         return out
 
     def eval_opponents(self) -> dict[str, Callable[[Sequence[C4State]], np.ndarray]]:
-        """``solver``: the engine at ``opponent_depth``; ``random``: uniformly random legal columns."""
+        """``solver``: the engine at ``opponent_depth``; ``random``: uniformly random legal
+        columns."""
         return {"solver": self.engine_actions, "random": self._random_moves}
 
     def action_to_str(self, action: int) -> str:
@@ -469,10 +474,12 @@ class ConnectFour(Game):
         return f"{'/'.join(rows)} ({tail})"
 
     def state_from_options(self, options: dict[str, Any]) -> C4State:
-        """The Gym view's ``reset(options=...)``: ``{"moves": "3342"}`` or ``{"moves": [3, 3, 4, 2]}``."""
+        """The Gym view's ``reset(options=...)``: ``{"moves": "3342"}`` or
+        ``{"moves": [3, 3, 4, 2]}``."""
         if set(options) != {"moves"}:
             raise ValueError(
-                f"connect_four reset options take only 'moves' (columns 0..6), got {sorted(options)}"
+                "connect_four reset options take only 'moves' (columns 0..6), "
+                f"got {sorted(options)}"
             )
         return parse_moves(options["moves"])
 
@@ -488,8 +495,8 @@ def chessrl_register_games(register) -> None:
 
 
 def make_gym_env(render_mode: str | None = None, seed: int = 0, **options: Any):
-    """Gymnasium entry point of ``chessrl/ConnectFour-v0``: :func:`chessrl.env.make_gym_env` (keyword args are
-    ``[env]`` options, validated, plus ``illegal_action``)."""
+    """Gymnasium entry point of ``chessrl/ConnectFour-v0``: :func:`chessrl.env.make_gym_env`
+    (keyword args are ``[env]`` options, validated, plus ``illegal_action``)."""
     from chessrl.env import make_gym_env as core_make_gym_env
 
     return core_make_gym_env(NAME, render_mode=render_mode, seed=seed, **options)

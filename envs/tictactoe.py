@@ -170,7 +170,8 @@ class TicTacToe(Game):
         self._engine_rng, self._random_rng = np.random.default_rng(seed).spawn(2)
 
     def initial_states(self, n: int, rng: np.random.Generator) -> list[int]:
-        """``n`` codes: the empty board, or ``random_plies`` random moves that do not end the game."""
+        """``n`` codes: the empty board, or ``random_plies`` random moves that do not end the
+        game."""
         if self.options.start == "empty" or self.options.random_plies == 0:
             return [0] * n
         if self.options.start == "mixed":
@@ -242,7 +243,8 @@ class TicTacToe(Game):
         return [int(c) for c in codes + (t.to_play[codes] + 1) * POW3[actions]]
 
     def values(self, states: Sequence[int]) -> np.ndarray:
-        """Exact minimax value for the side to move: +1 win, 0 draw, -1 loss (also when terminal)."""
+        """Exact minimax value for the side to move: +1 win, 0 draw, -1 loss (also when
+        terminal)."""
         return self.t.value[self._codes(states)].astype(np.float32)
 
     def engine_actions(self, states: Sequence[int]) -> np.ndarray:
@@ -285,11 +287,13 @@ class TicTacToe(Game):
         return f"{'|'.join(rows)} ({tail})"
 
     def state_from_options(self, options: dict[str, Any]) -> int:
-        """The Gym view's ``reset(options=...)``: ``{"board": "X.O|.X.|..."}`` or ``{"moves": [4, 0]}``."""
+        """The Gym view's ``reset(options=...)``: ``{"board": "X.O|.X.|..."}`` or
+        ``{"moves": [4, 0]}``."""
         unknown = set(options) - {"board", "moves"}
         if unknown or len(options) != 1:
             raise ValueError(
-                f"tictactoe reset options take exactly one of 'board' or 'moves', got {sorted(options)}"
+                "tictactoe reset options take exactly one of 'board' or 'moves', "
+                f"got {sorted(options)}"
             )
         if "board" in options:
             return parse_board(str(options["board"]))
@@ -310,8 +314,8 @@ def chessrl_register_games(register) -> None:
 
 
 def make_gym_env(render_mode: str | None = None, seed: int = 0, **options: Any):
-    """Gymnasium entry point of ``chessrl/TicTacToe-v0``: :func:`chessrl.env.make_gym_env` (keyword args are
-    ``[env]`` options, validated, plus ``illegal_action``)."""
+    """Gymnasium entry point of ``chessrl/TicTacToe-v0``: :func:`chessrl.env.make_gym_env`
+    (keyword args are ``[env]`` options, validated, plus ``illegal_action``)."""
     from chessrl.env import make_gym_env as core_make_gym_env
 
     return core_make_gym_env(NAME, render_mode=render_mode, seed=seed, **options)

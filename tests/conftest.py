@@ -53,7 +53,8 @@ def cli():
 
 
 def main_in_process(*args: str) -> tuple[int, str, str]:
-    """The CLI in this process (a subprocess would pay the torch import again): (rc, stdout, stderr)."""
+    """The CLI in this process (a subprocess would pay the torch import again):
+    (rc, stdout, stderr)."""
     import contextlib
     import io
 
@@ -111,7 +112,8 @@ def tiny_config(tmp_path):
 
 @pytest.fixture(scope="session")
 def tiny_ttt_run(tmp_path_factory):
-    """A tic-tac-toe run directory trained for 2 steps of TINY_TTT (initial.pt and step_0000002.pt)."""
+    """A tic-tac-toe run directory trained for 2 steps of TINY_TTT (initial.pt and
+    step_0000002.pt)."""
     from chessrl.config import load_config
     from chessrl.trainer import train
 

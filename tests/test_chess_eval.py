@@ -187,7 +187,8 @@ def test_cli_json_and_elo_range(tmp_path, cli_in_process):
 def test_engine_failure_is_an_error_not_a_draw(tmp_path, cli_in_process):
     fake = tmp_path / "fakefish"
     fake.write_text(
-        "#!/bin/sh\nwhile read line; do case \"$line\" in\n uci) echo 'id name fake'; echo uciok;;\n"
+        '#!/bin/sh\nwhile read line; do case "$line" in\n'
+        " uci) echo 'id name fake'; echo uciok;;\n"
         " isready) echo readyok;;\n go*) exit 1;;\n quit) exit 0;;\n esac; done\n"
     )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)

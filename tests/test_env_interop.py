@@ -1,4 +1,5 @@
-"""chessrl's envs as TorchRL and Gymnasium users drive them (docs/envs.md#torchrl-and-gymnasium-interop).
+"""chessrl's envs as TorchRL and Gymnasium users drive them
+(docs/envs.md#torchrl-and-gymnasium-interop).
 
 Real TorchRL collectors (the 0.14 ``Collector``), real ``GymWrapper``, real Gymnasium
 ``check_env``, real games (chess with real Stockfish): every transition is checked.

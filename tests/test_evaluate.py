@@ -92,8 +92,9 @@ def test_nim_example_package_is_evaluated_by_the_core(tmp_path):
         timeout=120,
     )
     (tmp_path / "nim.toml").write_text(
-        'name = "nim"\nseed = 1\n[env]\nname = "nim"\n[policy]\nd_model = 16\nn_layers = 1\nn_heads = 2\n'
-        "d_ff = 32\n[rollout]\nroots = 2\ngroup_size = 2\nplies = 4\n[trainer]\nsteps = 1\n[logging]\n"
+        'name = "nim"\nseed = 1\n[env]\nname = "nim"\n'
+        "[policy]\nd_model = 16\nn_layers = 1\nn_heads = 2\nd_ff = 32\n"
+        "[rollout]\nroots = 2\ngroup_size = 2\nplies = 4\n[trainer]\nsteps = 1\n[logging]\n"
         'wandb = "disabled"\nprogress = false\n'
     )
     env = {**os.environ, "PYTHONPATH": str(target), "WANDB_MODE": "disabled"}
@@ -117,7 +118,8 @@ def test_nim_example_package_is_evaluated_by_the_core(tmp_path):
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["game"] == "nim" and set(out["opponents"]) == {"perfect", "random"}
-    # 3^4^5 != 0: whoever starts wins with perfect play, so the perfect opponent wins its 2 games as first player
+    # 3^4^5 != 0: whoever starts wins with perfect play, so the perfect opponent wins its 2 games
+    # as first player
     assert out["opponents"]["perfect"]["checkpoint"]["games"] == 4
     assert out["opponents"]["perfect"]["checkpoint"]["results"][1] == 0.0
 

@@ -1,4 +1,5 @@
-"""Fault injection: each fault of docs/reliability.md produced for real, and what a run promises after it.
+"""Fault injection: each fault of docs/reliability.md produced for real, and what a run promises
+after it.
 
 Process faults run the real ``chessrl`` command in a subprocess: a signal it receives (SIGTERM,
 SIGKILL), a lock another process holds, a full or read-only filesystem (a tmpfs or a read-only
@@ -57,7 +58,10 @@ from chessrl.schema import opt
 @dataclass
 class FaultConfig:
     at_step: int = opt(0, "step whose end injects the fault (0 = never)")
-    action: str = opt("kill", "kill (SIGKILL itself) or wait (block on the FIFO at path until its writer closes)")
+    action: str = opt(
+        "kill",
+        "kill (SIGKILL itself) or wait (block on the FIFO at path until its writer closes)",
+    )
     path: str = opt("", "the FIFO of action = wait")
 
 class Fault(Regulariser):
@@ -85,7 +89,8 @@ def chessrl_register_regularisers(register):
 
 
 def _dist(root: Path, module: str, source: str, name: str) -> dict[str, str]:
-    """An installed distribution on a path entry: ``module``.py plus a dist-info with an entry point."""
+    """An installed distribution on a path entry: ``module``.py plus a dist-info with an entry
+    point."""
     root.mkdir(parents=True, exist_ok=True)
     (root / f"{module}.py").write_text(textwrap.dedent(source))
     info = root / f"chessrl_{name}-0.1.dist-info"
@@ -156,7 +161,8 @@ def _wait_for_reader(fifo: Path, proc: subprocess.Popen, timeout: float = 240) -
 
 
 def _read_until(proc: subprocess.Popen, text: str, timeout: float = 120) -> None:
-    """Read ``proc``'s stderr up to a line containing ``text`` (a watchdog kills a run that never says it)."""
+    """Read ``proc``'s stderr up to a line containing ``text`` (a watchdog kills a run that never
+    says it)."""
     watchdog = threading.Timer(timeout, proc.kill)
     watchdog.start()
     try:
@@ -326,7 +332,7 @@ def test_non_finite_parameters_are_rolled_back_with_the_optimiser_state(
     assert log.count("skipped: the optimiser step made parameters non-finite (undone)") == 3
 
 
-# --- 3. the run-directory lock and 7. SIGTERM ------------------------------------------------------
+# --- 3. the run-directory lock and 7. SIGTERM -----------------------------------------------
 
 
 def test_a_second_run_on_a_busy_directory_is_refused_and_sigterm_checkpoints(tmp_path, fault_env):
@@ -356,8 +362,8 @@ def test_a_second_run_on_a_busy_directory_is_refused_and_sigterm_checkpoints(tmp
     _, err = first.communicate(timeout=300)
     assert first.returncode == 143, err[-3000:]
     assert (
-        f"interrupted: checkpoint at step 3 in {run_dir / 'checkpoints'}; continue with --resume --run-dir {run_dir}"
-        in err
+        f"interrupted: checkpoint at step 3 in {run_dir / 'checkpoints'}; "
+        f"continue with --resume --run-dir {run_dir}" in err
     )
     assert "Traceback" not in err
     assert _steps(run_dir) == [1, 2, 3] and checkpoint.load(run_dir)["step"] == 3
@@ -436,7 +442,7 @@ def test_resume_refuses_a_changed_config_unless_a_safe_change_is_allowed(tiny_co
     assert "lr = 0.0003" in (run_dir / "config.toml").read_text()
 
 
-# --- 5. resumes are exact for every opponent -------------------------------------------------------
+# --- 5. resumes are exact for every opponent ------------------------------------------------
 
 CONNECT_FOUR = TINY_TTT.replace(
     'name = "tictactoe"', 'name = "connect_four"\nsolver_depth = 1\nopponent_depth = 1'
@@ -475,7 +481,7 @@ def test_interrupted_run_replays_an_uninterrupted_one_with_engine_opponents(
     _same_numbers(straight, split)
 
 
-# --- 6. dead-end run directories -------------------------------------------------------------------
+# --- 6. dead-end run directories ------------------------------------------------------------
 
 
 def test_sigkill_before_the_first_step_checkpoint_resumes_from_initial(tmp_path, fault_env):
@@ -519,7 +525,7 @@ def test_a_run_dir_that_cannot_be_created_is_one_line(tiny_config, tmp_path, cap
     assert len(err) == 1 and "cannot use it as the run directory (Not a directory)" in err[0]
 
 
-# --- 8. disks ----------------------------------------------------------------------------------------
+# --- 8. disks -------------------------------------------------------------------------------
 
 
 @needs_userns
@@ -574,7 +580,8 @@ def test_a_read_only_checkpoint_folder_fails_in_one_line_and_the_run_resumes(tin
     before = sorted(p.name for p in ckpts.iterdir())
     res = _in_namespace(f"""
         mount --bind -o ro {ckpts} {ckpts}
-        exec {sys.executable} -m chessrl run {tiny_config} --run-dir {run_dir} --resume --no-progress
+        exec {sys.executable} -m chessrl run {tiny_config} --run-dir {run_dir} --resume \\
+            --no-progress
     """)
     line = _one_error(res, 1)
     assert "cannot write the step-4 checkpoint" in line and "Read-only file system" in line
@@ -596,7 +603,7 @@ def test_a_checkpoint_missing_keys_is_one_line(tiny_config, tmp_path):
     assert "step_0000002.pt: not a training checkpoint (missing optimizer, plugins)" in line
 
 
-# --- 8/9. engines ------------------------------------------------------------------------------------
+# --- 8/9. engines ---------------------------------------------------------------------------
 
 CHESS = """
 name = "tinychess"
@@ -689,7 +696,7 @@ def test_an_engine_restart_is_counted_and_logged(tmp_path):
     )
 
 
-# --- 9. reports ----------------------------------------------------------------------------------------
+# --- 9. reports -----------------------------------------------------------------------------
 
 
 def test_report_names_the_command_and_the_garbage_line(tiny_config, tmp_path, capsys):
@@ -708,14 +715,17 @@ def test_report_names_the_command_and_the_garbage_line(tiny_config, tmp_path, ca
     assert "line 5, a partial last line, was ignored" in md
 
 
-# --- 10. a broken plugin ---------------------------------------------------------------------------------
+# --- 10. a broken plugin --------------------------------------------------------------------
 
 
 def test_a_plugin_that_fails_to_import_breaks_only_configs_that_use_it(tmp_path, tiny_config):
     env = _dist(
         tmp_path / "site", "chessrl_broken_mod", "raise ImportError('needs libfoo 2')\n", "broken"
     )
-    warning = "chessrl: warning: plugin 'broken' (chessrl-broken 0.1) failed to load: ImportError: needs libfoo 2"
+    warning = (
+        "chessrl: warning: plugin 'broken' (chessrl-broken 0.1) failed to load: "
+        "ImportError: needs libfoo 2"
+    )
     res = _run(
         "run",
         str(tiny_config),
@@ -747,8 +757,8 @@ def test_a_plugin_that_fails_to_import_breaks_only_configs_that_use_it(tmp_path,
     )
     line = _one_error(res, 2)
     assert (
-        "plugin 'broken' (chessrl-broken 0.1) is installed but failed to load: ImportError: needs libfoo 2"
-        in line
+        "plugin 'broken' (chessrl-broken 0.1) is installed but failed to load: "
+        "ImportError: needs libfoo 2" in line
     )
     assert pluginmanager.broken() == {}  # this process never saw the throwaway distribution
 

@@ -114,7 +114,8 @@ def test_chess_in_uci_and_san_to_checkmate(tmp_path):
     legal = [ln for ln in out.splitlines() if "legal moves: " in ln][0].split("legal moves: ")[1]
     assert sorted(legal.split(", ")) == sorted(board.san(m) for m in board.legal_moves)
     assert out.rstrip().splitlines()[-1] == "game over: you win (checkmate)"
-    # as Black from the standard start (--set checked): the policy's first move is a legal move in SAN
+    # as Black from the standard start (--set checked): the policy's first move is a legal move
+    # in SAN
     res = play(
         str(ckpt),
         "--side",

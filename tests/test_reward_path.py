@@ -104,13 +104,16 @@ def test_scoring_only_final_positions_gives_the_same_terminal_returns_with_fewer
     every, n_every = _rollout("every_ply")
     last, n_last = _rollout("last")
     assert torch.equal(every["action"], last["action"])  # the same games were played
-    args = lambda td: (
-        td["next", "reward"].squeeze(-1),
-        td["next", "value"].squeeze(-1),  # noqa: E731
-        td["mover_is_root"],
-        td["valid"],
-        td["root_value"][..., 0],
-    )
+
+    def args(td):
+        return (
+            td["next", "reward"].squeeze(-1),
+            td["next", "value"].squeeze(-1),
+            td["mover_is_root"],
+            td["valid"],
+            td["root_value"][..., 0],
+        )
+
     ret_every = player_returns(*args(every), mode="terminal")
     ret_last = player_returns(*args(last), mode="terminal")
     torch.testing.assert_close(ret_every, ret_last, rtol=0, atol=0)

@@ -157,7 +157,8 @@ class BenchmarkSpec:
 
 
 def material_gain(board: chess.Board, move: chess.Move) -> int:
-    """How much ``move`` changes the mover's material balance (P 1, N/B 3, R 5, Q 9), on the spot."""
+    """How much ``move`` changes the mover's material balance (P 1, N/B 3, R 5, Q 9), on the
+    spot."""
     gain = 0
     if board.is_en_passant(move):
         gain = 1
@@ -170,7 +171,8 @@ def material_gain(board: chess.Board, move: chess.Move) -> int:
 
 
 def _over(board: chess.Board) -> bool:
-    """Whether the game is over by the training env's rules (repetition and fifty moves included)."""
+    """Whether the game is over by the training env's rules (repetition and fifty moves
+    included)."""
     return bool(terminal_reason(board, any(board.generate_legal_moves()), repetitions(board)))
 
 
@@ -243,7 +245,8 @@ def _selfplay(
                 board.push(near[int(rng.choice(len(near), p=w / w.sum()))])
         games += len(boards)
         log(
-            f"benchmark: self-play {games} games, {min(len(agree), want)}/{want} agreement positions"
+            f"benchmark: self-play {games} games, "
+            f"{min(len(agree), want)}/{want} agreement positions"
         )
     return agree[:want], mates, material
 
@@ -506,7 +509,8 @@ def _identity(path: str) -> str:
 
 
 def engine_version(path: str, cache_dir: str | Path | None = None) -> str:
-    """The UCI name of the engine at ``path`` (e.g. "Stockfish 15.1"); :class:`UserError` if missing.
+    """The UCI name of the engine at ``path`` (e.g. "Stockfish 15.1"); :class:`UserError` if
+    missing.
 
     With ``cache_dir`` the answer is remembered per executable (path, size, modification
     time) in ``engines.json`` there, so asking again starts no process.
@@ -602,7 +606,8 @@ def build(
         if bench is None:
             raise
         log(
-            f"benchmark: {spec.stockfish_path} not found; loaded {found[0]} (labelled by {bench.engine})"
+            f"benchmark: {spec.stockfish_path} not found; loaded {found[0]} "
+            f"(labelled by {bench.engine})"
         )
         return bench
     path = cache_path(spec, cache_dir, engine)
@@ -613,8 +618,10 @@ def build(
             return bench
         log(f"benchmark: {path} is unreadable or from another format; rebuilding")
     log(
-        f"benchmark: building {path.name} with {spec.engines} Stockfish engine(s), once for this engine: "
-        f"self-play, then labels at depth {spec.label_depth} for {spec.agreement} agreement, {spec.mate_in_one} "
+        f"benchmark: building {path.name} with {spec.engines} Stockfish engine(s), "
+        "once for this engine: "
+        f"self-play, then labels at depth {spec.label_depth} for {spec.agreement} agreement, "
+        f"{spec.mate_in_one} "
         f"mate-in-one and {spec.material} material positions"
         + (f", then {spec.ladder_games} games per ladder pair" if spec.ladder else "")
         + " (minutes at the default size; a line per batch)"
@@ -801,7 +808,8 @@ def greedy_move(board: chess.Board, rng: np.random.Generator) -> chess.Move:
 
 
 def material_greedy(seed: int) -> Opponent:
-    """One ply of greed: a mating move first, else the most material won, ties at random (seeded)."""
+    """One ply of greed: a mating move first, else the most material won, ties at random
+    (seeded)."""
     rng = np.random.default_rng([seed, _TAG_GREEDY])
     return _per_board(lambda board: greedy_move(board, rng))
 
@@ -822,7 +830,8 @@ def _engine_opponent(
 
 
 def stockfish_nodes(pool: StockfishPool, nodes: int = 1) -> Opponent:
-    """Full-strength Stockfish limited to ``nodes`` nodes (deterministic: cleared hash, one thread)."""
+    """Full-strength Stockfish limited to ``nodes`` nodes (deterministic: cleared hash, one
+    thread)."""
     return _engine_opponent(pool, chess.engine.Limit(nodes=nodes), {})
 
 
@@ -842,7 +851,8 @@ def stockfish_depth(pool: StockfishPool, depth: int) -> Opponent:
 
 
 def epsilon_random(base: Opponent, p: float, seed: int) -> Opponent:
-    """``base``, except that with probability ``p`` (seeded) a state gets a uniformly random legal move."""
+    """``base``, except that with probability ``p`` (seeded) a state gets a uniformly random
+    legal move."""
     rng = np.random.default_rng([seed, _TAG_EPSILON])
     rand = random_mover(seed + 7)
 

@@ -15,8 +15,8 @@ from chessrl.envs.chess.options import ELO_RANGE
 
 
 def add_commands(subparsers) -> None:
-    """Add ``pretrain`` and ``uci`` to the ``chessrl`` command's subparsers (chess's ``eval`` flags join
-    the core command through :func:`add_eval_arguments`)."""
+    """Add ``pretrain`` and ``uci`` to the ``chessrl`` command's subparsers (chess's ``eval``
+    flags join the core command through :func:`add_eval_arguments`)."""
     add_pretrain_command(subparsers)
     add_uci_command(subparsers)
 
@@ -57,7 +57,8 @@ def add_eval_arguments(group) -> None:
         "--adjudicate",
         type=float,
         default=0.5,
-        help="value (side to move, [-1, 1]) an adjudicated game's winner needs (default 0.5 ~ 300 cp)",
+        help="value (side to move, [-1, 1]) an adjudicated game's winner needs "
+        "(default 0.5 ~ 300 cp)",
     )
     group.add_argument(
         "--engines", type=int, help="Stockfish processes (default: the checkpoint's [env] engines)"

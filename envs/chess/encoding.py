@@ -116,7 +116,8 @@ for _color in (chess.WHITE, chess.BLACK):
 
 
 def move_to_action(move: chess.Move, turn: chess.Color) -> int:
-    """The action index of the real ``move`` played by ``turn``; ValueError if not in the vocabulary."""
+    """The action index of the real ``move`` played by ``turn``; ValueError if not in the
+    vocabulary."""
     a = int(KEY_TO_ACTION[int(turn), _key(move.from_square, move.to_square, move.promotion)])
     if a < 0:
         raise ValueError(f"move {move.uci()} is not in the chess action vocabulary")

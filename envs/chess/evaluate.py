@@ -87,7 +87,8 @@ class Opponent:
         return f"stockfish {self.kind} {self.value}"
 
     def pgn_name(self) -> str:
-        """The opponent with the settings it plays under, e.g. ``Stockfish (Skill Level 0, depth 1)``."""
+        """The opponent with the settings it plays under, e.g.
+        ``Stockfish (Skill Level 0, depth 1)``."""
         limit, options = self.limit_and_options()
         settings = [f"{k} {v}" for k, v in options.items() if k != "UCI_LimitStrength"]
         settings.append(f"depth {limit.depth}" if limit.depth else f"nodes {limit.nodes}")
@@ -372,8 +373,9 @@ def benchmark_report(
     out: dict[str, Any] = {"benchmark": str(bench.path), "players": {}}
     if not args.json:
         print(
-            f"held-out benchmark {bench.path.name}: {len(bench.agreement)} agreement positions (Stockfish depth "
-            f"{bench.spec.label_depth}), {len(bench.mate_in_one)} mates in one, {len(bench.material)} material wins"
+            f"held-out benchmark {bench.path.name}: {len(bench.agreement)} agreement positions "
+            f"(Stockfish depth {bench.spec.label_depth}), {len(bench.mate_in_one)} mates in one, "
+            f"{len(bench.material)} material wins"
         )
         print(
             f"{'player':<12} {'top-1 agreement':>22} {'top-3 agreement':>22} {'mate in one':>22} "
@@ -395,11 +397,9 @@ def benchmark_report(
                 choose, mover = choose_fn(player), player
             s = bench.score(choose)
             row = dict(s)
-            line = (
-                f"{name:<12} {_ci(s['agreement/top1'], s['agreement/top1_lo'], s['agreement/top1_hi']):>22} "
-                f"{_ci(s['agreement/top3'], s['agreement/top3_lo'], s['agreement/top3_hi']):>22} "
-                f"{_ci(s['mate1/success'], s['mate1/success_lo'], s['mate1/success_hi']):>22} "
-                f"{_ci(s['material/success'], s['material/success_lo'], s['material/success_hi']):>22}"
+            line = f"{name:<12} " + " ".join(
+                f"{_ci(s[k], s[k + '_lo'], s[k + '_hi']):>22}"
+                for k in ("agreement/top1", "agreement/top3", "mate1/success", "material/success")
             )
             if rungs:
                 results = ladder_results(mover, rungs, pool, args.games, seed=args.seed)
@@ -449,7 +449,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             players["random"] = "random"
         if args.games < 2 or args.games % 2:
             raise UserError(
-                f"--games {args.games}: the ladder plays each opening with both colours; use an even number"
+                f"--games {args.games}: the ladder plays each opening with both colours; "
+                "use an even number"
             )
         try:
             out = benchmark_report(players, env, args)
@@ -483,8 +484,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if print_rows:
         mode = "greedy" if not args.sample else f"sampled at temperature {args.temperature}"
         print(
-            f"{resolved} vs {opponent.describe()}: {args.games} games, openings of {args.opening_plies} random "
-            f"plies (|value| <= {args.balance}, seed {args.seed}) with both colours, adjudicated after "
+            f"{resolved} vs {opponent.describe()}: {args.games} games, "
+            f"openings of {args.opening_plies} random "
+            f"plies (|value| <= {args.balance}, seed {args.seed}) with both colours, "
+            "adjudicated after "
             f"{args.max_plies} plies, {mode}"
         )
         print(HEADER)

@@ -175,7 +175,8 @@ class ChessGame(Game):
         return copy
 
     def state_from_options(self, options: dict) -> ChessState:
-        """A state from Gym ``reset(options=...)``: ``{"fen": FEN}`` and/or ``{"moves": [uci, ...]}``."""
+        """A state from Gym ``reset(options=...)``: ``{"fen": FEN}`` and/or
+        ``{"moves": [uci, ...]}``."""
         unknown = set(options) - {"fen", "moves"}
         if unknown:
             raise ValueError(

@@ -10,7 +10,8 @@ ELO_RANGE = (1350, 2850)  # Stockfish 15.1's UCI_Elo option (min, max)
 
 
 def rung_metric_name(rung: str) -> str:
-    """The metrics name of a ladder rung: 'skill:0' -> 'skill_0', 'eps0.5:random' -> 'eps05_random'."""
+    """The metrics name of a ladder rung: 'skill:0' -> 'skill_0',
+    'eps0.5:random' -> 'eps05_random'."""
     return rung.replace(":", "_").replace(".", "")
 
 
@@ -97,8 +98,8 @@ class ChessOptions:
     start: str = opt(
         "standard",
         "start positions: 'standard', 'file' (start_file), 'random' (random_plies and "
-        "phase_mix) or 'selfplay' (positions along Stockfish self-play games at selfplay_depth that "
-        "start with random_plies random plies)",
+        "phase_mix) or 'selfplay' (positions along Stockfish self-play games at selfplay_depth "
+        "that start with random_plies random plies)",
         choices=("standard", "file", "random", "selfplay"),
     )
     start_file: str = opt(

@@ -142,7 +142,8 @@ def random_mates(n: int, rng: np.random.Generator) -> list[chess.Board]:
 
 
 def random_tempting(rng: np.random.Generator) -> chess.Board:
-    """A random middlegame (20-40 random plies) in which a capture or promotion tempts (:func:`tempting`)."""
+    """A random middlegame (20-40 random plies) in which a capture or promotion tempts
+    (:func:`tempting`)."""
     while True:
         board = chess.Board()
         if random_play(
@@ -188,7 +189,8 @@ def _over(board: chess.Board) -> bool:
 
 
 class StartSampler:
-    """Draws start boards for ``start`` = "standard" | "file" | "random" | "selfplay" (docs/chess.md).
+    """Draws start boards for ``start`` = "standard" | "file" | "random" | "selfplay"
+    (docs/chess.md).
 
     "selfplay": positions along games that start with ``random_plies`` random plies and go on
     with ``engine`` moves (a function boards -> moves, deterministic: Stockfish at a pinned

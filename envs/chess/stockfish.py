@@ -179,7 +179,9 @@ class _Engine:
                 d = parts.index("default")
                 self.defaults[name] = " ".join(parts[d + 1 : d + 2])
         self.write(
-            f"setoption name Threads value 1\nsetoption name Hash value {hash_mb}\nisready\n".encode()
+            (
+                f"setoption name Threads value 1\nsetoption name Hash value {hash_mb}\nisready\n"
+            ).encode()
         )
         self._read_until(b"readyok", timeout)
 
@@ -396,7 +398,8 @@ class StockfishPool:
         self.restart_reasons.append(why)
 
     def pids(self) -> list[int]:
-        """Process ids of the running engines (started lazily, so possibly fewer than ``engines``)."""
+        """Process ids of the running engines (started lazily, so possibly fewer than
+        ``engines``)."""
         return [e.pid for e in self._engines if e is not None]
 
     def start_all(self) -> None:
@@ -689,7 +692,8 @@ class StockfishPool:
         skill: int | None = None,
         fresh: bool = True,
     ) -> list[chess.Move]:
-        """Stockfish's move at ``depth`` in each non-terminal board (``skill``: UCI Skill Level 0-20)."""
+        """Stockfish's move at ``depth`` in each non-terminal board (``skill``: UCI Skill Level
+        0-20)."""
         options = {} if skill is None or skill >= 20 else {"Skill Level": skill}
         return self.play_moves(boards, chess.engine.Limit(depth=depth), options, fresh=fresh)
 

@@ -76,7 +76,8 @@ class UciEngine:
             state = ckpt_io.load(self.path)
             if game_name(state) != "chess":
                 raise UserError(
-                    f"{self.path}: a checkpoint of game '{game_name(state)}'; chessrl uci plays chess "
+                    f"{self.path}: a checkpoint of game '{game_name(state)}'; "
+                    "chessrl uci plays chess "
                     f"(chessrl play {self.path} plays any game in the terminal)"
                 )
             # the engine needs no reward engine and no start positions: only the policy

@@ -64,7 +64,8 @@ class Nim(Game):
         self.rng = np.random.default_rng(seed)  # our own generator, never the global one
 
     def initial_states(self, n: int, rng: np.random.Generator) -> list[NimState]:
-        """Training starts: the configured heaps, or (start = 'random') smaller heaps drawn with ``rng``."""
+        """Training starts: the configured heaps, or (start = 'random') smaller heaps drawn with
+        ``rng``."""
         if self.options.start == "fixed":
             return self.eval_states(n, rng)
         return [
@@ -117,7 +118,8 @@ class Nim(Game):
         return np.array([1.0 if reduce(xor, s.heaps) else -1.0 for s in states], dtype=np.float32)
 
     def engine_actions(self, states: Sequence[NimState]) -> np.ndarray:
-        """Perfect play: move to nim-sum 0 when possible, else take one object from the largest heap."""
+        """Perfect play: move to nim-sum 0 when possible, else take one object from the largest
+        heap."""
         out = np.zeros(len(states), dtype=np.int64)
         for i, s in enumerate(states):
             total = reduce(xor, s.heaps)
@@ -131,7 +133,8 @@ class Nim(Game):
         return out
 
     def reseed(self, seed: int) -> None:
-        """The trainer re-seeds before each step and evaluation, so a resumed run replays exactly."""
+        """The trainer re-seeds before each step and evaluation, so a resumed run replays
+        exactly."""
         self.rng = np.random.default_rng(seed)
 
     def eval_opponents(self) -> dict[str, Any]:
