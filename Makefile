@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CONFIG ?= examples/chess_quick.toml
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test test-fast lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,16 @@ run: setup
 
 test: setup
 	$(VENV)/bin/pytest -q; rc=$$?; [ $$rc -eq 5 ] && echo "no tests collected" && rc=1; exit $$rc
+
+# the quick loop while editing: every test but those marked slow (> ~20 s each on 2 cores)
+test-fast: setup
+	$(VENV)/bin/pytest -q -m "not slow"
+
+# what CI checks besides the tests: ruff (lint + format) and mypy (configured in pyproject.toml)
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: setup
 	$(PY) benchmarks/run_all.py
