@@ -85,6 +85,7 @@ def _refused(r: subprocess.CompletedProcess, marker: pathlib.Path) -> None:
     assert any("refused" in ln for ln in lines) and "Traceback" not in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_every_cli_path_refuses_a_malicious_checkpoint(trained_run, cli):
     d = trained_run
     marker = d / "pwned"

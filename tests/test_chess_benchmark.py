@@ -144,6 +144,7 @@ def test_ladder_is_anchored_at_random_and_rated_from_real_games(built):
 # --- determinism and the cache -------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_stockfish
 def test_same_seed_same_file_other_seed_other_positions(built, tmp_path):
     bench, _, _ = built

@@ -107,6 +107,7 @@ def test_a_bad_ladder_rung_is_one_clear_config_error(tmp_path, cli):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_every_evaluation_logs_the_benchmark_and_the_verdict_reads_it(tmp_path, cli):
     cfg_path = tmp_path / "c.toml"
     cfg_path.write_text(TINY_CHESS)

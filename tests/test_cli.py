@@ -77,6 +77,7 @@ def _env():
     return {**os.environ, "WANDB_MODE": "disabled"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_prints_the_command_that_resumes_the_run(tmp_path, sig, code):
     """Ctrl-C (SIGINT) or SIGTERM mid-run: the last line is a command that, typed as printed,

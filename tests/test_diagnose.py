@@ -25,6 +25,7 @@ def diagnose_run(tmp_path_factory):
     return run_dir, lines
 
 
+@pytest.mark.slow
 def test_diagnose_report_flags_all_three_failures(diagnose_run):
     run_dir, lines = diagnose_run
     report = build_report(run_dir)
@@ -36,6 +37,7 @@ def test_diagnose_report_flags_all_three_failures(diagnose_run):
         assert len(printed) == 1, (code, subject, lines)
 
 
+@pytest.mark.slow
 def test_diagnose_numbers_match_metrics(diagnose_run):
     run_dir, _ = diagnose_run
     rows = read_metrics(run_dir / "metrics.jsonl")
@@ -57,6 +59,7 @@ def test_diagnose_numbers_match_metrics(diagnose_run):
     assert min(r["train/entropy"] for r in rows) > 0.05  # the floor
 
 
+@pytest.mark.slow
 def test_report_files_written(diagnose_run):
     run_dir, _ = diagnose_run
     paths = write_report(run_dir)

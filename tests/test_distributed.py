@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -72,6 +73,7 @@ def test_two_ranks_keep_identical_parameters(tiny_config, tmp_path):
     assert not list(run_dir.glob("*rank1*"))
 
 
+@pytest.mark.slow
 def test_torchrun_cli(tiny_config, tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}

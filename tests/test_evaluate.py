@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from chessrl.evaluate import elo_text, format_row
 from chessrl.match import MatchResult
 
@@ -66,6 +68,7 @@ def test_text_table_and_one_line_mistakes(tiny_ttt_run, cli_in_process):
         )
 
 
+@pytest.mark.slow
 def test_nim_example_package_is_evaluated_by_the_core(tmp_path):
     """The tutorial game (installed into a temporary target) trains for a step and is evaluated
     against its own opponents, with no code of chessrl's knowing it."""

@@ -232,6 +232,7 @@ def test_non_finite_or_malformed_numbers_are_refused_in_the_config(tmp_path):
     assert "--set trainer.betas=[2.0, 5.0]:" in _one_error(res, 2)
 
 
+@pytest.mark.slow
 def test_diverging_run_skips_counts_stops_and_never_saves_a_broken_checkpoint(tmp_path):
     cfg = _config(
         tmp_path, base=TINY_TTT.replace("[trainer]\n", "[trainer]\nmax_consecutive_skips = 3\n")
@@ -335,6 +336,7 @@ def test_non_finite_parameters_are_rolled_back_with_the_optimiser_state(
 # --- 3. the run-directory lock and 7. SIGTERM -----------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_busy_directory_is_refused_and_sigterm_checkpoints(tmp_path, fault_env):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
@@ -484,6 +486,7 @@ def test_interrupted_run_replays_an_uninterrupted_one_with_engine_opponents(
 # --- 6. dead-end run directories ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigkill_before_the_first_step_checkpoint_resumes_from_initial(tmp_path, fault_env):
     cfg = _config(
         tmp_path,
@@ -528,6 +531,7 @@ def test_a_run_dir_that_cannot_be_created_is_one_line(tiny_config, tmp_path, cap
 # --- 8. disks -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_userns
 def test_a_full_disk_fails_in_one_line_leaves_no_temp_file_and_the_run_resumes(tmp_path):
     """A 32 KiB tmpfs cannot hold initial.pt (52 KB); at 128 KiB the step-2 checkpoint (159 KB) does
@@ -718,6 +722,7 @@ def test_report_names_the_command_and_the_garbage_line(tiny_config, tmp_path, ca
 # --- 10. a broken plugin --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_plugin_that_fails_to_import_breaks_only_configs_that_use_it(tmp_path, tiny_config):
     env = _dist(
         tmp_path / "site", "chessrl_broken_mod", "raise ImportError('needs libfoo 2')\n", "broken"

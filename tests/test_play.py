@@ -55,6 +55,7 @@ def test_tictactoe_game_to_the_end_with_illegal_input_re_prompted(tiny_ttt_run):
     assert lines[-1] in ("game over: you win", "game over: the policy wins", "game over: draw")
 
 
+@pytest.mark.slow
 def test_second_side_quit_and_a_bad_option_are_handled(tiny_ttt_run):
     res = play(str(tiny_ttt_run), "--side", "second", stdin="quit\n")
     assert (

@@ -10,6 +10,7 @@ import shlex
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 README = REPO / "README.md"
@@ -70,6 +71,7 @@ def test_make_run_is_the_quick_chess_recipe():
     assert res.returncode == 0 and 'name = "chess"' in res.stdout, res.stderr
 
 
+@pytest.mark.slow
 def test_tictactoe_quickstart_followed_literally(tmp_path):
     """The run and the report of the quickstart, in an empty directory with the repository's
     examples: the first evaluation after step 0 beats the random player beyond the noise and

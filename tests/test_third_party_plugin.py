@@ -38,8 +38,11 @@ def _installed_from_here() -> bool:
 
 @pytest.fixture(scope="module")
 def l2_init():
-    """Install the example package (editable, once) and return its module and the fresh registry."""
-    if not _installed_from_here():
+    """Install the example package (editable, as its tutorial does) and return its module and
+    the fresh registry; a package this fixture installed is uninstalled afterwards, so the
+    shared venv is left as it was found."""
+    installed_here = not _installed_from_here()
+    if installed_here:
         subprocess.run(
             [
                 sys.executable,
@@ -61,8 +64,19 @@ def l2_init():
         # an editable install is activated by a .pth file, which Python reads only at start-up
         site.addsitedir(sysconfig.get_path("purelib"))
     pluginmanager.reset_plugin_manager()
-    yield importlib.import_module("chessrl_l2_init")
-    pluginmanager.reset_plugin_manager()
+    try:
+        yield importlib.import_module("chessrl_l2_init")
+    finally:
+        pluginmanager.reset_plugin_manager()
+        if installed_here:
+            subprocess.run(
+                [sys.executable, "-m", "pip", "uninstall", "-q", "-y", "chessrl-l2-init"],
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
+            sys.modules.pop("chessrl_l2_init", None)
+            importlib.invalidate_caches()
 
 
 def test_installed_plugin_is_discovered_with_its_version(l2_init) -> None:

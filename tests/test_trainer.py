@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from chessrl import hookimpl
@@ -96,6 +97,7 @@ def test_resume_is_exact(tiny_config, tmp_path):
         assert ra["train/loss"] == rb["train/loss"]
 
 
+@pytest.mark.slow
 def test_existing_run_dir_needs_resume(tiny_config, tmp_path, cli):
     run_dir = tmp_path / "run"
     res = cli(
