@@ -8,7 +8,7 @@ NumPy-valued methods over lists of opaque game states. Two players alternate; va
 rewards are zero-sum and in [-1, 1].
 
 From a Game the core builds the TorchRL env (:class:`chessrl.env.BoardGameEnv`) and the
-Gymnasium view (:class:`chessrl.env.GymView`); a game never writes either itself.
+Gymnasium view (:class:`chessrl.gym_env.GymView`); a game never writes either itself.
 """
 
 from __future__ import annotations

@@ -495,8 +495,8 @@ def chessrl_register_games(register) -> None:
 
 
 def make_gym_env(render_mode: str | None = None, seed: int = 0, **options: Any):
-    """Gymnasium entry point of ``chessrl/ConnectFour-v0``: :func:`chessrl.env.make_gym_env`
+    """Gymnasium entry point of ``chessrl/ConnectFour-v0``: :func:`chessrl.gym_env.make_gym_env`
     (keyword args are ``[env]`` options, validated, plus ``illegal_action``)."""
-    from chessrl.env import make_gym_env as core_make_gym_env
+    from chessrl.gym_env import make_gym_env as core_make_gym_env
 
     return core_make_gym_env(NAME, render_mode=render_mode, seed=seed, **options)

@@ -74,9 +74,9 @@ def chessrl_register_evaluators(register) -> None:
 
 def make_gym_env(render_mode: str | None = None, seed: int = 0, **kwargs: Any):
     """``gymnasium.make("chessrl/Chess-v0", **kwargs)``: one board of chess, the agent plays
-    the side to move; :func:`chessrl.env.make_gym_env` (kwargs are ``[env]`` options, checked
+    the side to move; :func:`chessrl.gym_env.make_gym_env` (kwargs are ``[env]`` options, checked
     strictly, plus ``illegal_action``); ``reset(options={"fen": FEN})`` starts from a position."""
-    from chessrl.env import make_gym_env as core_make_gym_env
+    from chessrl.gym_env import make_gym_env as core_make_gym_env
 
     return core_make_gym_env("chess", render_mode=render_mode, seed=seed, **kwargs)
 

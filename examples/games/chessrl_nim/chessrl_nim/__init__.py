@@ -193,6 +193,6 @@ def chessrl_register_games(register) -> None:
 def make_gym_env(render_mode: str | None = None, seed: int = 0, **options: Any):
     """Gymnasium entry point of ``chessrl/Nim-v0``: the core builds the Gym view of the
     registered game, validating ``options`` against NimOptions (a bad key is one UserError line)."""
-    from chessrl.env import make_gym_env as core_make_gym_env
+    from chessrl.gym_env import make_gym_env as core_make_gym_env
 
     return core_make_gym_env("nim", render_mode=render_mode, seed=seed, **options)
