@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_arguments(p)
     p.set_defaults(func=cmd_report)
 
-    from chessrl.evaluate import add_eval_command
+    from chessrl.evaluate import add_eval_command, add_sampling_arguments
 
     add_eval_command(sub)
     p = sub.add_parser(
@@ -219,17 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="first",
         help="the side you play: first (White, X) or second (default first)",
     )
-    p.add_argument(
-        "--sample",
-        action="store_true",
-        help="the policy samples its moves instead of playing greedily",
-    )
-    p.add_argument(
-        "--temperature",
-        type=float,
-        default=1.0,
-        help="sampling temperature with --sample (default 1)",
-    )
+    add_sampling_arguments(p)
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the start position and of sampling (default 0)"
     )

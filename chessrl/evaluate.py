@@ -220,6 +220,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+    """``--sample`` and ``--temperature``: how a checkpoint's policy picks its moves
+    (``chessrl eval`` and ``chessrl play``)."""
+    p.add_argument(
+        "--sample",
+        action="store_true",
+        help="the policy samples its moves instead of playing greedily",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="sampling temperature with --sample (default 1)",
+    )
+
+
 def add_eval_command(subparsers) -> None:
     """``chessrl eval``: the core flags, then each game evaluator's own under its name."""
     p = subparsers.add_parser(
@@ -243,17 +259,7 @@ def add_eval_command(subparsers) -> None:
         default=0,
         help="seed of the starts, the opponents and of sampling (default 0)",
     )
-    p.add_argument(
-        "--sample",
-        action="store_true",
-        help="sample the policy's moves instead of playing greedily",
-    )
-    p.add_argument(
-        "--temperature",
-        type=float,
-        default=1.0,
-        help="sampling temperature with --sample (default 1)",
-    )
+    add_sampling_arguments(p)
     p.add_argument(
         "--baselines",
         action="store_true",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,34 @@ def run_cli(
         cwd=cwd or REPO,
         timeout=timeout,
     )
+
+
+def pip_install_copy(package: Path, tmp_path: Path) -> Path:
+    """``pip install`` the package folder ``package`` (copied first: setuptools writes build/
+    and *.egg-info next to the sources) into ``tmp_path/site``, so the shared venv stays
+    untouched; returns that folder, to put on ``sys.path`` or ``PYTHONPATH``."""
+    src, target = tmp_path / "src", tmp_path / "site"
+    shutil.copytree(package, src)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-input",
+            "--disable-pip-version-check",
+            "-q",
+            "--target",
+            str(target),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return target
 
 
 @pytest.fixture

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import pip_install_copy
 
 from chessrl.evaluate import elo_text, format_row
 from chessrl.match import MatchResult
@@ -72,28 +72,7 @@ def test_text_table_and_one_line_mistakes(tiny_ttt_run, cli_in_process):
 def test_nim_example_package_is_evaluated_by_the_core(tmp_path):
     """The tutorial game (installed into a temporary target) trains for a step and is evaluated
     against its own opponents, with no code of chessrl's knowing it."""
-    src = tmp_path / "src"
-    shutil.copytree(REPO / "examples/games/chessrl_nim", src)
-    target = tmp_path / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-input",
-            "--disable-pip-version-check",
-            "-q",
-            "--target",
-            str(target),
-            str(src),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    target = pip_install_copy(REPO / "examples/games/chessrl_nim", tmp_path)
     (tmp_path / "nim.toml").write_text(
         'name = "nim"\nseed = 1\n[env]\nname = "nim"\n'
         "[policy]\nd_model = 16\nn_layers = 1\nn_heads = 2\nd_ff = 32\n"

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import importlib
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import pip_install_copy
 from torchrl.envs.utils import check_env_specs
 
 from chessrl import pluginmanager
@@ -188,29 +187,7 @@ def check_gym_view(env_id: str, options: dict, bad_resets: list[tuple[dict, str]
 def test_example_nim_package_installs_and_registers(tmp_path, monkeypatch):
     """Install examples/games/chessrl_nim with pip (into a temporary target, so the shared
     venv is untouched) and check the core discovers it through its entry point."""
-    src = tmp_path / "src"
-    # Build from a copy: setuptools writes build/ and *.egg-info next to the sources.
-    shutil.copytree(REPO / "examples/games/chessrl_nim", src)
-    target = tmp_path / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-input",
-            "--disable-pip-version-check",
-            "-q",
-            "--target",
-            str(target),
-            str(src),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    target = pip_install_copy(REPO / "examples/games/chessrl_nim", tmp_path)
     assert (target / "chessrl_nim").is_dir()
 
     monkeypatch.syspath_prepend(str(target))  # what site-packages would be for a normal install
