@@ -5,7 +5,10 @@ with ``train_plies = "both"``, the other side), the return of trajectory ``g`` i
 that player's per-ply rewards (``returns = "sum"``) or the final position's value from that
 player's point of view (``"terminal"``). The advantage is the return minus the mean over the
 group members that have at least one trained ply for that player, divided by their
-(population) std plus ``eps`` when ``scale = "std"``. Members without trained plies get 0.
+(population) std plus ``eps`` when ``scale = "std"``. ``scale = "rank"`` replaces the centred
+return by the member's mean pairwise comparison with the valid members, ``mean_j sign(R_g -
+R_j)`` in [-1, 1]: only the order of the returns counts, not their gaps. Members without
+trained plies get 0.
 Every ply of player ``p`` in trajectory ``g`` carries that advantage.
 """
 
@@ -33,7 +36,14 @@ def group_advantages(
     hi = torch.where(valid, returns, torch.full_like(returns, -torch.inf)).max(-1).values
     lo = torch.where(valid, returns, torch.full_like(returns, torch.inf)).min(-1).values
     zero_spread = (hi == lo) & (n.squeeze(-1) > 0)  # exact ties, not a float threshold
-    adv = centred / (std + eps) if scale == "std" else centred
+    if scale == "std":
+        adv = centred / (std + eps)
+    elif scale == "rank":
+        # mean pairwise comparison with the valid members: +1 above all, -1 below all, ties 0
+        wins = torch.sign(returns.unsqueeze(-1) - returns.unsqueeze(-2)) * v.unsqueeze(-2)
+        adv = wins.sum(-1) / n.clamp_min(1.0) * v
+    else:
+        adv = centred
     # a tied group carries no signal: its advantages are exactly 0, not rounding noise / eps
     keep = valid & ~zero_spread.unsqueeze(-1)
     return torch.where(keep, adv, torch.zeros_like(adv)), zero_spread

@@ -103,8 +103,10 @@ class RolloutConfig:
 class AdvantageConfig:
     scale: str = opt(
         "std",
-        "Divide group-centred returns by the group std ('std') or not ('none', Dr. GRPO).",
-        choices=("std", "none"),
+        "Divide group-centred returns by the group std ('std') or not ('none', Dr. GRPO), or "
+        "use each member's mean pairwise comparison with the others ('rank': only the order "
+        "of the returns counts).",
+        choices=("std", "none", "rank"),
     )
     returns: str = opt(
         "sum",

@@ -54,3 +54,19 @@ def test_returns_sum_and_terminal():
     assert torch.allclose(s, torch.tensor([[[0.4, -0.2]]]))
     t = player_returns(reward, value, mover_root, played, rv, "terminal")
     assert torch.allclose(t, torch.tensor([[[0.8, -0.8]]]))  # last played ply was the root's
+
+
+def test_rank_advantages_count_only_the_order_of_valid_returns():
+    valid = torch.tensor([[True, True, True, True, False]])
+    small = torch.tensor([[0.0, 0.01, 0.01, 0.02, 9.0]])  # quiet moves: tiny gaps
+    big = torch.tensor([[-5.0, 0.3, 0.3, 7.0, -9.0]])  # same order, huge gaps
+    a, zero = group_advantages(small, valid, scale="rank")
+    b, _ = group_advantages(big, valid, scale="rank")
+    # mean over the 4 valid members of sign(own - other): below 3 -> -3/4, tie + one below
+    assert a.tolist() == [[-0.75, 0.0, 0.0, 0.75, 0.0]] == b.tolist()
+    assert not zero.any() and float(a.sum()) == 0.0
+    for n in (1, 3, 16):  # ties, a group of one, and an all-tied group are exactly 0
+        adv, zero = group_advantages(
+            torch.full((2, n), 0.4), torch.ones(2, n, dtype=torch.bool), scale="rank"
+        )
+        assert torch.equal(adv, torch.zeros(2, n)) and zero.all()

@@ -135,3 +135,42 @@ def test_repetition_token(moves, reps):
         board.push_san(san)
     tokens = ChessGame(reward="none").observe([ChessState(board)]).tokens[0]
     assert tokens[70] == enc.TOK_REPETITION + reps
+
+
+def test_attack_features_count_each_sides_attackers_from_the_movers_view():
+    """features = "attacks": every square token is piece + 13 * (opp + 3 * own), with opp/own
+    python-chess's attacker counts capped at 2, on the side to move's (mirrored) board; the
+    other tokens are the piece encoding's, shifted by 104; a colour-mirrored twin gives the
+    same tokens."""
+    boards = random_play_positions()[::20]
+    plain = ChessGame(reward="none").observe([ChessState(b) for b in boards]).tokens
+    game = ChessGame(reward="none", features="attacks")
+    assert game.obs_vocab == enc.OBS_VOCAB_ATTACKS == 148
+    tokens = game.observe([ChessState(b) for b in boards]).tokens
+    assert tokens.min() >= 0 and tokens.max() < game.obs_vocab
+    shift = enc.N_ATTACK_SQUARE_TOKENS - enc.N_SQUARE_TOKENS
+    assert np.array_equal(tokens[:, 64:], plain[:, 64:] + shift)
+    assert np.array_equal(tokens[:, :64] % enc.N_SQUARE_TOKENS, plain[:, :64])
+    seen = set()
+    for board, row in zip(boards, tokens):
+        me = board.turn
+        for sq in chess.SQUARES:
+            real = sq if me == chess.WHITE else chess.square_mirror(sq)  # token i is square i
+            own = min(len(board.attackers(me, real)), 2)
+            opp = min(len(board.attackers(not me, real)), 2)
+            assert row[sq] // enc.N_SQUARE_TOKENS == opp + 3 * own, (board.fen(), sq)
+            seen.add((own, opp))
+        twin = game.observe([ChessState(board.mirror())]).tokens[0]
+        assert np.array_equal(twin[:64], row[:64])
+    assert len(seen) == 9  # every combination of counts occurs
+
+
+def test_a_policy_tells_its_encoding_by_its_vocabulary():
+    from chessrl.policy import Policy
+
+    big = Policy(enc.OBS_VOCAB_ATTACKS, enc.OBS_LEN, enc.N_ACTIONS, 32, 1, 2, 64)
+    assert enc.features_of(big) == "attacks"
+    assert enc.features_of(Policy(enc.OBS_VOCAB, enc.OBS_LEN, enc.N_ACTIONS, 32, 1, 2, 64)) == (
+        "pieces"
+    )
+    assert enc.features_of(object()) == "pieces"

@@ -733,7 +733,7 @@ def choose_fn(
 ) -> Choose:
     """The policy's greedy (most likely legal) move in each board, batched, in eval mode
     without gradients; the policy's train/eval mode is restored afterwards."""
-    game = ChessGame(reward="none")
+    game = ChessGame(reward="none", features=enc.features_of(policy))
 
     def choose(boards: list[chess.Board]) -> list[chess.Move]:
         was_training = policy.training
@@ -974,7 +974,7 @@ def _match(
 ):
     from chessrl.match import play_match
 
-    game = ChessGame(reward="none", max_plies=LADDER_MAX_PLIES)
+    game = ChessGame(reward="none", max_plies=LADDER_MAX_PLIES, features=enc.features_of(player))
     return play_match(
         game,
         player,

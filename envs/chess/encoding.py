@@ -22,6 +22,14 @@ observation has the same length)
     68      en passant file, only if an en passant capture is legal: 21 none, 22..29 a..h
     69      halfmove clock bucket min(clock // 10, 10): 30..40 (the fifty-move rule)
     70      repetitions of this position so far: 41 first time, 42 second, 43 third
+
+Attack features (the ``[env] features = "attacks"`` option; :data:`OBS_VOCAB_ATTACKS` = 148)
+    A square's token also says how often each side attacks it, 0, 1 or 2+ times (python-chess
+    ``attacks_mask`` of every piece: pins and x-rays are not considered):
+    ``piece + 13 * (opponent_attacks + 3 * own_attacks)``, 0..116; the other tokens keep their
+    meaning, shifted by 104 (castling 117.., en passant 125.., clock 134.., repetitions 145..).
+    Whether a piece hangs, a square is safe or a king's flight squares are covered is then
+    read off one token instead of being inferred from the pieces' geometry by attention.
 """
 
 from __future__ import annotations
@@ -138,6 +146,22 @@ TOK_HALFMOVE = 30  # + min(clock // 10, 10)
 TOK_REPETITION = 41  # + min(times seen before, 2)
 OBS_LEN = 64 + 4 + 1 + 1 + 1
 OBS_VOCAB = 44
+N_ATTACK_SQUARE_TOKENS = N_SQUARE_TOKENS * 9  # piece x opponent attacks x own attacks (0/1/2+)
+OBS_VOCAB_ATTACKS = OBS_VOCAB + N_ATTACK_SQUARE_TOKENS - N_SQUARE_TOKENS
+FEATURES = ("pieces", "attacks")
+
+
+def obs_vocab(features: str) -> int:
+    """The observation vocabulary of an encoding (``"pieces"`` or ``"attacks"``)."""
+    return OBS_VOCAB_ATTACKS if features == "attacks" else OBS_VOCAB
+
+
+def features_of(policy: object) -> str:
+    """The encoding a policy was built for, told by its observation vocabulary."""
+    module = getattr(policy, "module", policy)
+    sizes = getattr(module, "sizes", None) or {}
+    return "attacks" if sizes.get("obs_vocab") == OBS_VOCAB_ATTACKS else "pieces"
+
 
 _PIECE_IDS = np.arange(1, 13, dtype=np.uint8)[None, :, None]
 _H1, _A1, _H8, _A8 = (
@@ -148,9 +172,26 @@ _H1, _A1, _H8, _A8 = (
 )
 
 
-def board_features(board: chess.Board, ep_legal: bool, repetitions: int) -> tuple[int, ...]:
-    """The raw integers :func:`encode` needs from one board (cheap attribute reads only)."""
+def attack_counts(board: chess.Board) -> tuple[int, int, int, int]:
+    """Bitboards of the squares white attacks at least once and at least twice, then black's."""
+    out: list[int] = []
+    for color in (chess.WHITE, chess.BLACK):
+        once = twice = 0
+        for sq in chess.scan_forward(board.occupied_co[color]):
+            m = board.attacks_mask(sq)
+            twice |= once & m
+            once |= m
+        out += [once, twice]
+    return out[0], out[1], out[2], out[3]
+
+
+def board_features(
+    board: chess.Board, ep_legal: bool, repetitions: int, attacks: bool = False
+) -> tuple[int, ...]:
+    """The raw integers :func:`encode` needs from one board (cheap attribute reads only;
+    ``attacks`` appends :func:`attack_counts`)."""
     occ = board.occupied_co
+    extra = attack_counts(board) if attacks else ()
     return (
         board.pawns,
         board.knights,
@@ -165,6 +206,7 @@ def board_features(board: chess.Board, ep_legal: bool, repetitions: int) -> tupl
         board.halfmove_clock,
         int(board.turn),
         repetitions,
+        *extra,
     )
 
 
@@ -175,7 +217,8 @@ def encode(features: Sequence[tuple[int, ...]]) -> np.ndarray:
     squares with ``np.unpackbits``; no Python loop over squares.
     """
     n = len(features)
-    f = np.array(features, dtype=np.uint64).reshape(n, 13)
+    width = len(features[0]) if n else 13
+    f = np.array(features, dtype=np.uint64).reshape(n, width)
     white_to_move = f[:, 11].astype(bool)
     pieces = f[:, 0:6]
     own = np.where(white_to_move, f[:, 6], f[:, 7])
@@ -188,6 +231,23 @@ def encode(features: Sequence[tuple[int, ...]]) -> np.ndarray:
     )  # [n,12,64]
     tokens = np.empty((n, OBS_LEN), dtype=np.int64)
     tokens[:, :64] = (bits * _PIECE_IDS).sum(axis=1, dtype=np.int64)
+    shift = 0
+    if width == 17:  # attack counts: own once/twice, opponent once/twice, mirrored like pieces
+        att = np.stack(
+            [
+                np.where(white_to_move, f[:, 13], f[:, 15]),
+                np.where(white_to_move, f[:, 14], f[:, 16]),
+                np.where(white_to_move, f[:, 15], f[:, 13]),
+                np.where(white_to_move, f[:, 16], f[:, 14]),
+            ],
+            axis=1,
+        )
+        att[black] = att[black].byteswap()
+        abits = np.unpackbits(att.view(np.uint8).reshape(n, 4, 8), axis=2, bitorder="little")
+        own_n = abits[:, 0].astype(np.int64) + abits[:, 1]
+        opp_n = abits[:, 2].astype(np.int64) + abits[:, 3]
+        tokens[:, :64] += N_SQUARE_TOKENS * (opp_n + 3 * own_n)
+        shift = N_ATTACK_SQUARE_TOKENS - N_SQUARE_TOKENS
     rights = f[:, 8]
     own_k = np.where(white_to_move, rights & _H1, rights & _H8) != 0
     own_q = np.where(white_to_move, rights & _A1, rights & _A8) != 0
@@ -199,6 +259,7 @@ def encode(features: Sequence[tuple[int, ...]]) -> np.ndarray:
     tokens[:, 68] = np.where(ep < 64, TOK_EP + 1 + (ep % 8), TOK_EP)
     tokens[:, 69] = TOK_HALFMOVE + np.minimum(f[:, 10].astype(np.int64) // 10, 10)
     tokens[:, 70] = TOK_REPETITION + np.minimum(f[:, 12].astype(np.int64), 2)
+    tokens[:, 64:] += shift
     return tokens
 
 
@@ -209,5 +270,9 @@ def tokens_to_str(tokens: np.ndarray) -> str:
     """An 8-line picture of the 64 square tokens (own pieces upper case, rank 8 on top)."""
     rows = []
     for rank in range(7, -1, -1):
-        rows.append("".join(_SQUARE_SYMBOLS[int(t)] for t in tokens[rank * 8 : rank * 8 + 8]))
+        rows.append(
+            "".join(
+                _SQUARE_SYMBOLS[int(t) % N_SQUARE_TOKENS] for t in tokens[rank * 8 : rank * 8 + 8]
+            )
+        )
     return "\n".join(rows)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -163,7 +163,10 @@ def load_policy(path: str | Path) -> tuple[Policy, dict[str, Any], Path]:
     state = ckpt_io.load(resolved)
     if game_name(state) != "chess":
         raise UserError(f"{path}: a checkpoint of game {game_name(state)!r}, not chess")
-    return build_policy(state, ChessGame, str(resolved)), state, resolved
+    env = (state.get("config") or {}).get("env") or {}
+    features = env.get("features", "pieces") if env.get("features") in enc.FEATURES else "pieces"
+    game = ChessGame(ChessOptions(reward="none", features=features))
+    return build_policy(state, game, str(resolved)), state, resolved
 
 
 @dataclass
@@ -284,7 +287,7 @@ def evaluate(
                 )
 
             res = play_match(
-                game,
+                ChessGame(replace(opts, features=enc.features_of(player)), seed),
                 player,
                 opp,
                 games=games,

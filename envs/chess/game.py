@@ -97,6 +97,8 @@ class ChessGame(Game):
         if overrides:
             options = dataclasses.replace(options, **overrides)
         self.options = options
+        self.obs_vocab = enc.obs_vocab(options.features)
+        self._attacks = options.features == "attacks"
         self.max_plies = options.max_plies
         self.seed = seed
         self.starts = StartSampler(
@@ -219,7 +221,9 @@ class ChessGame(Game):
             reasons.append(reason)
             terminated[i] = bool(reason)
             features.append(
-                enc.board_features(b, b.ep_square is not None and b.has_legal_en_passant(), reps)
+                enc.board_features(
+                    b, b.ep_square is not None and b.has_legal_en_passant(), reps, self._attacks
+                )
             )
         mask = np.zeros((n, self.n_actions), dtype=bool)
         actions = _KEY_TO_ACTION_FLAT[np.asarray(keys, dtype=np.int64)]

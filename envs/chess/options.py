@@ -25,6 +25,12 @@ class ChessOptions:
         "or 'none' (0; only game results count, no engine needed)",
         choices=("stockfish", "none"),
     )
+    features: str = opt(
+        "pieces",
+        "what a square's observation token says: 'pieces' (the piece on it) or 'attacks' (the "
+        "piece and how often each side attacks the square, 0/1/2+; docs/chess.md#observation)",
+        choices=("pieces", "attacks"),
+    )
     stockfish_path: str = opt(
         "/usr/games/stockfish", "the Stockfish executable (a path or a name on PATH)"
     )
