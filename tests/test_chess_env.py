@@ -176,6 +176,32 @@ def test_tactics_roots_hold_a_mate_in_one_or_a_tempting_capture_and_skip_held_ou
     assert again.excluded > 0
 
 
+def test_mating_moves_tries_only_checks_and_finds_every_mate():
+    """The geometric filter in mating_moves (only moves that can give check are pushed) loses
+    no mate: on 8,000 positions of seeded random games it equals pushing every legal move."""
+    from chessrl.envs.chess.starts import mating_moves
+
+    def every_mate(board):
+        out = []
+        for move in board.legal_moves:
+            board.push(move)
+            if board.is_checkmate():
+                out.append(move)
+            board.pop()
+        return out
+
+    rng, checked, with_mates = np.random.default_rng(11), 0, 0
+    while checked < 8000:
+        board = chess.Board()
+        while checked < 8000 and not board.is_game_over():
+            want = every_mate(board)
+            assert mating_moves(board) == want == mating_moves(board, list(board.legal_moves))
+            checked, with_mates = checked + 1, with_mates + bool(want)
+            moves = list(board.legal_moves)
+            board.push(moves[int(rng.integers(len(moves)))])
+    assert with_mates >= 40  # the comparison saw mates
+
+
 def test_start_file_positions_and_bad_line(tmp_path):
     good = tmp_path / "starts.epd"
     good.write_text(

@@ -92,10 +92,33 @@ def random_play(board: chess.Board, plies: int, rng: np.random.Generator) -> boo
     return not board.is_game_over(claim_draw=True)
 
 
-def mating_moves(board: chess.Board) -> list[chess.Move]:
-    """Every legal move that checkmates, in python-chess's move order."""
+def mating_moves(board: chess.Board, legal: list[chess.Move] | None = None) -> list[chess.Move]:
+    """Every legal move that checkmates, in python-chess's move order.
+
+    Only a move that can give check is tried: one that lands on a line or a knight's jump
+    from the enemy king, leaves such a line (a discovered check), castles, promotes or
+    captures en passant; the others cannot check, so ``gives_check`` (a push and a pop) runs on
+    a few moves per position instead of all of them.
+    """
+    king = board.king(not board.turn)
+    if king is None:
+        return []
+    lines = (  # the king's full rank, file and diagonals (attacks on an empty board)
+        chess.BB_RANK_ATTACKS[king][0]
+        | chess.BB_FILE_ATTACKS[king][0]
+        | chess.BB_DIAG_ATTACKS[king][0]
+    )
+    near = lines | chess.BB_KNIGHT_ATTACKS[king]
     out = []
-    for move in board.legal_moves:
+    for move in board.legal_moves if legal is None else legal:
+        if not (
+            chess.BB_SQUARES[move.to_square] & near
+            or chess.BB_SQUARES[move.from_square] & lines
+            or move.promotion
+            or board.is_castling(move)
+            or board.is_en_passant(move)
+        ):
+            continue
         if board.gives_check(move):
             board.push(move)
             if board.is_checkmate():
@@ -128,15 +151,18 @@ def random_mates(n: int, rng: np.random.Generator) -> list[chess.Board]:
     out: list[chess.Board] = []
     while len(out) < n:
         board, taken = chess.Board(), 0
-        while taken < MATES_PER_GAME and len(out) < n and board.ply() < 300 and not _over(board):
+        while taken < MATES_PER_GAME and len(out) < n and board.ply() < 300:
+            moves = list(board.legal_moves)  # generated once per ply: _over's test, inlined
             if (
-                board.ply() >= TACTIC_MIN_PLY
-                and board.legal_moves.count() >= 2
-                and mating_moves(board)
+                not moves
+                or board.is_insufficient_material()
+                or board.halfmove_clock >= 100
+                or _repetitions(board) >= 2
             ):
+                break
+            if board.ply() >= TACTIC_MIN_PLY and len(moves) >= 2 and mating_moves(board, moves):
                 out.append(board.copy())
                 taken += 1
-            moves = list(board.legal_moves)
             board.push(moves[int(rng.integers(len(moves)))])
     return out
 
@@ -176,15 +202,19 @@ def _recent(board: chess.Board) -> chess.Board:
     return board.copy(stack=board.halfmove_clock)
 
 
-def _over(board: chess.Board) -> bool:
-    """Whether the game is over by a rule (repetitions by the fast scan of the game module)."""
+def _repetitions(board: chess.Board) -> int:
     from chessrl.envs.chess.game import repetitions  # the game module imports this one
 
+    return repetitions(board)
+
+
+def _over(board: chess.Board) -> bool:
+    """Whether the game is over by a rule (repetitions by the fast scan of the game module)."""
     return (
         not any(board.generate_legal_moves())
         or board.is_insufficient_material()
         or board.halfmove_clock >= 100
-        or repetitions(board) >= 2
+        or _repetitions(board) >= 2
     )
 
 
