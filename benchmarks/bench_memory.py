@@ -13,7 +13,7 @@ The run's Stockfish processes are separate processes and not in its RSS (each ho
 ``[env] hash_mb`` table, 16 MiB by default, plus the engine itself). Their ``RUSAGE_CHILDREN``
 peak is no use here: on Linux a child inherits its parent's high-water mark across fork+exec.
 
-    .venv/bin/python benchmarks/bench_memory.py [--config examples/clean.toml] [--steps 2]
+    .venv/bin/python benchmarks/bench_memory.py [--config examples/clean_proposed.toml] [--steps 2]
 
 The last line is JSON (MiB).
 """
@@ -87,7 +87,7 @@ def measure(mode: str, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(REPO / "examples" / "clean.toml"))
+    parser.add_argument("--config", default=str(REPO / "examples" / "clean_proposed.toml"))
     parser.add_argument("--steps", type=int, default=2, help="training steps of the measured run")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"

@@ -18,7 +18,7 @@ with ``grpo_step``, and prints the mean of the trainer's own ``time/*`` metrics
 metrics. Target: <= 20 %. Evaluation and wandb are forced off (``trainer.eval_every=0``,
 ``logging.wandb=disabled``) so that only the step itself is timed.
 
-    .venv/bin/python benchmarks/bench_step.py [--config examples/clean.toml] [--steps 3]
+    .venv/bin/python benchmarks/bench_step.py [--config examples/clean_proposed.toml] [--steps 3]
                                               [--set rollout.roots=4 ...]
 
 The last line is JSON.
@@ -41,7 +41,7 @@ OVERHEAD_TARGET = 0.20
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(REPO / "examples" / "clean.toml"))
+    parser.add_argument("--config", default=str(REPO / "examples" / "clean_proposed.toml"))
     parser.add_argument("--steps", type=int, default=3, help="timed steps (after the warm-up)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument(

@@ -8,7 +8,8 @@ nothing. Four parts, each printed as it finishes (under ~3 minutes in all; ``--q
    Whatever is missing is said plainly. Without Stockfish the training part falls back to
    ``[env] reward = "none"`` (and no teacher forcing, which also needs the engine) and says so.
    Without CUDA it stops there (unless ``--cpu``).
-2. Training: ``--warmup`` + ``--steps`` GRPO steps of examples/clean.toml on ``device = "cuda"``
+2. Training: ``--warmup`` + ``--steps`` GRPO steps of examples/clean_proposed.toml on
+   ``device = "cuda"``
    with ``rollout.roots = 32`` (``--roots``) and one Stockfish process per spare core; the
    trainer's ``time/*`` breakdown (docs/metrics.md).
 3. Learner throughput: forward+backward of the default policy (4 layers, d_model 256, 8 heads,
@@ -40,7 +41,7 @@ import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-CLEAN = REPO / "examples" / "clean.toml"
+CLEAN = REPO / "examples" / "clean_proposed.toml"
 # chess observation geometry (chessrl.envs.chess.encoding), used only if chessrl cannot be imported
 CHESS_OBS_LEN, CHESS_OBS_VOCAB, CHESS_ACTIONS = 71, 44, 1968
 DEFAULT_POLICY = dict(d_model=256, n_layers=4, n_heads=8, d_ff=1024, head_dim=16)

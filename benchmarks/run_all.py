@@ -7,9 +7,9 @@ a line of JSON, which this script reads:
 * bench_reward.py  Stockfish pool vs one engine, and the reward cache's hit rate in a rollout
 * bench_limit.py   the reward path vs the raw-UCI limit of the machine; reward settings' speed
                    and quality
-* bench_step.py    one clean.toml GRPO step: time and framework-overhead share
+* bench_step.py    one clean_proposed.toml GRPO step: time and framework-overhead share
 * bench_ddp.py     2 torchrun processes vs 1 (tic-tac-toe, gloo), positions/s
-* bench_memory.py  peak RSS of a 2-step clean.toml run vs the policy alone
+* bench_memory.py  peak RSS of a 2-step clean_proposed.toml run vs the policy alone
 
     .venv/bin/python benchmarks/run_all.py [--markdown] [--quick] [--only step,ddp]
         [--json-out FILE]
@@ -241,7 +241,7 @@ def _step_rows(r: dict) -> list[tuple[str, str, str, str, str]]:
     sh = r["shares"]
     rows.append(
         (
-            f"step: clean.toml, R={r['roots']} G={r['group_size']} T={r['plies']} "
+            f"step: clean_proposed.toml, R={r['roots']} G={r['group_size']} T={r['plies']} "
             f"(mean of {r['steps']})",
             f"{r['step_s']:.1f} s (rollout {sh['rollout']:.0%}, engine {sh['reward_engine']:.0%}, "
             f"policy {sh['policy']:.0%}, learner {sh['learner']:.0%}, budget {sh['budget']:.0%})",
@@ -317,7 +317,7 @@ def _memory_rows(r: dict) -> list[tuple[str, str, str, str, str]]:
     rows: list[tuple[str, str, str, str, str]] = []
     rows.append(
         (
-            f"memory: peak RSS, {r['steps']}-step clean.toml run vs policy only",
+            f"memory: peak RSS, {r['steps']}-step clean_proposed.toml run vs policy only",
             f"{r['run_mib']:,.0f} vs {r['baseline_mib']:,.0f} MiB",
             f"{r['ratio']:.2f}x",
             "",
