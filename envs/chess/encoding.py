@@ -157,9 +157,12 @@ def obs_vocab(features: str) -> int:
 
 
 def features_of(policy: object) -> str:
-    """The encoding a policy was built for, told by its observation vocabulary."""
-    module = getattr(policy, "module", policy)
-    sizes = getattr(module, "sizes", None) or {}
+    """The encoding a policy (or a checkpoint's ``policy_sizes`` dict) was built for, told by
+    its observation vocabulary."""
+    if isinstance(policy, dict):
+        sizes = policy
+    else:
+        sizes = getattr(getattr(policy, "module", policy), "sizes", None) or {}
     return "attacks" if sizes.get("obs_vocab") == OBS_VOCAB_ATTACKS else "pieces"
 
 

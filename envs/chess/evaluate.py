@@ -163,9 +163,7 @@ def load_policy(path: str | Path) -> tuple[Policy, dict[str, Any], Path]:
     state = ckpt_io.load(resolved)
     if game_name(state) != "chess":
         raise UserError(f"{path}: a checkpoint of game {game_name(state)!r}, not chess")
-    env = (state.get("config") or {}).get("env") or {}
-    features = env.get("features", "pieces") if env.get("features") in enc.FEATURES else "pieces"
-    game = ChessGame(ChessOptions(reward="none", features=features))
+    game = ChessGame(reward="none", features=enc.features_of(state.get("policy_sizes") or {}))
     return build_policy(state, game, str(resolved)), state, resolved
 
 

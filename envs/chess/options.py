@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chessrl.envs.chess.encoding import FEATURES
 from chessrl.schema import opt
 
 ELO_RANGE = (1350, 2850)  # Stockfish 15.1's UCI_Elo option (min, max)
@@ -29,7 +30,7 @@ class ChessOptions:
         "pieces",
         "what a square's observation token says: 'pieces' (the piece on it) or 'attacks' (the "
         "piece and how often each side attacks the square, 0/1/2+; docs/chess.md#observation)",
-        choices=("pieces", "attacks"),
+        choices=FEATURES,
     )
     stockfish_path: str = opt(
         "/usr/games/stockfish", "the Stockfish executable (a path or a name on PATH)"

@@ -152,13 +152,8 @@ def random_mates(n: int, rng: np.random.Generator) -> list[chess.Board]:
     while len(out) < n:
         board, taken = chess.Board(), 0
         while taken < MATES_PER_GAME and len(out) < n and board.ply() < 300:
-            moves = list(board.legal_moves)  # generated once per ply: _over's test, inlined
-            if (
-                not moves
-                or board.is_insufficient_material()
-                or board.halfmove_clock >= 100
-                or _repetitions(board) >= 2
-            ):
+            moves = list(board.legal_moves)  # generated once per ply, for _over and the mates
+            if _over(board, moves):
                 break
             if board.ply() >= TACTIC_MIN_PLY and len(moves) >= 2 and mating_moves(board, moves):
                 out.append(board.copy())
@@ -202,19 +197,16 @@ def _recent(board: chess.Board) -> chess.Board:
     return board.copy(stack=board.halfmove_clock)
 
 
-def _repetitions(board: chess.Board) -> int:
+def _over(board: chess.Board, legal: list[chess.Move] | None = None) -> bool:
+    """Whether the game is over by a rule (repetitions by the fast scan of the game module);
+    ``legal``, the board's legal moves when the caller has them, spares generating them."""
     from chessrl.envs.chess.game import repetitions  # the game module imports this one
 
-    return repetitions(board)
-
-
-def _over(board: chess.Board) -> bool:
-    """Whether the game is over by a rule (repetitions by the fast scan of the game module)."""
     return (
-        not any(board.generate_legal_moves())
+        not (any(board.generate_legal_moves()) if legal is None else legal)
         or board.is_insufficient_material()
         or board.halfmove_clock >= 100
-        or _repetitions(board) >= 2
+        or repetitions(board) >= 2
     )
 
 
