@@ -193,6 +193,24 @@ def load_policy_weights(policy: torch.nn.Module, path: str | Path) -> None:
         policy.load_state_dict(weights)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
+        saved = state.get("policy_sizes") if isinstance(state.get("policy_sizes"), dict) else {}
+        sizes = getattr(getattr(policy, "module", policy), "sizes", None) or {}
+        diff = [
+            f"{k} {saved.get(k)!r} -> {sizes.get(k)!r}"
+            for k in sorted(set(saved) | set(sizes))
+            if k in saved and saved.get(k) != sizes.get(k)
+        ]
+        if diff:
+            game = (
+                "; obs_vocab comes from the game's [env] options (e.g. an observation encoding)"
+                if any(d.startswith("obs_") for d in diff)
+                else ""
+            )
+            raise UserError(
+                f"{path}: the checkpoint's policy differs from the configured one "
+                f"(checkpoint -> config: {', '.join(diff)}){game}; configure the checkpoint's "
+                "[policy] sizes and [env] options"
+            ) from None
         raise UserError(
             f"{path}: weights do not fit the configured policy ({first}); "
             "match [policy] sizes to the checkpoint"

@@ -146,3 +146,29 @@ def test_write_policy_holds_the_fields_players_and_init_checkpoint_read(tmp_path
             PolicyConfig(**{**vars(cfg), "init_checkpoint": str(path)}), TicTacToe()
         )
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in state["policy"].items())
+
+
+def test_an_init_checkpoint_of_another_shape_names_what_differs(tmp_path):
+    """policy.init_checkpoint whose sizes or observation vocabulary differ from the configured
+    policy's: one UserError naming each differing size, checkpoint -> config, and that the
+    vocabulary comes from the game's options."""
+    from chessrl.config import PolicyConfig
+    from chessrl.envs.tictactoe import TicTacToe
+    from chessrl.errors import UserError
+    from chessrl.policy import build_policy
+
+    cfg = PolicyConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, head_dim=4)
+    with torch.random.fork_rng(devices=[]):
+        policy = build_policy(cfg, TicTacToe())
+    path = checkpoint.write_policy(tmp_path / "p.pt", policy, game="tictactoe", config={})
+
+    class Wider(TicTacToe):
+        obs_vocab = 5  # as if an [env] option changed the encoding
+
+    with pytest.raises(UserError) as err:
+        build_policy(
+            PolicyConfig(**{**vars(cfg), "d_ff": 64, "init_checkpoint": str(path)}), Wider()
+        )
+    line = str(err.value)
+    assert "\n" not in line and "d_ff 32 -> 64" in line and "obs_vocab 3 -> 5" in line
+    assert "[env] options" in line

@@ -165,6 +165,60 @@ def test_attack_features_count_each_sides_attackers_from_the_movers_view():
     assert len(seen) == 9  # every combination of counts occurs
 
 
+_CHECK_KIND = {chess.KNIGHT: {1}, chess.BISHOP: {2}, chess.ROOK: {3}, chess.QUEEN: {2, 3}}
+
+
+def test_check_features_mark_exactly_the_direct_checks():
+    """features = "checks": a legal move gives a direct check (python-chess: the moved piece
+    is among the checkers after the move) exactly when its piece (a promotion's new piece)
+    matches its to-square's kind: a knight on a knight square, a bishop or queen on a clear
+    diagonal, a rook or queen on a clear line, a pawn on a diagonal square in front of the
+    king (except a promotion whose pawn stood on the line itself); the attack part and the
+    other tokens are the attack encoding's, shifted."""
+    boards = random_play_positions()[::5]
+    game = ChessGame(reward="none", features="checks")
+    assert game.obs_vocab == enc.OBS_VOCAB_CHECKS == 499
+    tokens = game.observe([ChessState(b) for b in boards]).tokens
+    attacks = (
+        ChessGame(reward="none", features="attacks").observe([ChessState(b) for b in boards]).tokens
+    )
+    assert tokens.min() >= 0 and tokens.max() < game.obs_vocab
+    shift = enc.N_CHECK_SQUARE_TOKENS - enc.N_ATTACK_SQUARE_TOKENS
+    assert np.array_equal(tokens[:, 64:], attacks[:, 64:] + shift)
+    assert np.array_equal(tokens[:, :64] % enc.N_ATTACK_SQUARE_TOKENS, attacks[:, :64])
+    checked = 0
+    seen: set[int] = set()
+    for board, row in zip(boards, tokens):
+        me = board.turn
+        king = board.king(not me)
+        for move in board.legal_moves:
+            if board.is_castling(move) or board.is_en_passant(move):
+                continue
+            piece = move.promotion or board.piece_type_at(move.from_square)
+            if piece == chess.KING:
+                continue
+            if move.promotion and chess.BB_SQUARES[move.from_square] & chess.between(
+                move.to_square, king
+            ):
+                continue  # the promoting pawn itself blocked the line (documented)
+            to = move.to_square if me == chess.WHITE else chess.square_mirror(move.to_square)
+            kind = int(row[to]) // enc.N_ATTACK_SQUARE_TOKENS
+            seen.add(kind)
+            if piece == chess.PAWN:
+                front = chess.BB_PAWN_ATTACKS[not me][king] & chess.BB_SQUARES[move.to_square]
+                predicted = kind == 2 and bool(front)
+            else:
+                predicted = kind in _CHECK_KIND[piece]
+            board.push(move)
+            direct = bool(board.checkers() & chess.BB_SQUARES[move.to_square])
+            board.pop()
+            assert predicted == direct, (board.fen(), move.uci(), kind)
+            checked += direct
+        twin = game.observe([ChessState(board.mirror())]).tokens[0]
+        assert np.array_equal(twin[:64], row[:64])
+    assert seen == {0, 1, 2, 3} and checked > 50, (seen, checked)
+
+
 def test_a_policy_tells_its_encoding_by_its_vocabulary():
     from chessrl.policy import Policy
 
@@ -174,3 +228,6 @@ def test_a_policy_tells_its_encoding_by_its_vocabulary():
         "pieces"
     )
     assert enc.features_of(object()) == "pieces"
+    checks = Policy(enc.OBS_VOCAB_CHECKS, enc.OBS_LEN, enc.N_ACTIONS, 32, 1, 2, 64)
+    assert enc.features_of(checks) == "checks"
+    assert enc.features_of({"obs_vocab": enc.OBS_VOCAB_CHECKS}) == "checks"

@@ -8,6 +8,7 @@ import io
 import random
 import shutil
 
+import chess
 import numpy as np
 import pytest
 import torch
@@ -120,6 +121,35 @@ def test_second_run_reuses_the_cache_and_generation_resumes(first_run):
     assert facts["shards_generated"] == 1 and facts["shards_loaded"] == 1
     assert labeller.searches == 150
     assert np.array_equal(np.load(shard)["fen"], old)
+
+
+def test_pretraining_with_check_features_and_the_pair_head_reuses_the_labels(first_run, tmp_path):
+    """[env] features and [policy] head reach pretraining: the same label cache serves the
+    checks encoding (no engine search), the checkpoint's policy tells its encoding, its
+    training tokens are the game's own observation of each position, and eval loads it."""
+    from chessrl.envs.chess import encoding as enc
+    from chessrl.envs.chess.game import ChessGame, ChessState
+    from chessrl.envs.chess.pretrain_data import tokens_for
+
+    out, path, _, _, _ = first_run
+    sets = ["env.features=checks", "policy.head=pairs", f"output={tmp_path}/checks.pt"]
+    cfg = load_pretrain_config(path, sets)
+    labeller = Labeller(cfg)
+    summary = pretrain(cfg, log=lambda line: None, labeller=labeller)
+    labeller.close()
+    assert labeller.searches == 0 and summary["cache"]["shards_loaded"] == 2
+    assert summary["heldout"]["top1"] > summary["random"]["top1"]
+    policy, state, _ = load_policy(tmp_path / "checks.pt")
+    assert state["policy_sizes"]["obs_vocab"] == enc.OBS_VOCAB_CHECKS
+    assert enc.features_of(policy) == "checks"
+    data, _ = labelled_data(cfg, log=lambda line: None, labeller=Labeller(cfg))
+    tokens = tokens_for(data, "checks")
+    game = ChessGame(reward="none", features="checks")
+    rows = range(0, len(tokens), 37)
+    own = game.observe([ChessState(chess.Board(data["fen"][i])) for i in rows])
+    assert np.array_equal(tokens[list(rows), :64], own.tokens[:, :64])
+    shift = enc.N_CHECK_SQUARE_TOKENS - enc.N_SQUARE_TOKENS
+    assert np.array_equal(tokens[:, 64:], data["tokens"][:, 64:].astype(np.int64) + shift)
 
 
 def test_cli_pretrain_uses_cache_and_label_checks_fail_clearly(first_run):

@@ -30,6 +30,18 @@ Attack features (the ``[env] features = "attacks"`` option; :data:`OBS_VOCAB_ATT
     meaning, shifted by 104 (castling 117.., en passant 125.., clock 134.., repetitions 145..).
     Whether a piece hangs, a square is safe or a king's flight squares are covered is then
     read off one token instead of being inferred from the pieces' geometry by attention.
+
+Check features (``features = "checks"``; :data:`OBS_VOCAB_CHECKS` = 499)
+    The attack token plus which of the side to move's pieces would give check from the square
+    to the opponent's king: ``attack_token + 117 * kind``, kind 0 none, 1 a knight's jump
+    from the king, 2 a diagonal with nothing between the square and the king (a bishop or a
+    queen checks from it, and a pawn from the two squares diagonally in front of the king),
+    3 a rank or file with nothing between (a rook or a queen). The three kinds never share a
+    square, so one token holds them. A move gives a direct check exactly when its piece (the
+    promotion piece for a promotion) matches its to-square's kind, except a promotion whose
+    pawn stood on the line to the king itself; discovered checks are not marked. The other
+    tokens are shifted by 455 (castling 468.., en passant 476.., clock 485.., repetitions
+    496..).
 """
 
 from __future__ import annotations
@@ -148,12 +160,26 @@ OBS_LEN = 64 + 4 + 1 + 1 + 1
 OBS_VOCAB = 44
 N_ATTACK_SQUARE_TOKENS = N_SQUARE_TOKENS * 9  # piece x opponent attacks x own attacks (0/1/2+)
 OBS_VOCAB_ATTACKS = OBS_VOCAB + N_ATTACK_SQUARE_TOKENS - N_SQUARE_TOKENS
-FEATURES = ("pieces", "attacks")
+N_CHECK_KINDS = 4  # none, knight jump, clear diagonal, clear rank/file to the opponent's king
+N_CHECK_SQUARE_TOKENS = N_ATTACK_SQUARE_TOKENS * N_CHECK_KINDS
+OBS_VOCAB_CHECKS = OBS_VOCAB + N_CHECK_SQUARE_TOKENS - N_SQUARE_TOKENS
+FEATURES = ("pieces", "attacks", "checks")
+_VOCABS = {"pieces": OBS_VOCAB, "attacks": OBS_VOCAB_ATTACKS, "checks": OBS_VOCAB_CHECKS}
+_SQUARE_TOKENS = {
+    "pieces": N_SQUARE_TOKENS,
+    "attacks": N_ATTACK_SQUARE_TOKENS,
+    "checks": N_CHECK_SQUARE_TOKENS,
+}
 
 
 def obs_vocab(features: str) -> int:
-    """The observation vocabulary of an encoding (``"pieces"`` or ``"attacks"``)."""
-    return OBS_VOCAB_ATTACKS if features == "attacks" else OBS_VOCAB
+    """The observation vocabulary of an encoding (one of :data:`FEATURES`)."""
+    return _VOCABS[features]
+
+
+def square_tokens(features: str) -> int:
+    """How many distinct square tokens an encoding has (the other tokens start there)."""
+    return _SQUARE_TOKENS[features]
 
 
 def features_of(policy: object) -> str:
@@ -163,7 +189,8 @@ def features_of(policy: object) -> str:
         sizes = policy
     else:
         sizes = getattr(getattr(policy, "module", policy), "sizes", None) or {}
-    return "attacks" if sizes.get("obs_vocab") == OBS_VOCAB_ATTACKS else "pieces"
+    vocab = sizes.get("obs_vocab")
+    return next((name for name, v in _VOCABS.items() if v == vocab), "pieces")
 
 
 _PIECE_IDS = np.arange(1, 13, dtype=np.uint8)[None, :, None]
@@ -188,13 +215,35 @@ def attack_counts(board: chess.Board) -> tuple[int, int, int, int]:
     return out[0], out[1], out[2], out[3]
 
 
+def check_squares(board: chess.Board) -> tuple[int, int, int]:
+    """Bitboards of the squares from which a piece of the side to move would attack the
+    opponent's king: a knight's jump, a clear diagonal, a clear rank or file (each line up to
+    and including its first occupied square). Zeros when that king is missing."""
+    king = board.king(not board.turn)
+    if king is None:
+        return 0, 0, 0
+    occ = board.occupied
+    diag = chess.BB_DIAG_ATTACKS[king][chess.BB_DIAG_MASKS[king] & occ]
+    orth = (
+        chess.BB_RANK_ATTACKS[king][chess.BB_RANK_MASKS[king] & occ]
+        | chess.BB_FILE_ATTACKS[king][chess.BB_FILE_MASKS[king] & occ]
+    )
+    return chess.BB_KNIGHT_ATTACKS[king], diag, orth
+
+
 def board_features(
-    board: chess.Board, ep_legal: bool, repetitions: int, attacks: bool = False
+    board: chess.Board, ep_legal: bool, repetitions: int, attacks: bool | str = False
 ) -> tuple[int, ...]:
-    """The raw integers :func:`encode` needs from one board (cheap attribute reads only;
-    ``attacks`` appends :func:`attack_counts`)."""
+    """The raw integers :func:`encode` needs from one board (cheap attribute reads only).
+    ``attacks`` is an encoding name (or True for ``"attacks"``): ``"attacks"`` appends
+    :func:`attack_counts`, ``"checks"`` also :func:`check_squares`."""
     occ = board.occupied_co
-    extra = attack_counts(board) if attacks else ()
+    features = "attacks" if attacks is True else (attacks or "pieces")
+    extra: tuple[int, ...] = ()
+    if features != "pieces":
+        extra = attack_counts(board)
+    if features == "checks":
+        extra += check_squares(board)
     return (
         board.pawns,
         board.knights,
@@ -235,7 +284,7 @@ def encode(features: Sequence[tuple[int, ...]]) -> np.ndarray:
     tokens = np.empty((n, OBS_LEN), dtype=np.int64)
     tokens[:, :64] = (bits * _PIECE_IDS).sum(axis=1, dtype=np.int64)
     shift = 0
-    if width == 17:  # attack counts: own once/twice, opponent once/twice, mirrored like pieces
+    if width >= 17:  # attack counts: own once/twice, opponent once/twice, mirrored like pieces
         att = np.stack(
             [
                 np.where(white_to_move, f[:, 13], f[:, 15]),
@@ -251,6 +300,13 @@ def encode(features: Sequence[tuple[int, ...]]) -> np.ndarray:
         opp_n = abits[:, 2].astype(np.int64) + abits[:, 3]
         tokens[:, :64] += N_SQUARE_TOKENS * (opp_n + 3 * own_n)
         shift = N_ATTACK_SQUARE_TOKENS - N_SQUARE_TOKENS
+    if width == 20:  # check squares (knight, diagonal, rank/file), mirrored like pieces
+        chk = f[:, 17:20].copy()
+        chk[black] = chk[black].byteswap()
+        cbits = np.unpackbits(chk.view(np.uint8).reshape(n, 3, 8), axis=2, bitorder="little")
+        kind = cbits[:, 0].astype(np.int64) + 2 * cbits[:, 1] + 3 * cbits[:, 2]
+        tokens[:, :64] += N_ATTACK_SQUARE_TOKENS * kind
+        shift = N_CHECK_SQUARE_TOKENS - N_SQUARE_TOKENS
     rights = f[:, 8]
     own_k = np.where(white_to_move, rights & _H1, rights & _H8) != 0
     own_q = np.where(white_to_move, rights & _A1, rights & _A8) != 0

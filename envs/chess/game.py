@@ -98,7 +98,7 @@ class ChessGame(Game):
             options = dataclasses.replace(options, **overrides)
         self.options = options
         self.obs_vocab = enc.obs_vocab(options.features)
-        self._attacks = options.features == "attacks"
+        self._features = options.features
         self.max_plies = options.max_plies
         self.seed = seed
         self.starts = StartSampler(
@@ -222,7 +222,7 @@ class ChessGame(Game):
             terminated[i] = bool(reason)
             features.append(
                 enc.board_features(
-                    b, b.ep_square is not None and b.has_legal_en_passant(), reps, self._attacks
+                    b, b.ep_square is not None and b.has_legal_en_passant(), reps, self._features
                 )
             )
         mask = np.zeros((n, self.n_actions), dtype=bool)

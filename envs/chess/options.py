@@ -28,8 +28,10 @@ class ChessOptions:
     )
     features: str = opt(
         "pieces",
-        "what a square's observation token says: 'pieces' (the piece on it) or 'attacks' (the "
-        "piece and how often each side attacks the square, 0/1/2+; docs/chess.md#observation)",
+        "what a square's observation token says: 'pieces' (the piece on it), 'attacks' (the "
+        "piece and how often each side attacks the square, 0/1/2+) or 'checks' (attacks, and "
+        "which of the mover's pieces would check the opponent's king from the square; "
+        "docs/chess.md#observation)",
         choices=FEATURES,
     )
     stockfish_path: str = opt(

@@ -173,6 +173,22 @@ def encode_shard(rows: list[tuple[chess.Board, Labels]], multipv: int) -> dict[s
     }
 
 
+def tokens_for(data: dict[str, np.ndarray], features: str) -> np.ndarray:
+    """The shards' observation tokens in the encoding ``features``. Shards store the piece
+    encoding (so one label cache serves every encoding); other encodings recompute the square
+    tokens from each FEN (attack counts and check squares depend only on the position) and
+    shift the stored castling, en passant, clock and repetition tokens."""
+    stored = data["tokens"].astype(np.int64)
+    if features == "pieces" or not len(stored):
+        return stored
+    game = ChessGame(ChessOptions(reward="none", features=features))
+    fresh = game.observe([ChessState(chess.Board(str(fen))) for fen in data["fen"]]).tokens
+    out = np.empty_like(stored)
+    out[:, :64] = fresh[:, :64]
+    out[:, 64:] = stored[:, 64:] + (enc.square_tokens(features) - enc.N_SQUARE_TOKENS)
+    return out
+
+
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as fh:

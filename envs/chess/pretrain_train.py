@@ -21,7 +21,7 @@ from chessrl.envs.chess import encoding as enc
 from chessrl.envs.chess.game import ChessGame
 from chessrl.envs.chess.options import ChessOptions
 from chessrl.envs.chess.pretrain_config import LabelConfig, PretrainConfig
-from chessrl.envs.chess.pretrain_data import epd_key, hash01, soft_targets
+from chessrl.envs.chess.pretrain_data import epd_key, hash01, soft_targets, tokens_for
 from chessrl.errors import UserError
 from chessrl.policy import Policy, build_policy, log_probs
 from chessrl.run import resolve_device
@@ -34,14 +34,15 @@ def new_policy(cfg: PretrainConfig) -> Policy:
     layers), initialised from ``seed`` without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return build_policy(cfg.policy, ChessGame(ChessOptions(reward="none")))
+        game = ChessGame(ChessOptions(reward="none", features=cfg.env.features))
+        return build_policy(cfg.policy, game)
 
 
 class Tensors:
     """A split of the data as tensors: tokens, masks, multi-PV actions and target probs."""
 
     def __init__(self, data: dict[str, np.ndarray], rows: np.ndarray, labels: LabelConfig):
-        self.tokens = torch.from_numpy(data["tokens"][rows].astype(np.int64))
+        self.tokens = torch.from_numpy(data["tokens"][rows].astype(np.int64))  # any encoding
         mask = np.unpackbits(data["mask"][rows], axis=1, count=enc.N_ACTIONS)
         self.mask = torch.from_numpy(mask.astype(bool))
         acts = data["actions"][rows].astype(np.int64)
@@ -152,6 +153,7 @@ def train_policy(
     t = cfg.train
     device = resolve_device(cfg.device)
     train_rows, test_rows = split(cfg, data)
+    data = {**data, "tokens": tokens_for(data, cfg.env.features)}
     train_split = Tensors(data, train_rows, cfg.labels)
     test_split = Tensors(data, test_rows, cfg.labels)
     policy = new_policy(cfg).to(device)
