@@ -193,7 +193,8 @@ def load_policy_weights(policy: torch.nn.Module, path: str | Path) -> None:
         policy.load_state_dict(weights)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
-        saved = state.get("policy_sizes") if isinstance(state.get("policy_sizes"), dict) else {}
+        recorded = state.get("policy_sizes")
+        saved: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
         sizes = getattr(getattr(policy, "module", policy), "sizes", None) or {}
         diff = [
             f"{k} {saved.get(k)!r} -> {sizes.get(k)!r}"
