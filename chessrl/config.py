@@ -132,6 +132,18 @@ class LossConfig:
 class TrainerConfig:
     steps: int = opt(100, "GRPO steps to run.", ge=0)
     lr: float = opt(1e-6, "AdamW learning rate.", gt=0.0)
+    lr_schedule: str = opt(
+        "constant",
+        "Learning rate over the run: 'constant' (lr at every step) or 'cosine' (from lr at "
+        "step 1 down to lr * lr_final at step trainer.steps, half a cosine).",
+        choices=("constant", "cosine"),
+    )
+    lr_final: float = opt(
+        0.1,
+        "With lr_schedule = 'cosine': the last step's rate as a fraction of lr.",
+        ge=0.0,
+        le=1.0,
+    )
     weight_decay: float = opt(0.0, "AdamW weight decay.", ge=0.0)
     betas: list[float] = opt([0.9, 0.999], "AdamW betas (beta1, beta2).", ge=0.0, lt=1.0, length=2)
     grad_clip: float = opt(1.0, "Clip the global gradient norm to this (0 = off).", ge=0.0)

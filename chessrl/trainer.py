@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import gc
+import math
 import shutil
 from pathlib import Path
 from typing import IO, Any, Callable
 
 from chessrl import checkpoint, distributed, rundir
 from chessrl import keys as K
-from chessrl.config import Config, config_to_dict, dumps_toml
+from chessrl.config import Config, TrainerConfig, config_to_dict, dumps_toml
 from chessrl.errors import Interrupted, NonFinite, RunFailure, UserError
 from chessrl.evaluate import eval_line, run_eval  # noqa: F401 - eval_line re-exported
 from chessrl.lifecycle import GracefulStop, as_run_failure, quietly, tee, upload_artifacts
@@ -40,6 +41,17 @@ from chessrl.step import (  # noqa: F401 - re-exported, and grpo_step is looked 
     loss_terms,
     optimizer_step,
 )
+
+
+def lr_at(trainer: TrainerConfig, step: int) -> float:
+    """The learning rate of ``step`` (1-based) under ``trainer.lr_schedule``: ``lr`` throughout,
+    or a half cosine from ``lr`` at step 1 to ``lr * lr_final`` at step ``trainer.steps`` (and
+    after it, for steps past the config's end)."""
+    if trainer.lr_schedule == "constant":
+        return trainer.lr
+    frac = min(max(step - 1, 0) / max(trainer.steps - 1, 1), 1.0)
+    scale = trainer.lr_final + (1.0 - trainer.lr_final) * 0.5 * (1.0 + math.cos(math.pi * frac))
+    return trainer.lr * scale
 
 
 def new_run_dir(cfg: Config, root: Path = Path("runs")) -> Path:
@@ -289,6 +301,8 @@ class _Loop:
         """The step's metrics row: the GRPO step and, when due, the evaluation; a step whose
         rollout, loss or evaluation was not finite is counted skipped and said."""
         cfg, run = self.cfg, self.run
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr_at(cfg.trainer, step)
         run.game.reseed(derived_seed(cfg.seed, run.dist.rank, step, 1))  # engine tie-breaks
         skipped0, run.skip_reason = run.skipped_steps, None
         restarts0 = run.game.stats().get("restarts", 0)

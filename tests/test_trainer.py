@@ -239,3 +239,23 @@ def test_wandb_offline_mirrors_metrics_without_network(tiny_config, tmp_path, mo
     assert len(offline) == 1
     assert list(offline[0].glob("*.wandb"))  # wandb's own record of the logged rows
     assert _steps(run_dir) == [1, 2]
+
+
+def test_cosine_lr_schedule_runs_from_lr_to_the_final_fraction(tiny_config, tmp_path):
+    """trainer.lr_schedule = "cosine": step 1 trains at lr, the last step at lr * lr_final,
+    decreasing in between, and train/lr records it; "constant" keeps lr (the optimiser's own
+    rate is what is logged, so the schedule reaches AdamW)."""
+    sets = ["trainer.steps=5", "trainer.lr_schedule='cosine'", "trainer.lr_final=0.2"]
+    train(load_config(tiny_config, sets), tmp_path / "cos", progress=False, echo=lambda s: None)
+    lrs = [r["train/lr"] for r in read_metrics(tmp_path / "cos" / "metrics.jsonl")]
+    assert len(lrs) == 5 and lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(2e-4)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[2] == pytest.approx(1e-3 * (0.2 + 0.8 * 0.5))  # half-way: the cosine's mean
+    train(
+        load_config(tiny_config, ["trainer.steps=3"]),
+        tmp_path / "const",
+        progress=False,
+        echo=lambda s: None,
+    )
+    lrs = [r["train/lr"] for r in read_metrics(tmp_path / "const" / "metrics.jsonl")]
+    assert lrs == [pytest.approx(1e-3)] * 3
