@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from chessrl.envs.chess import encoding as enc
 from chessrl.envs.chess.evaluate import Opponent, evaluate, load_policy
 from chessrl.envs.chess.options import ChessOptions
 from chessrl.errors import UserError
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.skipif(not __import__("shutil").which(STOCKFISH), reaso
 def tiny_checkpoint(path, stockfish_path=STOCKFISH, features="pieces"):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        policy = Policy(148 if features == "attacks" else 44, 71, 1968, 16, 1, 2, 32)
+        policy = Policy(enc.obs_vocab(features), 71, 1968, 16, 1, 2, 32)
     sizes = {"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32}
     torch.save(
         {
@@ -258,19 +259,21 @@ def test_a_set_up_start_is_recorded_with_fen_and_setup():
     assert back.end().board().is_checkmate() and back.end().comment == "checkmate"
 
 
-def test_a_policy_trained_on_attack_features_is_evaluated_with_them(tmp_path):
-    """A checkpoint of an `[env] features = "attacks"` run loads, plays its games and answers
-    the benchmark from attack-feature observations: its moves are the argmax over tokens that
-    carry the attack counts (the piece encoding would give other logits)."""
-    from chessrl.envs.chess import encoding as enc
+@pytest.mark.parametrize("features", ["attacks", "checks"])
+def test_a_policy_trained_on_attack_features_is_evaluated_with_them(tmp_path, features):
+    """A checkpoint of an `[env] features = "attacks"` (or "checks") run loads, plays its games
+    and answers the benchmark from observations in its encoding: its moves are the argmax over
+    tokens that carry the attack counts (another encoding would give other logits)."""
     from chessrl.envs.chess.benchmark import choose_fn
     from chessrl.envs.chess.game import ChessGame, ChessState
     from chessrl.policy import log_probs
 
-    policy, state, _ = load_policy(tiny_checkpoint(tmp_path / "a.pt", features="attacks"))
-    assert policy.sizes["obs_vocab"] == enc.OBS_VOCAB_ATTACKS
+    policy, state, _ = load_policy(tiny_checkpoint(tmp_path / "a.pt", features=features))
+    assert (
+        policy.sizes["obs_vocab"] == enc.obs_vocab(features) and enc.features_of(policy) == features
+    )
     boards = [chess.Board(), chess.Board("r1bqkbnr/pppp1ppp/2n5/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R w")]
-    obs = ChessGame(reward="none", features="attacks").observe([ChessState(b) for b in boards])
+    obs = ChessGame(reward="none", features=features).observe([ChessState(b) for b in boards])
     lp = log_probs(policy, torch.as_tensor(obs.tokens), torch.as_tensor(obs.action_mask), 1.0)
     want = [enc.action_to_move(int(a), b.turn) for a, b in zip(lp.argmax(-1), boards)]
     assert choose_fn(policy)(boards) == want
