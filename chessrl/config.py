@@ -135,7 +135,8 @@ class TrainerConfig:
     lr_schedule: str = opt(
         "constant",
         "Learning rate over the run: 'constant' (lr at every step) or 'cosine' (from lr at "
-        "step 1 down to lr * lr_final at step trainer.steps, half a cosine).",
+        "step 1 down to lr * lr_final at step trainer.steps, half a cosine; set on the "
+        "optimiser before every step).",
         choices=("constant", "cosine"),
     )
     lr_final: float = opt(

@@ -301,8 +301,9 @@ class _Loop:
         """The step's metrics row: the GRPO step and, when due, the evaluation; a step whose
         rollout, loss or evaluation was not finite is counted skipped and said."""
         cfg, run = self.cfg, self.run
-        for group in run.optimizer.param_groups:
-            group["lr"] = lr_at(cfg.trainer, step)
+        if cfg.trainer.lr_schedule != "constant":  # else untouched: a plugin may own the rate
+            for group in run.optimizer.param_groups:
+                group["lr"] = lr_at(cfg.trainer, step)
         run.game.reseed(derived_seed(cfg.seed, run.dist.rank, step, 1))  # engine tie-breaks
         skipped0, run.skip_reason = run.skipped_steps, None
         restarts0 = run.game.stats().get("restarts", 0)
