@@ -197,9 +197,9 @@ def load_policy_weights(policy: torch.nn.Module, path: str | Path) -> None:
         saved: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
         sizes = getattr(getattr(policy, "module", policy), "sizes", None) or {}
         diff = [
-            f"{k} {saved.get(k)!r} -> {sizes.get(k)!r}"
-            for k in sorted(set(saved) | set(sizes))
-            if k in saved and saved.get(k) != sizes.get(k)
+            f"{k} {saved[k]!r} -> {sizes.get(k)!r}"
+            for k in sorted(saved)
+            if saved[k] != sizes.get(k)
         ]
         if diff:
             game = (

@@ -164,12 +164,12 @@ N_CHECK_KINDS = 4  # none, knight jump, clear diagonal, clear rank/file to the o
 N_CHECK_SQUARE_TOKENS = N_ATTACK_SQUARE_TOKENS * N_CHECK_KINDS
 OBS_VOCAB_CHECKS = OBS_VOCAB + N_CHECK_SQUARE_TOKENS - N_SQUARE_TOKENS
 FEATURES = ("pieces", "attacks", "checks")
-_VOCABS = {"pieces": OBS_VOCAB, "attacks": OBS_VOCAB_ATTACKS, "checks": OBS_VOCAB_CHECKS}
 _SQUARE_TOKENS = {
     "pieces": N_SQUARE_TOKENS,
     "attacks": N_ATTACK_SQUARE_TOKENS,
     "checks": N_CHECK_SQUARE_TOKENS,
 }
+_VOCABS = {name: OBS_VOCAB + n - N_SQUARE_TOKENS for name, n in _SQUARE_TOKENS.items()}
 
 
 def obs_vocab(features: str) -> int:
@@ -232,13 +232,12 @@ def check_squares(board: chess.Board) -> tuple[int, int, int]:
 
 
 def board_features(
-    board: chess.Board, ep_legal: bool, repetitions: int, attacks: bool | str = False
+    board: chess.Board, ep_legal: bool, repetitions: int, features: str = "pieces"
 ) -> tuple[int, ...]:
-    """The raw integers :func:`encode` needs from one board (cheap attribute reads only).
-    ``attacks`` is an encoding name (or True for ``"attacks"``): ``"attacks"`` appends
-    :func:`attack_counts`, ``"checks"`` also :func:`check_squares`."""
+    """The raw integers :func:`encode` needs from one board (cheap attribute reads only) in
+    the encoding ``features``: ``"attacks"`` appends :func:`attack_counts`, ``"checks"`` also
+    :func:`check_squares`."""
     occ = board.occupied_co
-    features = "attacks" if attacks is True else (attacks or "pieces")
     extra: tuple[int, ...] = ()
     if features != "pieces":
         extra = attack_counts(board)

@@ -181,10 +181,9 @@ def tokens_for(data: dict[str, np.ndarray], features: str) -> np.ndarray:
     stored = data["tokens"].astype(np.int64)
     if features == "pieces" or not len(stored):
         return stored
-    game = ChessGame(ChessOptions(reward="none", features=features))
-    fresh = game.observe([ChessState(chess.Board(str(fen))) for fen in data["fen"]]).tokens
+    rows = [enc.board_features(chess.Board(str(fen)), False, 0, features) for fen in data["fen"]]
     out = np.empty_like(stored)
-    out[:, :64] = fresh[:, :64]
+    out[:, :64] = enc.encode(rows)[:, :64]  # the square tokens; the rest are the stored ones
     out[:, 64:] = stored[:, 64:] + (enc.square_tokens(features) - enc.N_SQUARE_TOKENS)
     return out
 

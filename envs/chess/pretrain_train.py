@@ -42,7 +42,7 @@ class Tensors:
     """A split of the data as tensors: tokens, masks, multi-PV actions and target probs."""
 
     def __init__(self, data: dict[str, np.ndarray], rows: np.ndarray, labels: LabelConfig):
-        self.tokens = torch.from_numpy(data["tokens"][rows].astype(np.int64))  # any encoding
+        self.tokens = torch.from_numpy(data["tokens"][rows].astype(np.int64))
         mask = np.unpackbits(data["mask"][rows], axis=1, count=enc.N_ACTIONS)
         self.mask = torch.from_numpy(mask.astype(bool))
         acts = data["actions"][rows].astype(np.int64)
