@@ -8,6 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
+import wandb
 from wandb.proto import wandb_internal_pb2 as pb
 
 from chessrl.config import load_config
@@ -148,6 +149,9 @@ def test_offline_run_resumes_the_same_wandb_run_with_findings_report_and_checkpo
     )
 
     train(cfg, run_dir, resume=True, progress=False, echo=lines.append)
+    # run.finish() only asks wandb's service to close the run; the service writes the rest of
+    # the offline file after that (a process exits through the same wait). Wait for it here.
+    wandb.teardown()
     folders = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(folders) == 2 and all(
         f.name.removesuffix("-1").endswith(f"-{run_id}") for f in folders
