@@ -8,6 +8,7 @@ a line of JSON, which this script reads:
 * bench_limit.py   the reward path vs the raw-UCI limit of the machine; reward settings' speed
                    and quality
 * bench_step.py    one clean_proposed.toml GRPO step: time and framework-overhead share
+* bench_ab.py      that step in float32 and with policy.cpu_bf16 side by side, budget amortised
 * bench_ddp.py     2 torchrun processes vs 1 (tic-tac-toe, gloo), positions/s
 * bench_memory.py  peak RSS of a 2-step clean_proposed.toml run vs the policy alone
 
@@ -44,6 +45,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
         ["--positions", "60", "--quality", "--quality-positions", "40"],
     ),
     "step": ("bench_step.py", [], ["--steps", "1", "--warmup", "1"]),
+    "ab": ("bench_ab.py", [], ["--steps", "1", "--warmup", "0"]),
     "ddp": ("bench_ddp.py", [], ["--steps", "4", "--skip", "1", "--roots", "8"]),
     "memory": ("bench_memory.py", [], ["--steps", "1"]),
 }
@@ -273,6 +275,21 @@ def _step_rows(r: dict) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
+def _ab_rows(r: dict) -> list[tuple[str, str, str, str, str]]:
+    a, b = r["baseline"], r["variant"]
+    return [
+        (
+            f"step: clean_proposed.toml R={r['roots']}, {' '.join(r['baseline_overrides'])} vs "
+            f"{' '.join(r['variant_overrides'])}, alternating (budget every "
+            f"{r['budget_every']} included)",
+            f"{a['step_with_budget_s']:.2f} s vs {b['step_with_budget_s']:.2f} s",
+            f"{r['speedup']:.2f}x",
+            f"<= {STEP_S:.0f} s",
+            _ok(b["step_with_budget_s"] <= STEP_S),
+        )
+    ]
+
+
 def _ddp_rows(r: dict) -> list[tuple[str, str, str, str, str]]:
     rows: list[tuple[str, str, str, str, str]] = []
     if r.get("ddp") is None:
@@ -335,6 +352,7 @@ def table_rows(res: dict) -> list[tuple[str, str, str, str, str]]:
         ("reward", _reward_rows),
         ("limit", _limit_rows),
         ("step", _step_rows),
+        ("ab", _ab_rows),
         ("ddp", _ddp_rows),
         ("memory", _memory_rows),
     ):
