@@ -9,8 +9,6 @@ and no batch statistics: its output does not depend on train/eval mode or on bat
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -283,13 +281,7 @@ def build_policy(cfg, game) -> Policy:
         load_policy_weights(p, cfg.init_checkpoint)
     p.freeze(cfg.frozen_layers)
     p.bf16 = cfg.bf16
-    p.cpu_bf16 = cfg.cpu_bf16 and cpu_has_bf16()
-    if cfg.cpu_bf16 and not p.cpu_bf16:
-        warnings.warn(
-            "policy.cpu_bf16 is ignored: this CPU has no native bf16 matrix instructions "
-            "(AMX or AVX512-BF16), so the policy runs in float32",
-            stacklevel=2,
-        )
+    p.cpu_bf16 = cfg.cpu_bf16 and cpu_has_bf16()  # the run says so when it is not
     return p
 
 

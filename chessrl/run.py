@@ -123,6 +123,11 @@ def build_run(
         with torch.random.fork_rng(devices=[]):  # the init seed must not touch the global RNG
             torch.manual_seed(cfg.seed)
             policy = build_policy(cfg.policy, game).to(device)
+        if cfg.policy.cpu_bf16 and not policy.cpu_bf16 and device.type == "cpu":
+            log(
+                "policy.cpu_bf16 is ignored: this CPU has no native bf16 matrix instructions "
+                "(AMX or AVX512-BF16), so the policy runs in float32"
+            )
         policy.eval()  # no dropout or batch statistics exist, and none may sneak in
         coefs = Coefficients()
         pm = Regularisers.from_config(cfg.plugins, coefs)

@@ -9,7 +9,7 @@ import torch
 
 from chessrl.config import load_config
 from chessrl.metrics import read_metrics
-from chessrl.policy import Policy, build_policy, cpu_has_bf16, log_probs
+from chessrl.policy import Policy, cpu_has_bf16, log_probs
 from chessrl.trainer import train
 
 needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16")
@@ -68,13 +68,23 @@ def test_bf16_training_keeps_the_first_ratio_exactly_one(tiny_config, tmp_path):
     assert all(r["rollout/logprob_drift"] < 0.02 for r in rows)
 
 
-def test_cpu_bf16_on_a_cpu_without_it_warns_and_runs_float32(tiny_config, monkeypatch):
+def test_cpu_bf16_on_a_cpu_without_it_says_so_and_runs_float32(tiny_config, tmp_path, monkeypatch):
     from chessrl import policy as policy_module
-    from chessrl.run import make_game
 
     monkeypatch.setattr(policy_module, "cpu_has_bf16", lambda: False)
-    cfg = load_config(tiny_config, ["policy.cpu_bf16=true"])
-    game = make_game(cfg, 0)
-    with pytest.warns(UserWarning, match="policy.cpu_bf16 is ignored"):
-        p = build_policy(cfg.policy, game)
-    assert p.cpu_bf16 is False
+    cfg = load_config(tiny_config, ["policy.cpu_bf16=true", "trainer.steps=1"])
+    lines: list[str] = []
+    run_dir = train(cfg, tmp_path / "run", progress=False, echo=lines.append)
+    assert any(line.startswith("policy.cpu_bf16 is ignored: this CPU has no") for line in lines)
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert rows[0]["rollout/logprob_drift"] == 0.0  # float32: sampling and training agree
+
+
+@needs_bf16
+def test_a_checkpoint_is_evaluated_at_the_precision_its_run_used(tiny_config, tmp_path):
+    from chessrl.player import load_player
+
+    for flag in (True, False):
+        cfg = load_config(tiny_config, [f"policy.cpu_bf16={str(flag).lower()}", "trainer.steps=1"])
+        run_dir = train(cfg, tmp_path / f"run{flag}", progress=False, echo=lambda s: None)
+        assert load_player(run_dir).policy.cpu_bf16 is flag
