@@ -60,8 +60,8 @@ class PolicyConfig:
         "bf16 autocast for the policy's math on a CPU with native bf16 matrix instructions "
         "(AMX or AVX512-BF16: ~2x faster forwards and backwards; log-probs stay float32); "
         "ignored on other CPUs (the run says so). Off by default: bf16 kernels round a row "
-        "differently in batches of different sizes, so rollout/logprob_drift is ~1e-3 instead "
-        "of 0 (the first epoch's ratio stays exactly 1).",
+        "differently in batches of different sizes, so rollout/logprob_drift may be ~1e-4 "
+        "instead of 0 (the first epoch's ratio stays exactly 1).",
     )
 
     def __post_init__(self):

@@ -201,10 +201,11 @@ def log_probs(
     if pad:
         unique = torch.cat([unique, unique[:1].expand(pad, -1)])
     kind = tokens.device.type
-    bf16 = getattr(module, "bf16" if kind == "cuda" else "cpu_bf16", False)
-    with torch.autocast(
-        kind if kind == "cuda" else "cpu", dtype=torch.bfloat16, enabled=bf16 and kind != "mps"
-    ):
+    if kind == "cuda":
+        bf16 = getattr(module, "bf16", False)
+    else:
+        bf16 = kind == "cpu" and getattr(module, "cpu_bf16", False)
+    with torch.autocast("cuda" if kind == "cuda" else "cpu", dtype=torch.bfloat16, enabled=bf16):
         logits = policy(unique)
     logits = logits.float() / temperature
     mask = mask.clone()
