@@ -20,6 +20,7 @@ The last line is JSON.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -74,8 +75,12 @@ def main() -> None:
     cfgs = {"baseline": load_config(args.config, common + baseline)}
     cfgs["variant"] = load_config(args.config, common + variant)
     every = cfgs["baseline"].trainer.budget_every
-    plain = [s for s in range(1, 10 * (args.warmup + args.steps) + 2) if not every or s % every]
-    plain = plain[: args.warmup + args.steps]
+    # the plain steps' numbers skip multiples of budget_every, which would measure the budget
+    plain = list(
+        itertools.islice(
+            (s for s in itertools.count(1) if not every or s % every), args.warmup + args.steps
+        )
+    )
     rows: dict[str, list[dict]] = {k: [] for k in cfgs}
     budget_rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench_ab-") as tmp:

@@ -20,7 +20,7 @@ from chessrl import checkpoint as ckpt_io
 from chessrl import pluginmanager
 from chessrl.errors import UserError
 from chessrl.game import Game
-from chessrl.policy import Policy, cpu_has_bf16, log_probs, sample
+from chessrl.policy import Policy, log_probs, sample, set_precision
 from chessrl.schema import build
 
 resolve = ckpt_io.resolve  # a checkpoint file, or a run directory's latest step checkpoint
@@ -100,8 +100,7 @@ def build_policy(state: dict[str, Any], game: Game | type[Game], where: str) -> 
         ) from None
     # the precision the run trained and evaluated with, where this machine has it
     pol = (state.get("config") or {}).get("policy") or {}
-    policy.bf16 = bool(pol.get("bf16", True))
-    policy.cpu_bf16 = bool(pol.get("cpu_bf16", False)) and cpu_has_bf16()
+    set_precision(policy, bool(pol.get("bf16", True)), bool(pol.get("cpu_bf16", False)))
     return policy.float().eval()
 
 

@@ -281,9 +281,15 @@ def build_policy(cfg, game) -> Policy:
 
         load_policy_weights(p, cfg.init_checkpoint)
     p.freeze(cfg.frozen_layers)
-    p.bf16 = cfg.bf16
-    p.cpu_bf16 = cfg.cpu_bf16 and cpu_has_bf16()  # the run says so when it is not
+    set_precision(p, cfg.bf16, cfg.cpu_bf16)  # the run says so when cpu_bf16 is not had
     return p
+
+
+def set_precision(policy: Policy, bf16: bool, cpu_bf16: bool) -> None:
+    """What :func:`log_probs` autocasts to bf16: CUDA when ``bf16``; a CPU when ``cpu_bf16``
+    and this CPU multiplies bf16 natively (:func:`cpu_has_bf16`), float32 otherwise."""
+    policy.bf16 = bf16
+    policy.cpu_bf16 = cpu_bf16 and cpu_has_bf16()
 
 
 def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:

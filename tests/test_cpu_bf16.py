@@ -1,6 +1,6 @@
 """``policy.cpu_bf16``: bf16 autocast on a CPU with native bf16 matrix instructions. It must
 keep the RL invariants (one log-prob function, the first epoch's ratio exactly 1), stay close
-to float32, and be refused with a warning on a CPU without bf16."""
+to float32, and be ignored, with one line in the run's log, on a CPU without bf16."""
 
 from __future__ import annotations
 
