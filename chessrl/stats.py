@@ -18,6 +18,7 @@ __all__ = [
     "Trend",
     "wilson",
     "score_difference",
+    "paired_difference",
     "elo_diff",
     "elo_ci",
     "t_cdf",
@@ -63,6 +64,39 @@ def score_difference(
     d = score_b - score_a
     lo = d - math.sqrt((score_b - lb) ** 2 + (ua - score_a) ** 2)
     hi = d + math.sqrt((ub - score_b) ** 2 + (score_a - la) ** 2)
+    return d, max(-1.0, lo), min(1.0, hi)
+
+
+def paired_difference(
+    both: int, first_only: int, second_only: int, neither: int, z: float = 1.96
+) -> tuple[float, float, float]:
+    """(difference, lo, hi): ``p_second - p_first`` of two success rates measured on the same
+    items (a checkpoint and its start on the same benchmark positions) and its interval.
+
+    The counts are the paired table: items both got right, only the first, only the second,
+    neither. Newcombe's paired square-and-add interval (his 1998 method 10): the two Wilson
+    intervals combined with the correlation ``phi`` of the pairs (continuity-corrected, 0 when a
+    margin is empty). Items both got right or both missed narrow it: the same change measured
+    on the same positions is known far better than by two independent samples, whose interval
+    (:func:`score_difference`) it equals when ``phi`` is 0.
+    """
+    counts = (both, first_only, second_only, neither)
+    if min(counts) < 0:
+        raise ValueError(f"paired counts must be >= 0; got {counts}")
+    n = sum(counts)
+    if n == 0:
+        return 0.0, -1.0, 1.0
+    p1, p2 = (both + first_only) / n, (both + second_only) / n
+    l1, u1 = wilson(both + first_only, n, z)
+    l2, u2 = wilson(both + second_only, n, z)
+    first, second = both + first_only, both + second_only
+    margins = first * (n - first) * second * (n - second)
+    cross = both * neither - first_only * second_only
+    corrected = cross - n / 2 if cross > n / 2 else (float(cross) if cross < 0 else 0.0)
+    phi = corrected / math.sqrt(margins) if margins > 0 else 0.0
+    d = p2 - p1
+    lo = d - math.sqrt(max(0.0, (p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2))
+    hi = d + math.sqrt(max(0.0, (u2 - p2) ** 2 - 2 * phi * (u2 - p2) * (p1 - l1) + (p1 - l1) ** 2))
     return d, max(-1.0, lo), min(1.0, hi)
 
 

@@ -274,6 +274,32 @@ def test_score_of_random_moves_is_lower_and_counted_exactly(built):
 
 
 @needs_stockfish
+def test_compare_pairs_two_players_position_by_position(built):
+    bench, _, _ = built
+    oracle, rand = bench.answers(_oracle(bench)), bench.answers(_random_chooser(0))
+    assert bench.score_answers(oracle) == bench.score(_oracle(bench))
+    c = bench.compare(rand, oracle)  # random first, the oracle second
+    top1 = c["agreement/top1"]
+    hits = sum(m == r["best"] for m, r in zip(rand["agreement"], bench.agreement))
+    assert (top1["both"], top1["first_only"]) == (hits, 0)  # the oracle is right everywhere
+    assert top1["second_only"] == TINY.agreement - hits and top1["neither"] == 0
+    assert top1["changed"] == TINY.agreement - hits  # it moves wherever random missed
+    assert top1["difference"] == pytest.approx(1.0 - hits / TINY.agreement)
+    assert top1["lo"] <= top1["difference"] <= top1["hi"]
+    assert set(c) == {
+        "agreement/top1",
+        "agreement/top3",
+        "quiet/top1",
+        "mate1/success",
+        "material/success",
+    }
+    same = bench.compare(oracle, oracle)
+    for row in same.values():
+        assert row["difference"] == 0.0 and row["first_only"] == row["second_only"] == 0
+    assert same["agreement/top1"]["changed"] == 0
+
+
+@needs_stockfish
 def test_score_refuses_illegal_answers(built):
     bench, _, _ = built
     with pytest.raises(ValueError, match="not a legal move"):

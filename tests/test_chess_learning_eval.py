@@ -130,6 +130,15 @@ def test_every_evaluation_logs_the_benchmark_and_the_verdict_reads_it(tmp_path, 
     assert out["players"]["checkpoint"]["agreement/top1"] == pytest.approx(
         rows[-1]["eval/agreement/top1"]
     )
+    # and the checkpoint against its start on the same positions, paired
+    paired = out["paired"]["agreement/top1"]
+    first, last = out["players"]["initial"], out["players"]["checkpoint"]
+    n = first["agreement/n"]
+    assert paired["both"] + paired["first_only"] == round(first["agreement/top1"] * n)
+    assert paired["both"] + paired["second_only"] == round(last["agreement/top1"] * n)
+    assert paired["lo"] <= paired["difference"] <= paired["hi"]
+    text = cli("eval", str(run_dir), "--benchmark", "--baselines")
+    assert "checkpoint - initial on the same positions" in text.stdout
 
 
 @pytest.mark.parametrize("example", ["chess_quick.toml", "chess_gpu.toml"])

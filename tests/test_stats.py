@@ -10,6 +10,7 @@ import pytest
 from chessrl.stats import (
     elo_ci,
     elo_diff,
+    paired_difference,
     peak_is_noise,
     score_difference,
     t_cdf,
@@ -127,3 +128,35 @@ def test_score_difference_is_symmetric_and_narrows_with_games():
     assert d == 1.0 and 0.8 < lo < 1.0 and hi == 1.0
     d, lo, hi = score_difference(1.0, 5, 0.0, 5)
     assert d == -1.0 and lo == -1.0 and -1.0 < hi < -0.3
+
+
+def test_paired_difference_without_correlation_is_the_independent_interval():
+    # phi = 0 exactly: both*neither == first_only*second_only (10*10 == 10*10)
+    d, lo, hi = paired_difference(10, 10, 10, 10)
+    n = 40
+    assert (d, lo, hi) == pytest.approx(score_difference(20 / n, n, 20 / n, n))
+
+
+def test_paired_difference_narrows_when_the_pairs_agree_and_counts_the_discordant_ones():
+    # the same 2,000 positions twice: 392 right both times, 126 only first, 136 only second
+    d, lo, hi = paired_difference(392, 126, 136, 1346)
+    assert d == pytest.approx((136 - 126) / 2000)
+    assert lo < d < hi
+    _, ulo, uhi = score_difference(518 / 2000, 2000, 528 / 2000, 2000)
+    assert ulo < lo and hi < uhi  # the paired interval is inside the unpaired one
+    # a clear gain on the same positions is significant paired although small
+    d2, lo2, _ = paired_difference(400, 20, 80, 1500)
+    assert d2 == pytest.approx(0.03) and lo2 > 0
+    # swapping the two players mirrors the interval
+    d3, lo3, hi3 = paired_difference(400, 80, 20, 1500)
+    assert (d3, lo3, hi3) == pytest.approx((-d2, -paired_difference(400, 20, 80, 1500)[2], -lo2))
+
+
+def test_paired_difference_edges():
+    assert paired_difference(0, 0, 0, 0) == (0.0, -1.0, 1.0)
+    d, lo, hi = paired_difference(0, 0, 30, 0)  # everything gained
+    assert d == 1.0 and 0.0 < lo < 1.0 and hi == 1.0
+    d, lo, hi = paired_difference(50, 0, 0, 50)  # identical answers: no change
+    assert d == 0.0 and lo < 0.0 < hi and hi - lo < 0.1
+    with pytest.raises(ValueError):
+        paired_difference(1, -1, 0, 0)

@@ -58,7 +58,7 @@ from chessrl.envs.chess.starts import (  # noqa: F401
 from chessrl.envs.chess.stockfish import StockfishPool, check_stockfish
 from chessrl.errors import UserError
 from chessrl.policy import log_probs
-from chessrl.stats import wilson
+from chessrl.stats import paired_difference, wilson
 
 FORMAT = 1  # bump when the generators or the file layout change: old caches are ignored
 MIN_LABEL_DEPTH = 12  # shallower labels are too noisy to call "Stockfish's best move"
@@ -433,17 +433,15 @@ class Benchmark:
             "ladder": self.ladder,
         }
 
-    def score(self, choose: Choose) -> dict[str, float]:
-        """Agreement top-1/top-3 (and top-1 on the positions whose best move is quiet:
-        ``quiet/top1``), mate-in-one and material success of ``choose``'s moves, each a
-        fraction with its Wilson 95% interval (``_lo``, ``_hi``) and the set size (``/n``).
+    def answers(self, choose: Choose) -> dict[str, list[str]]:
+        """``choose``'s move (UCI) on every position of each set: ``agreement``,
+        ``mate_in_one`` and ``material``, in the sets' order.
 
         ``choose`` gets the boards of one set (from the stored FENs, so no move history) and
         returns one move per board; a missing or illegal move is a :class:`ValueError`.
         """
-        out: dict[str, float] = {}
 
-        def answers(rows: list[dict[str, Any]]) -> list[str]:
+        def one(rows: list[dict[str, Any]]) -> list[str]:
             boards = [chess.Board(r["fen"]) for r in rows]
             moves = list(choose([b.copy() for b in boards]))
             if len(moves) != len(boards):
@@ -457,35 +455,79 @@ class Benchmark:
                     )
             return [m.uci() for m in moves]
 
-        def put(name: str, hits: int, n: int) -> None:
-            lo, hi = wilson(hits, n)
-            out[name] = hits / n if n else 0.0
-            out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
+        return {
+            "agreement": one(self.agreement),
+            "mate_in_one": one(self.mate_in_one),
+            "material": one(self.material),
+        }
 
-        moves = answers(self.agreement)
-        n = len(self.agreement)
-        put("agreement/top1", sum(m == r["best"] for m, r in zip(moves, self.agreement)), n)
-        put("agreement/top3", sum(m in r["top3"] for m, r in zip(moves, self.agreement)), n)
-        out["agreement/n"] = n
-        # the agreement positions whose best move is quiet (no capture, no promotion): a policy
-        # that only takes what hangs scores near chance here, whatever its top-1 overall
-        quiet = [(m, r) for m, r in zip(moves, self.agreement) if _quiet(r["fen"], r["best"])]
-        put("quiet/top1", sum(m == r["best"] for m, r in quiet), len(quiet))
-        out["quiet/n"] = len(quiet)
-        moves = answers(self.mate_in_one)
-        put(
-            "mate1/success",
-            sum(m in r["mates"] for m, r in zip(moves, self.mate_in_one)),
-            len(self.mate_in_one),
-        )
-        out["mate1/n"] = len(self.mate_in_one)
-        moves = answers(self.material)
-        put(
-            "material/success",
-            sum(m == r["best"] for m, r in zip(moves, self.material)),
-            len(self.material),
-        )
-        out["material/n"] = len(self.material)
+    def hits(self, answers: dict[str, list[str]]) -> dict[str, list[bool]]:
+        """Per position, whether :meth:`answers`' move scores, for each measure:
+        ``agreement/top1``, ``agreement/top3``, ``quiet/top1`` (the agreement positions whose
+        best move is quiet), ``mate1/success`` and ``material/success``."""
+        agree = answers["agreement"]
+        return {
+            "agreement/top1": [m == r["best"] for m, r in zip(agree, self.agreement)],
+            "agreement/top3": [m in r["top3"] for m, r in zip(agree, self.agreement)],
+            "quiet/top1": [
+                m == r["best"] for m, r in zip(agree, self.agreement) if _quiet(r["fen"], r["best"])
+            ],
+            "mate1/success": [
+                m in r["mates"] for m, r in zip(answers["mate_in_one"], self.mate_in_one)
+            ],
+            "material/success": [
+                m == r["best"] for m, r in zip(answers["material"], self.material)
+            ],
+        }
+
+    def score(self, choose: Choose) -> dict[str, float]:
+        """Agreement top-1/top-3 (and top-1 on the positions whose best move is quiet:
+        ``quiet/top1``: a policy that only takes what hangs scores near chance there, whatever
+        its top-1 overall), mate-in-one and material success of ``choose``'s moves
+        (:meth:`answers`), each a fraction with its Wilson 95% interval (``_lo``, ``_hi``) and
+        the set size (``agreement/n``, ``quiet/n``, ``mate1/n``, ``material/n``)."""
+        return self.score_answers(self.answers(choose))
+
+    def score_answers(self, answers: dict[str, list[str]]) -> dict[str, float]:
+        """:meth:`score` of moves already chosen (:meth:`answers`)."""
+        out: dict[str, float] = {}
+        for name, hit in self.hits(answers).items():
+            n = len(hit)
+            lo, hi = wilson(sum(hit), n)
+            out[name] = sum(hit) / n if n else 0.0
+            out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
+            if name != "agreement/top3":
+                out[f"{name.split('/')[0]}/n"] = n
+        return out
+
+    def compare(
+        self, first: dict[str, list[str]], second: dict[str, list[str]]
+    ) -> dict[str, dict[str, float]]:
+        """Two players' :meth:`answers` on the same positions (a checkpoint against its start),
+        per measure: the paired table (``both``, ``first_only``, ``second_only``, ``neither``),
+        ``changed`` (positions where the agreement move differs) and ``second - first`` with
+        its paired 95% interval (:func:`chessrl.stats.paired_difference`: the positions are
+        the same, so the interval is much narrower than two independent ones)."""
+        a, b = self.hits(first), self.hits(second)
+        out: dict[str, dict[str, float]] = {}
+        for name in a:
+            pairs = list(zip(a[name], b[name]))
+            both = sum(x and y for x, y in pairs)
+            first_only = sum(x and not y for x, y in pairs)
+            second_only = sum(y and not x for x, y in pairs)
+            neither = len(pairs) - both - first_only - second_only
+            d, lo, hi = paired_difference(both, first_only, second_only, neither)
+            out[name] = {
+                "both": both,
+                "first_only": first_only,
+                "second_only": second_only,
+                "neither": neither,
+                "difference": d,
+                "lo": lo,
+                "hi": hi,
+            }
+        changed = sum(x != y for x, y in zip(first["agreement"], second["agreement"]))
+        out["agreement/top1"]["changed"] = changed
         return out
 
 

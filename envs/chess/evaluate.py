@@ -372,6 +372,7 @@ def benchmark_report(
         else None
     )
     out: dict[str, Any] = {"benchmark": str(bench.path), "players": {}}
+    answers: dict[str, dict[str, list[str]]] = {}
     if not args.json:
         print(
             f"held-out benchmark {bench.path.name}: {len(bench.agreement)} agreement positions "
@@ -396,7 +397,8 @@ def benchmark_report(
                 mover: Any = random_mover(args.seed)
             else:
                 choose, mover = choose_fn(player), player
-            s = bench.score(choose)
+            answers[name] = bench.answers(choose)
+            s = bench.score_answers(answers[name])
             row = dict(s)
             line = f"{name:<12} " + " ".join(
                 f"{_ci(s[k], s[k + '_lo'], s[k + '_hi']):>22}"
@@ -421,10 +423,42 @@ def benchmark_report(
             out["players"][name] = row
             if not args.json:
                 print(line, flush=True)
+        if "checkpoint" in answers and "initial" in answers:
+            paired = bench.compare(answers["initial"], answers["checkpoint"])
+            out["paired"] = {"first": "initial", "second": "checkpoint", **paired}
+            if not args.json:
+                print(paired_text(paired), flush=True)
     finally:
         if pool is not None:
             pool.close()
     return out
+
+
+PAIRED_NAMES = {
+    "agreement/top1": "top-1",
+    "agreement/top3": "top-3",
+    "quiet/top1": "quiet top-1",
+    "mate1/success": "mate in one",
+    "material/success": "material",
+}
+
+
+def paired_text(paired: dict[str, dict[str, float]]) -> str:
+    """The checkpoint against its initial policy on the same positions, one line per measure:
+    the change with its paired 95% interval and how many positions it gained and lost."""
+    top1 = paired["agreement/top1"]
+    n = int(top1["both"] + top1["first_only"] + top1["second_only"] + top1["neither"])
+    lines = [
+        "checkpoint - initial on the same positions (paired 95% CI; positions gained / lost); "
+        f"its move changed on {int(top1['changed'])} of {n} agreement positions:"
+    ]
+    for key, name in PAIRED_NAMES.items():
+        p = paired[key]
+        lines.append(
+            f"  {name:<12} {p['difference']:+.3f} [{p['lo']:+.3f}, {p['hi']:+.3f}]  "
+            f"(+{int(p['second_only'])} / -{int(p['first_only'])})"
+        )
+    return "\n".join(lines)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
