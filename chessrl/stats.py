@@ -86,10 +86,10 @@ def paired_difference(
     n = sum(counts)
     if n == 0:
         return 0.0, -1.0, 1.0
-    p1, p2 = (both + first_only) / n, (both + second_only) / n
-    l1, u1 = wilson(both + first_only, n, z)
-    l2, u2 = wilson(both + second_only, n, z)
-    first, second = both + first_only, both + second_only
+    first, second = both + first_only, both + second_only  # each player's successes
+    p1, p2 = first / n, second / n
+    l1, u1 = wilson(first, n, z)
+    l2, u2 = wilson(second, n, z)
     margins = first * (n - first) * second * (n - second)
     cross = both * neither - first_only * second_only
     corrected = cross - n / 2 if cross > n / 2 else (float(cross) if cross < 0 else 0.0)

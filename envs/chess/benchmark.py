@@ -496,8 +496,7 @@ class Benchmark:
             lo, hi = wilson(sum(hit), n)
             out[name] = sum(hit) / n if n else 0.0
             out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
-            if name != "agreement/top3":
-                out[f"{name.split('/')[0]}/n"] = n
+            out[f"{name.split('/')[0]}/n"] = n  # top-1 and top-3 share agreement/n
         return out
 
     def compare(
