@@ -178,14 +178,14 @@ def training_steps(args: argparse.Namespace, env: dict) -> dict:
     else:
         overrides += [f'env.stockfish_path="{env["stockfish"]}"']
     overrides += args.overrides
-    config = str(CLEAN) if CLEAN.exists() else None
-    if config is None:
+    config = Path(args.config)
+    if not config.exists():
         raise RuntimeError(
-            f"{CLEAN} is missing: the training part needs the repository's examples/"
+            f"{config} is missing: the training part needs the repository's examples/"
         )
-    cfg = load_config(config, overrides)
+    cfg = load_config(str(config), overrides)
     bf16 = getattr(cfg.policy, "bf16", None)
-    say(f"config {CLEAN.name} with {' '.join(overrides)}")
+    say(f"config {config.name} with {' '.join(overrides)}")
     say(
         f"R={cfg.rollout.roots} G={cfg.rollout.group_size} T={cfg.rollout.plies}; reward "
         f"{cfg.env.options.reward}; "
@@ -223,6 +223,17 @@ def training_steps(args: argparse.Namespace, env: dict) -> dict:
         f"  {plies:.0f} trained plies/step, {plies / mean['step']:.1f} trained plies/s; build "
         f"{build_s:.1f} s"
     )
+    searches = [r.get("rollout/reward_searches", float("nan")) for r in rows]
+    hits = [r.get("rollout/reward_cache_hit_rate", float("nan")) for r in rows]
+    say(
+        "  reward searches per step "
+        + ", ".join(f"{v:.0f}" for v in searches)
+        + "; answered by a repeat or the cache "
+        + ", ".join(f"{v:.1%}" for v in hits)
+        + "; step times "
+        + ", ".join(f"{r['time/step']:.2f}" for r in rows)
+        + " s"
+    )
     # the RL invariants under this device's numerics (bf16 autocast on CUDA): the first PPO
     # epoch's ratio must be exactly 1 (old and new log-probs come from one function on one
     # layout); the drift compares the sampling forward with that recompute (batch layouts differ)
@@ -240,6 +251,7 @@ def training_steps(args: argparse.Namespace, env: dict) -> dict:
         + ", ".join(f"{v:.2e}" for v in checks["logprob_drift"])
     )
     out = {
+        "config": config.name,
         "overrides": overrides,
         "bf16_config": bf16,
         "reward": cfg.env.options.reward,
@@ -251,6 +263,9 @@ def training_steps(args: argparse.Namespace, env: dict) -> dict:
         "shares": {k: round(mean[k] / mean["step"], 4) for k in parts if k != "step"},
         "overhead_frac": round(overhead, 4),
         "trained_plies_per_step": plies,
+        "reward_searches": searches,
+        "reward_cache_hit_rate": hits,
+        "step_times_s": [round(r["time/step"], 3) for r in rows],
         "trained_plies_per_s": round(plies / mean["step"], 2),
         "invariants": checks,
     }
@@ -468,7 +483,13 @@ def main() -> int:
     parser.add_argument(
         "--stockfish", default="/usr/games/stockfish", help="where Stockfish should be"
     )
+    parser.add_argument(
+        "--config", default=str(CLEAN), help="the config part 2 trains (default clean_proposed)"
+    )
     parser.add_argument("--skip-train", action="store_true", help="skip part 2 (training steps)")
+    parser.add_argument(
+        "--skip-learner", action="store_true", help="skip parts 3 and 4 (learner throughput)"
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -516,7 +537,10 @@ def main() -> int:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
     try:
-        out["learner"] = learner_throughput(args, env)
+        if args.skip_learner:
+            say("\n== 3-4. learner throughput: skipped (--skip-learner)")
+        else:
+            out["learner"] = learner_throughput(args, env)
     except Exception as exc:
         errors["learner"] = f"{type(exc).__name__}: {exc}"
         say(f"learner throughput FAILED: {errors['learner']}")
