@@ -105,11 +105,14 @@ def raw_limit(boards: list[chess.Board], engines: int, go: str, hash_mb: int, fr
 
 def pool_rate(
     boards: list[chess.Board], engines: int, hash_mb: int, fresh: bool, **limit
-) -> tuple[float, float]:
-    """(evaluations/s, searches in flight) of the reward path, cache off."""
-    return evals_per_second(
-        engines, boards, limit.pop("depth", None), hash_mb=hash_mb, fresh=fresh, **limit
+) -> tuple[float, float, float]:
+    """(evaluations/s, searches in flight, driver CPU µs per evaluation) of the reward path,
+    cache off."""
+    driver: dict = {}
+    rate, overlap = evals_per_second(
+        engines, boards, limit.pop("depth", None), driver, hash_mb=hash_mb, fresh=fresh, **limit
     )
+    return rate, overlap, driver["cpu_us"]
 
 
 def python_chess_rate(boards: list[chess.Board], engines: int, hash_mb: int, depth: int) -> float:
@@ -194,8 +197,8 @@ def main() -> None:
     single = raw_limit(boards[: max(40, len(boards) // 4)], 1, go, args.hash, fresh=False)
     lim = raw_limit(boards, n, go, args.hash, fresh=False)
     lim_fresh = raw_limit(boards, n, go, args.hash, fresh=True)
-    pool, overlap = pool_rate(boards, n, args.hash, True, **limit)
-    warm, _ = pool_rate(boards, n, args.hash, False, **limit)
+    pool, overlap, cpu_fresh = pool_rate(boards, n, args.hash, True, **limit)
+    warm, _, cpu_warm = pool_rate(boards, n, args.hash, False, **limit)
     old = python_chess_rate(boards, n, args.hash, args.depth) if not args.nodes else float("nan")
     with open("/proc/loadavg") as fh:
         load = float(fh.read().split()[0])
@@ -217,7 +220,8 @@ def main() -> None:
             f"{rate / single:5.2f}x one engine"
         )
     print(
-        f"  pool searches in flight: {overlap:.2f}; limit scaling {lim / single / n:.2f} of linear"
+        f"  pool searches in flight: {overlap:.2f}; limit scaling {lim / single / n:.2f} of linear;"
+        f" driver CPU per search {cpu_fresh:.0f} µs fresh, {cpu_warm:.0f} µs warm"
     )
     out = {
         "cores": os.cpu_count(),
@@ -237,6 +241,7 @@ def main() -> None:
         "pool_vs_one_engine": round(pool / single, 2),
         "warm_vs_one_engine": round(warm / single, 2),
         "limit_scaling": round(lim / single / n, 3),
+        "driver_cpu_us": {"fresh": round(cpu_fresh, 1), "warm": round(cpu_warm, 1)},
     }
     if args.quality:
         q = quality(

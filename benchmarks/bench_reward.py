@@ -40,10 +40,12 @@ def distinct_positions(n: int, rng: np.random.Generator) -> list[chess.Board]:
 
 
 def evals_per_second(
-    engines: int, boards: list[chess.Board], depth: int | None, **pool
+    engines: int, boards: list[chess.Board], depth: int | None, driver: dict | None = None, **pool
 ) -> tuple[float, float]:
     """(evaluations per second, overlap): overlap = summed search time / wall time, i.e. how
-    many searches ran at once on average (the pool's concurrency, whatever the CPU gave it)."""
+    many searches ran at once on average (the pool's concurrency, whatever the CPU gave it).
+    With ``driver``, also stores there the CPU time of this Python process (the driver) per
+    evaluation, in microseconds, as ``cpu_us``."""
     from chessrl.envs.chess.stockfish import StockfishPool
 
     pool = StockfishPool(STOCKFISH, engines=engines, depth=depth, cache_size=0, **pool)
@@ -51,9 +53,11 @@ def evals_per_second(
         pool.start_all()
         pool.values(boards[:engines])  # warm up: processes and first search
         busy0 = pool.engine_busy_seconds
-        t0 = time.perf_counter()
+        cpu0, t0 = time.process_time(), time.perf_counter()
         pool.values(boards)
         wall = time.perf_counter() - t0
+        if driver is not None:
+            driver["cpu_us"] = 1e6 * (time.process_time() - cpu0) / len(boards)
         return len(boards) / wall, (pool.engine_busy_seconds - busy0) / wall
     finally:
         pool.close()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from chessrl.envs.chess.game import ChessGame, ChessState
+from chessrl.envs.chess import stockfish
 from chessrl.envs.chess.stockfish import (
     EngineFailure,
     StockfishPool,
@@ -90,6 +91,55 @@ def test_values_are_deterministic_across_engines_and_calls_and_close_ends_proces
         pool.close()
     assert wait_dead(pids, 0.0) == []  # gone when close() returns
     pool.close()  # idempotent
+
+
+def test_cache_keys_are_the_epd_whatever_the_en_passant_square():
+    """The pool derives its cache key from the FEN it sends; it must be ``board.epd()``, which
+    names an en-passant square only when a capture there is legal."""
+    rng = np.random.default_rng(0)
+    seen = 0
+    for _ in range(40):
+        board = chess.Board()
+        for _ in range(int(rng.integers(1, 40))):
+            moves = list(board.legal_moves)
+            if not moves:
+                break
+            board.push(moves[int(rng.integers(len(moves)))])
+            fen, key = stockfish._fen_and_key(board)
+            assert key == board.epd() and fen == board.fen(en_passant="fen")
+            seen += fen.split()[3] != "-"
+    board = chess.Board()
+    for san in ("e4", "a6", "e5", "d5"):  # exd6 e.p. is legal: the EPD names d6
+        board.push_san(san)
+    assert stockfish._fen_and_key(board)[1].split()[3] == "d6"
+    assert seen > 0  # some double pushes without a legal capture were checked too
+
+
+def test_values_do_not_depend_on_how_the_driver_reads_the_engines(monkeypatch):
+    """Reading every info line as it comes, or napping between reads so that one read holds
+    several searches' output: the same value for every position."""
+    rng = np.random.default_rng(1)
+    many = []
+    for _ in range(60):
+        board = chess.Board()
+        for _ in range(int(rng.integers(2, 30))):
+            moves = list(board.legal_moves)
+            if not moves or board.is_game_over():
+                break
+            board.push(moves[int(rng.integers(len(moves)))])
+        if not board.is_game_over():
+            many.append(board)
+    values = []
+    for nap in (0.0, 5.0):  # 5.0: a nap of 2 ms (the cap) between reads
+        monkeypatch.setattr(stockfish, "_NAP", nap)
+        pool = StockfishPool(STOCKFISH, engines=2, depth=3, cache_size=0)
+        try:
+            pool._search_seconds = 1.0 if nap else 0.0  # napping from the first read on
+            values.append(pool.values(many))
+            assert pool.evaluations == len({b.epd() for b in many})
+        finally:
+            pool.close()
+    np.testing.assert_array_equal(values[0], values[1])
 
 
 def test_cache_counts_hits_and_dedupes_a_batch():

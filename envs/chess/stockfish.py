@@ -127,6 +127,7 @@ def _bestmove(lines: list[bytes]) -> chess.Move:
 
 
 _KEEP = (b"info", b"Final evaluation")  # the output lines a job's parser reads
+_NAP = 0.5  # the driver's nap between reads, as a fraction of one search (StockfishPool._run)
 
 
 # --- one engine process -------------------------------------------------------------------
@@ -306,6 +307,15 @@ def _fen(board: chess.Board) -> str:
     return board.fen(en_passant="fen")
 
 
+def _fen_and_key(board: chess.Board) -> tuple[str, str]:
+    """(the FEN sent to the engine, ``board.epd()``) from one FEN: the EPD is the FEN without
+    its move counters unless the FEN names an en-passant square (set after any double pawn
+    push, where the EPD names it only if a capture there is legal)."""
+    fen = _fen(board)
+    fields = fen.split(" ")
+    return fen, (" ".join(fields[:4]) if fields[3] == "-" else board.epd())
+
+
 class StockfishPool:
     """``engines`` Stockfish processes scoring positions at a pinned strength; see the module doc.
 
@@ -356,6 +366,9 @@ class StockfishPool:
         self.timeout = timeout
         self.fresh = fresh
         self.ahead = max(1, ahead)
+        # the running mean of one search's duration on a busy engine: the driver naps a fraction
+        # of it between reads, so it wakes about once per search instead of once per info line
+        self._search_seconds = 0.0
         self._cache: OrderedDict[str, float] = OrderedDict()
         self.hits = 0
         self.misses = 0
@@ -429,9 +442,13 @@ class StockfishPool:
             registered: dict[int, int] = {}  # fd -> slot
             last_progress = [time.monotonic()] * self.n_engines
             busy = 0.0
+            # set when a failure gives jobs back or leaves a slot without an engine: only then
+            # can an idle engine have work it would not be fed when its own search ends
+            refeed = False
 
             def fail(slot: int, why: str) -> None:
-                nonlocal failure
+                nonlocal failure, refeed
+                refeed = True
                 eng = self._engines[slot]
                 lost = list(eng.inflight) if eng is not None else []
                 if eng is not None and eng.fd in registered:
@@ -451,7 +468,7 @@ class StockfishPool:
                         todo.appendleft(job)
 
             def feed(slot: int) -> None:
-                nonlocal failure
+                nonlocal failure, refeed
                 while todo and failure is None:
                     eng = self._engines[slot]
                     job = todo[0]
@@ -470,6 +487,7 @@ class StockfishPool:
                             eng = self._start(slot)
                         except _EngineError as exc:
                             todo.popleft()
+                            refeed = True
                             job.attempts += 1
                             self.restarts += 1
                             self.restart_reasons.append(str(exc))
@@ -494,17 +512,15 @@ class StockfishPool:
                             eng.inflight.append(job)
                         fail(slot, str(exc))
 
+            # the timeouts are checked every `tick` seconds, not at every wake-up: a wake-up
+            # costs O(lines read), not O(engines)
+            tick = min(0.1, self.timeout)
             try:
                 for slot in range(self.n_engines):
                     feed(slot)
+                next_check = time.monotonic() + tick
                 while any(e is not None and e.inflight for e in self._engines):
-                    now = time.monotonic()
-                    waits = [
-                        self.timeout - (now - last_progress[s])
-                        for s, e in enumerate(self._engines)
-                        if e is not None and e.inflight
-                    ]
-                    for key, _ in sel.select(max(0.0, min(waits))):
+                    for key, _ in sel.select(tick):
                         slot = key.data
                         eng = self._engines[slot]
                         try:
@@ -515,16 +531,29 @@ class StockfishPool:
                             fail(slot, "the engine process died")
                             feed(slot)
                             continue
-                        eng.buf += chunk
-                        while b"\n" in eng.buf and eng.inflight:
-                            line, eng.buf = eng.buf.split(b"\n", 1)
+                        data = eng.buf + chunk
+                        end = data.rfind(b"\n")
+                        if end < 0 or not eng.inflight:
+                            eng.buf = data  # no whole line yet, or no job to give it to
+                            continue
+                        eng.buf = data[end + 1 :]
+                        lines = data[:end].split(b"\n")
+                        for i, line in enumerate(lines):
+                            if not eng.inflight:  # output with no job waiting: the next job's
+                                eng.buf = b"\n".join(lines[i:]) + b"\n" + eng.buf
+                                break
                             job = eng.inflight[0]
                             line = line.strip()
-                            if line.startswith(_KEEP) or line.startswith(job.until):
+                            done = line.startswith(job.until)
+                            if done or line.startswith(_KEEP):
                                 job.lines.append(line)
-                            if line.startswith(job.until):
+                            if done:
                                 eng.inflight.popleft()
-                                last_progress[slot] = time.monotonic()
+                                now = time.monotonic()
+                                if eng.inflight:  # busy since the last answer: one search
+                                    took = now - last_progress[slot]
+                                    self._search_seconds += 0.05 * (took - self._search_seconds)
+                                last_progress[slot] = now
                                 try:
                                     results[job.index] = job.parse(job.lines)
                                 except _EngineError as exc:
@@ -536,17 +565,31 @@ class StockfishPool:
                                     busy += time.perf_counter() - eng.busy_since
                         feed(slot)
                     now = time.monotonic()
-                    for slot, eng in enumerate(self._engines):
-                        if (
-                            eng is not None
-                            and eng.inflight
-                            and now - last_progress[slot] > self.timeout
-                        ):
-                            fail(slot, f"no answer within {self.timeout:g} s (engine killed)")
-                            feed(slot)
-                    if todo and failure is None:  # an idle engine takes what a failed one gave back
+                    if now >= next_check:
+                        next_check = now + tick
+                        for slot, eng in enumerate(self._engines):
+                            if (
+                                eng is not None
+                                and eng.inflight
+                                and now - last_progress[slot] > self.timeout
+                            ):
+                                fail(slot, f"no answer within {self.timeout:g} s (engine killed)")
+                                feed(slot)
+                    if refeed and todo and failure is None:
+                        # an idle engine takes what a failed one gave back
+                        refeed = False
                         for slot in range(self.n_engines):
                             feed(slot)
+                    # (short searches are left alone: there a nap costs more than the wake-ups)
+                    nap = min(_NAP * self._search_seconds, 0.002)
+                    if self._search_seconds < 0.0015:
+                        nap = 0.0
+                    if nap > 0 and all(
+                        len(e.inflight) >= 2 or not todo
+                        for e in self._engines
+                        if e is not None and e.inflight
+                    ):
+                        time.sleep(nap)  # each busy engine has its next search queued
             finally:
                 sel.close()
                 self.engine_busy_seconds += busy
@@ -558,8 +601,8 @@ class StockfishPool:
     def _prefix(self) -> bytes:
         return b"ucinewgame\n" if self.fresh else b""
 
-    def _value_job(self, index: int, board: chess.Board) -> _Job:
-        fen = _fen(board)
+    def _value_job(self, index: int, board: chess.Board, fen: str | None = None) -> _Job:
+        fen = fen or _fen(board)
         scale = self.value_scale
         if self.static and not board.is_check():
             white = board.turn == chess.WHITE
@@ -598,7 +641,10 @@ class StockfishPool:
         """float32 [n] side-to-move values of non-terminal ``boards`` (cache keyed by ``keys``,
         default ``board.epd()``: the position without move counters)."""
         t0 = time.perf_counter()
-        keys = list(keys) if keys is not None else [b.epd() for b in boards]
+        if keys is None:
+            fens, keys = map(list, zip(*map(_fen_and_key, boards))) if boards else ([], [])
+        else:
+            fens, keys = [None] * len(boards), list(keys)
         out = np.empty(len(boards), dtype=np.float32)
         todo: dict[str, list[int]] = {}
         with self._lock:
@@ -615,7 +661,10 @@ class StockfishPool:
                     self.misses += 1
                     todo[key] = [i]
             if todo:
-                jobs = [self._value_job(k, boards[rows[0]]) for k, rows in enumerate(todo.values())]
+                jobs = [
+                    self._value_job(k, boards[rows[0]], fens[rows[0]])
+                    for k, rows in enumerate(todo.values())
+                ]
                 results = self._run(jobs)
                 self.evaluations += len(jobs)
                 for (key, rows), value in zip(todo.items(), results):
