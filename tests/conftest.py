@@ -156,3 +156,22 @@ def tiny_ttt_run(tmp_path_factory):
         echo=lambda line: None,
     )
     return root / "run"
+
+
+def random_positions(n: int, seed: int) -> list:
+    """``n`` distinct non-terminal chess positions from seeded random play (2-40 plies)."""
+    import chess
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out: dict[str, chess.Board] = {}
+    while len(out) < n:
+        b = chess.Board()
+        for _ in range(int(rng.integers(2, 40))):
+            moves = list(b.legal_moves)
+            if not moves:
+                break
+            b.push(moves[int(rng.integers(len(moves)))])
+        if not b.is_game_over(claim_draw=True):
+            out.setdefault(b.epd(), b)
+    return list(out.values())

@@ -14,6 +14,7 @@ import chess
 import numpy as np
 import pytest
 import torch
+from conftest import random_positions
 
 from chessrl.advantage import player_returns, rollout_advantages
 from chessrl.env import BoardGameEnv
@@ -28,24 +29,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _positions(n: int, seed: int) -> list[chess.Board]:
-    rng = np.random.default_rng(seed)
-    out: dict[str, chess.Board] = {}
-    while len(out) < n:
-        b = chess.Board()
-        for _ in range(int(rng.integers(2, 40))):
-            moves = list(b.legal_moves)
-            if not moves:
-                break
-            b.push(moves[int(rng.integers(len(moves)))])
-        if not b.is_game_over(claim_draw=True):
-            out.setdefault(b.epd(), b)
-    return list(out.values())
-
-
 @pytest.mark.parametrize("limit", [{"depth": 5}, {"nodes": 400}, {"static": True}])
 def test_same_position_same_value_with_and_without_dedup_and_cache(limit):
-    boards = _positions(24, 0)
+    boards = random_positions(24, 0)
     batch = boards + boards[:8] + [b.copy() for b in boards[::3]]  # repeats within one batch
     plain = StockfishPool(
         STOCKFISH, engines=1, cache_size=0, **limit
@@ -123,7 +109,7 @@ def test_scoring_only_final_positions_gives_the_same_terminal_returns_with_fewer
     assert n_last < n_every / 2  # roots + final positions only
 
 
-def test_selfplay_starts_are_seeded_legal_varied_and_never_held_out_positions():
+def test_selfplay_starts_are_seeded_legal_varied_and_never_held_outrandom_positions():
     from chessrl.envs.chess.starts import SELFPLAY_MIN_PLY
 
     game = ChessGame(depth=2, engines=2, start="selfplay", random_plies=6, selfplay_depth=1)
