@@ -109,7 +109,7 @@ def test_scoring_only_final_positions_gives_the_same_terminal_returns_with_fewer
     assert n_last < n_every / 2  # roots + final positions only
 
 
-def test_selfplay_starts_are_seeded_legal_varied_and_never_held_outrandom_positions():
+def test_selfplay_starts_are_seeded_legal_varied_and_never_held_out_positions():
     from chessrl.envs.chess.starts import SELFPLAY_MIN_PLY
 
     game = ChessGame(depth=2, engines=2, start="selfplay", random_plies=6, selfplay_depth=1)
