@@ -580,16 +580,23 @@ class StockfishPool:
                         refeed = False
                         for slot in range(self.n_engines):
                             feed(slot)
-                    # (short searches are left alone: there a nap costs more than the wake-ups)
+                    # nap only when each busy engine has its next search queued (or there is
+                    # nothing left to queue), and not for short searches: there a nap costs
+                    # more than the wake-ups it saves
                     nap = min(_NAP * self._search_seconds, 0.002)
-                    if self._search_seconds < 0.0015:
-                        nap = 0.0
-                    if nap > 0 and all(
-                        len(e.inflight) >= 2 or not todo
-                        for e in self._engines
-                        if e is not None and e.inflight
+                    if (
+                        self._search_seconds >= 0.0015
+                        and nap > 0
+                        and (
+                            not todo
+                            or all(
+                                len(e.inflight) >= 2
+                                for e in self._engines
+                                if e is not None and e.inflight
+                            )
+                        )
                     ):
-                        time.sleep(nap)  # each busy engine has its next search queued
+                        time.sleep(nap)
             finally:
                 sel.close()
                 self.engine_busy_seconds += busy
