@@ -194,6 +194,7 @@ class BoardGameEnv(EnvBase):
             dead = obs.terminated[r] or not obs.action_mask[r].any()
             self._mask[i] = obs.action_mask[r] if not dead else np.arange(self.game.n_actions) == 0
             self._tokens[i], self._to_play[i] = obs.tokens[r], obs.to_play[r]
+            self._last_mover[i] = obs.to_play[r]
         fields = self._fields()
         fields["value"] = self._tensor(self._value[:, None], torch.float32)
         fields.update(self._flags(self.terminated, self.truncated))
@@ -214,6 +215,7 @@ class BoardGameEnv(EnvBase):
         self.terminated = np.zeros(self.n, dtype=bool)
         self.truncated = np.zeros(self.n, dtype=bool)
         fields, obs = self._observe(np.zeros(self.n, dtype=bool), observation)
+        self._last_mover = self._to_play.copy()  # who moved last: nobody yet
         self.terminated |= obs.terminated
         self.reasons = list(obs.reason)
         if values is None:
@@ -236,6 +238,7 @@ class BoardGameEnv(EnvBase):
             )
         reward = np.zeros(self.n, dtype=np.float32)
         value = np.zeros(self.n, dtype=np.float32)
+        mover = self._to_play.copy()
         if idx.size:
             moved = self.game.play([self.states[i] for i in idx], actions[idx])
             for i, s in zip(idx, moved):
@@ -252,7 +255,11 @@ class BoardGameEnv(EnvBase):
                 ended = np.flatnonzero(obs.terminated[idx])
                 if ended.size:
                     after[ended] = self.game.values([self.states[i] for i in idx[ended]])
-            mover_value = -after  # values are for the side to move, i.e. the opponent now
+            # values are for the side to move now: the opponent, or the mover again where the
+            # game gave it another turn (Kalah's extra turns, a pass in Othello)
+            again = obs.to_play[idx] == mover[idx]
+            mover_value = np.where(again, after, -after).astype(np.float32)
+            self._last_mover[idx] = mover[idx]
             reward[idx] = mover_value - self.values[idx]
             value[idx] = mover_value
             self.values[idx] = after
@@ -278,7 +285,8 @@ class BoardGameEnv(EnvBase):
             return rows, np.zeros(0, dtype=np.float32)
         after = np.asarray(self.game.values([self.states[i] for i in rows]), dtype=np.float32)
         self.values[rows] = after
-        return rows, -after
+        again = self._to_play[rows] == self._last_mover[rows]
+        return rows, np.where(again, after, -after).astype(np.float32)
 
     def game_states(self, rows: Sequence[int] | None = None) -> list[Any]:
         """The game states of the flat boards ``rows`` (every board by default), in that order.

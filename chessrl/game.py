@@ -4,8 +4,9 @@ A game is a plugin. Its module implements ``chessrl_register_games(register)`` a
 ``register(name, factory, options_schema)``: ``options_schema`` is a dataclass of the game's
 ``[env]`` options (built with :func:`chessrl.schema.opt`), ``factory(options, seed)`` returns
 a :class:`Game`. The core drives every game through this class alone, with batched,
-NumPy-valued methods over lists of opaque game states. Two players alternate; values and
-rewards are zero-sum and in [-1, 1].
+NumPy-valued methods over lists of opaque game states. Two players; ``to_play`` says who
+moves, so one player may move twice in a row (an extra turn, a pass). Values and rewards are
+zero-sum and in [-1, 1], always for the ``to_play`` of the position, finished ones included.
 
 From a Game the core builds the TorchRL env (:class:`chessrl.env.BoardGameEnv`) and the
 Gymnasium view (:class:`chessrl.gym_env.GymView`); a game never writes either itself.

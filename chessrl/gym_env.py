@@ -190,11 +190,14 @@ def _gym_class():
                         "illegal": why,
                     },
                 )
+            mover = int(self._last.to_play[0])
             self.state = self.game.play([self.state], np.array([int(action)]))[0]
             self.ply += 1
             obs = self._obs()
             after = float(self.game.values([self.state])[0])
-            reward = -after - self.value
+            # values are for the side to move: the opponent, or the mover on an extra turn
+            again = int(self._last.to_play[0]) == mover
+            reward = (after if again else -after) - self.value
             self.value = after
             terminated = bool(self._last.terminated[0])
             truncated = not terminated and self.ply >= self.game.max_plies

@@ -125,9 +125,8 @@ def test_contract_random_playouts(name):
         actions = np.array([rng.choice(np.flatnonzero(obs.action_mask[j])) for j in live])
         played = game.play([states[j] for j in live], actions)
         after = game.observe(played)
-        # Players alternate: the side to move flips after every move that does not end the game.
-        flipped = after.to_play != obs.to_play[live]
-        assert flipped[~after.terminated].all()
+        # Who moves next is the game's to say (players need not alternate), but always 0 or 1.
+        assert set(after.to_play) <= {0, 1}
         for j, s in zip(live, played):
             states[j] = s
         assert isinstance(game.action_to_str(int(actions[0])), str)
