@@ -116,6 +116,12 @@ def _open(
             say(line)
 
     lock, created, refused = None, False, None
+    # what a fresh run's directory held before this call: a configuration error found before
+    # the first step (a plugin's train_start check) removes what the call wrote
+    try:
+        existed = {entry.name for entry in run_dir.iterdir()} if run_dir.is_dir() else set()
+    except OSError:  # unreadable: rundir.lock says so in one line
+        existed = set()
     try:
         if dist.main:
             try:
@@ -137,7 +143,9 @@ def _open(
             if created:
                 shutil.rmtree(run_dir, ignore_errors=True)  # it holds nothing but the lock
         raise
-    return _Loop(cfg, run, run_dir, dist, say, log, lock, resume, start_from, changes)
+    loop = _Loop(cfg, run, run_dir, dist, say, log, lock, resume, start_from, changes)
+    loop.existed = None if created else existed
+    return loop
 
 
 class _Loop:
@@ -170,6 +178,9 @@ class _Loop:
         self.step = self.last_saved = 0
         self.health = HealthMonitor(window=cfg.trainer.health_window)
         self.stop = GracefulStop(log)  # SIGINT / SIGTERM: finish the step, checkpoint, exit
+        self.existed: set[str] | None = None  # the directory's entries before (None: created)
+        self.begun = False  # the plugins accepted the run (train_start returned)
+        self.undo = False  # remove what this call wrote (a user's mistake before step 1)
 
     # -- before the first step -------------------------------------------------------------
 
@@ -209,6 +220,7 @@ class _Loop:
             for row in kept:  # findings already reported stay quiet
                 self.health.update(row)
         run.plugins.train_start(run.view(start))
+        self.begun = True
         if (
             dist.main
             and start == 0
@@ -374,6 +386,9 @@ class _Loop:
         :class:`RunFailure`, which train.log keeps too."""
         if isinstance(exc, Interrupted):  # the CLI prints the command that resumes from here
             exc.run_dir, exc.step = self.run_dir, self.last_saved
+        # a configuration error found before the first step (a plugin's train_start check):
+        # nothing ran, so the files this call wrote go, and the fixed command can start afresh
+        self.undo = isinstance(exc, UserError) and not self.begun and not self.resume
         failure = as_run_failure(exc, self.run_dir, self.last_saved)
         if self.logfile is not None and (
             failure is not None or not isinstance(exc, (KeyboardInterrupt, UserError))
@@ -411,6 +426,21 @@ class _Loop:
             distributed.close(self.dist)
             if self.lock is not None:
                 self.lock.release()
+                if self.undo:
+                    self._remove_written()
+
+    def _remove_written(self) -> None:
+        """Rank 0, after a refused fresh start: remove the run directory this call created, or
+        the entries it added to one that existed."""
+        if self.existed is None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            return
+        for path in self.run_dir.iterdir():
+            if path.name not in self.existed:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
 
 
 def _skipped_row(run: Run, step: int, reason: str) -> dict[str, Any]:

@@ -521,6 +521,26 @@ def test_max_steps_must_be_at_least_one(tiny_config, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_plugin_refusing_the_config_leaves_the_run_dir_as_it_was(tiny_config, tmp_path, capsys):
+    """A configuration error a plugin finds in train_start (after the run is built) is one line
+    and exit 2, and the fixed command starts in the same --run-dir: nothing half-written."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(tiny_config.read_text() + "\n[plugins.entropy_floor]\nfloor = 0.5\n")
+    new, kept = tmp_path / "new", tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    for run_dir in (new, kept):
+        assert main(["run", str(bad), "--run-dir", str(run_dir), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert "enable [plugins.entropy_bonus]" in err[-1]
+    assert not new.exists()
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
+    fix = ["--set", "plugins.entropy_floor.action='warn'", "--max-steps", "1", "--no-progress"]
+    assert main(["run", str(bad), "--run-dir", str(kept), *fix]) == 0
+    assert [r["step"] for r in read_metrics(kept / "metrics.jsonl") if r.get("train/loss")] == [1]
+    assert (kept / "notes.txt").read_text() == "mine"
+
+
 def test_a_run_dir_that_cannot_be_created_is_one_line(tiny_config, tmp_path, capsys):
     (tmp_path / "file").write_text("not a directory")
     assert main(["run", str(tiny_config), "--run-dir", str(tmp_path / "file" / "run")]) == 2
