@@ -141,8 +141,11 @@ class Optimise:
     non-finite weights: undone by :func:`optimizer_step`) and gradient clipping.
 
     A call returns ``(out, total, grad_norm)`` for the kept step, or None when a check stopped
-    it (``skipped`` is then True; the caller runs no further epoch). ``budget`` holds the first
-    epoch's ``budget/*`` metrics; ``time/budget`` goes to ``timer``.
+    it (``skipped`` is then True; the caller runs no further epoch). ``budget`` holds the
+    ``budget/*`` metrics of the step's last PPO epoch (the only one when ``ppo_steps = 1``):
+    on the first epoch the ratio is exactly 1 and the old policy is the current one, so terms
+    that act through the ratio or a KL to the old policy are 0 there and would look inert;
+    ``time/budget`` goes to ``timer``.
     """
 
     def __init__(self, run: Run, timer: Timer, measure: bool) -> None:
@@ -155,8 +158,9 @@ class Optimise:
     def __call__(
         self, loss: Callable[[], LossTerms]
     ) -> tuple[TensorDict, torch.Tensor, torch.Tensor] | None:
-        run, first = self.run, self.epochs == 0
-        measure = first and self.measure
+        run = self.run
+        last = self.epochs == run.config.trainer.ppo_steps - 1
+        measure = last and self.measure
         run.optimizer.zero_grad(set_to_none=True)
         if measure and run.dist.enabled:
             # DDP syncs gradients in backward(); per-term gradients are a local measurement
@@ -170,7 +174,7 @@ class Optimise:
         if not distributed.all_true(run.dist, bool(torch.isfinite(total))):
             self._skip()
             return None
-        if first:
+        if last:
             values = {k: float(v.detach()) for k, v in terms.items()}
             self.budget.update(value_budget(values, coefs, raws))
         if measure and not run.dist.enabled:

@@ -61,7 +61,7 @@ class AdaptiveKLConfig:
     metric: str = opt(
         "budget/kl_penalty/raw",
         "The metrics key holding the KL to control "
-        "(default: the kl_penalty term's raw value, first epoch).",
+        "(default: the kl_penalty term's raw value, last PPO epoch).",
     )
     init: float | None = opt(
         None, "Starting coefficient, set at train start (unset = keep kl_penalty's coef).", ge=0.0

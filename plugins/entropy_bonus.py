@@ -53,7 +53,7 @@ class EntropyBonus(Regulariser):
         return LossTerm(name=self.name, coef=self.coefs.get(COEFFICIENT), raw=-entropy)
 
     def report(self, metrics: Mapping[str, float], step: int) -> PluginReport:
-        """Reports the entropy the term saw (first epoch, as in the budget) and its coefficient."""
+        """Reports the entropy the term saw (last PPO epoch, as the budget) and its coefficient."""
         raw = metrics.get(f"budget/{self.name}/raw")
         if raw is not None:
             entropy = -float(raw)

@@ -67,7 +67,7 @@ class KLPenalty(Regulariser):
         return LossTerm(name=self.name, coef=self.coefs.get(COEFFICIENT), raw=kl)
 
     def report(self, metrics: Mapping[str, float], step: int) -> PluginReport:
-        """Reports the KL the term saw (first epoch, as in the budget) and its coefficient."""
+        """Reports the KL the term saw (last PPO epoch, as the budget) and its coefficient."""
         raw = metrics.get(f"budget/{self.name}/raw")
         if raw is None:
             raw = float(self._last) if self._last is not None else math.nan

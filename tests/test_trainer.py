@@ -259,3 +259,23 @@ def test_cosine_lr_schedule_runs_from_lr_to_the_final_fraction(tiny_config, tmp_
     )
     lrs = [r["train/lr"] for r in read_metrics(tmp_path / "const" / "metrics.jsonl")]
     assert lrs == [pytest.approx(1e-3)] * 3
+
+
+def test_the_budget_sees_terms_that_act_after_the_first_epoch(tiny_config, tmp_path):
+    """With ppo_steps > 1 the budget is measured on the last epoch: a KL to the old policy is 0
+    on the first epoch (the ratio is exactly 1 there) but not on the last, so it must not read
+    as an inert term."""
+    sets = [
+        "trainer.steps=2",
+        "trainer.ppo_steps=3",
+        "trainer.budget_every=1",
+        "plugins.kl_penalty={coef = 0.1, reference = 'old'}",
+    ]
+    run_dir = train(
+        load_config(tiny_config, sets), tmp_path / "run", progress=False, echo=lambda s: None
+    )
+    rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if "budget/kl_penalty/raw" in r]
+    assert len(rows) == 2
+    for r in rows:
+        assert r["train/ratio_first_epoch"] == 1.0  # the first epoch: old policy == current
+        assert r["budget/kl_penalty/raw"] > 0 and r["budget/kl_penalty/grad_norm"] > 0
