@@ -86,6 +86,20 @@ class Locator:
         no = self.lines.get(key)
         return f"{self.path}: " if no is None else f"{self.path}:{no}: "
 
+    def where_section(self, prefix: str) -> str:
+        """Where a cross-field check of section ``prefix`` failed: the section's line (or the
+        ``--set`` item that replaced it), plus every ``--set`` item that changed a key in it,
+        since one of them may be the cause."""
+        base = self.where(prefix)
+        if base.startswith("--set "):
+            return base
+        inside = [
+            item
+            for key, item in self.overrides.items()
+            if not prefix or key.startswith(prefix + ".")
+        ]
+        return f"{base[:-2]} with --set {', --set '.join(inside)}: " if inside else base
+
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
@@ -197,7 +211,7 @@ def build(
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:  # a __post_init__ cross-field check
-        raise UserError(f"{loc.where(prefix)}{prefix or 'config'}: {exc}") from None
+        raise UserError(f"{loc.where_section(prefix)}{prefix or 'config'}: {exc}") from None
 
 
 def check_value(full: str, value: Any, tp: Any, meta: typing.Mapping, loc: Locator) -> Any:

@@ -63,6 +63,13 @@ def test_bad_set_override(cli, tmp_path):
     assert "'trainer.lr' = 'abc'" in line
 
 
+def test_a_cross_field_mistake_names_the_set_item_that_may_cause_it(cli, tmp_path):
+    p = tmp_path / "ok.toml"
+    p.write_text('[env]\nname = "tictactoe"\n[policy]\nd_model = 32\nn_heads = 4\n')
+    line = _one_line_exit_2(cli("config", "show", str(p), "--set", "policy.n_heads=5"))
+    assert f"{p}:3 with --set policy.n_heads=5: policy: n_heads = 5 must divide" in line
+
+
 def test_run_with_bad_config_writes_nothing(cli, tmp_path):
     p = tmp_path / "bad.toml"
     p.write_text('[env]\nname = "tictactoe"\n[trainer]\nstepz = 3\n')
