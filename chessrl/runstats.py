@@ -254,8 +254,9 @@ class RunStats:
         acted_stats = self.stats.get(K.plugin_key(name, K.ACTED))
         bound_key = K.plugin_key(name, K.AT_BOUND)
         bound_stats = self.stats.get(bound_key)
+        has_term = any(K.budget_term(k) == name for k in self.stats)
         kind = self.plugin_kinds.get(name) or (
-            "controller" if bound_stats else "monitor" if acted_stats else "term"
+            "controller" if bound_stats else "monitor" if acted_stats and not has_term else "term"
         )
         acted = int(round(acted_stats.total)) if acted_stats else 0
         last_acted = self._last_acted.get(name)

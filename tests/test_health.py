@@ -167,6 +167,17 @@ def test_dead_clears_once_the_plugin_acts():
     assert summary.kind == "monitor" and summary.acted == 1 and summary.steps_since_acted == 0
 
 
+def test_a_loss_term_that_reports_acted_is_a_term_not_a_monitor():
+    rows = [
+        {"step": s, "plugin/t/acted": int(s % 2), "budget/t/value": 0.1, "budget/t/raw": 1.0}
+        for s in range(1, 6)
+    ]
+    mon, _ = run(rows)
+    assert mon.plugin_summary("t").kind == "term"
+    mon2, _ = run([{k: v for k, v in r.items() if not k.startswith("budget/")} for r in rows])
+    assert mon2.plugin_summary("t").kind == "monitor"
+
+
 def test_saturated_needs_most_of_the_window():
     rows = [
         {"step": s, "plugin/c/acted": 1, "plugin/c/coef": 1.0, "plugin/c/at_bound": int(s % 5 != 0)}
