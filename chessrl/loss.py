@@ -150,7 +150,8 @@ class GroupPolicyLoss(LossModule):
         mask = torch.ones_like(action, dtype=torch.bool) if mask is None else mask
         traj = tensordict.get(k.traj_index, None)
 
-        logp_all = log_probs(self.policy, obs, legal, self.temperature)
+        raw: dict[str, torch.Tensor] = {}
+        logp_all = log_probs(self.policy, obs, legal, self.temperature, raw)
         logp = logp_all.gather(-1, action[:, None]).squeeze(-1)
         old = old_all.gather(-1, action[:, None]).squeeze(-1)
         log_ratio = logp - old
@@ -188,6 +189,7 @@ class GroupPolicyLoss(LossModule):
             "entropy_plies": entropy,
             "log_probs": logp,
             "log_probs_all": logp_all,
+            "logits_all": raw["logits"],
             "advantage": adv,
             "mask": mask,
         }
@@ -219,8 +221,9 @@ DIAGNOSTIC_KEYS = (
     "kl_ref_k1",
     "kl_ref_k3",
 )
-#: per-ply tensors [N] (``log_probs_all`` [N, A]) for regularisers' terms; never summed
-PLY_KEYS = ("entropy_plies", "log_probs", "log_probs_all", "advantage", "mask")
+#: per-ply tensors [N] (``log_probs_all``, ``logits_all`` [N, A]) for regularisers' terms;
+#: never summed
+PLY_KEYS = ("entropy_plies", "log_probs", "log_probs_all", "logits_all", "advantage", "mask")
 
 
 def loss_entries(out: TensorDictBase) -> dict[str, torch.Tensor]:

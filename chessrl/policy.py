@@ -182,12 +182,18 @@ ROW_BLOCK = 16
 
 
 def log_probs(
-    policy: nn.Module, tokens: torch.Tensor, mask: torch.Tensor, temperature: float
+    policy: nn.Module,
+    tokens: torch.Tensor,
+    mask: torch.Tensor,
+    temperature: float,
+    logits_out: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Log-probabilities [N, A] of the tempered policy over legal actions (-inf elsewhere).
 
     The single source of log-probs for sampling, the old policy, the reference policy and
     the loss. Rows with no legal action are given action 0 so that they stay finite.
+    ``logits_out``, when given, receives ``"logits"``: the network's own logits [N, A]
+    (float32, before the temperature and the legal mask; with grad) from the same forward.
     """
     module = getattr(policy, "module", policy)  # unwrap DDP for the attribute
     # Group members share positions (all of them at the root): each distinct position goes
@@ -207,6 +213,8 @@ def log_probs(
         bf16 = kind == "cpu" and getattr(module, "cpu_bf16", False)
     with torch.autocast("cuda" if kind == "cuda" else "cpu", dtype=torch.bfloat16, enabled=bf16):
         logits = policy(unique)
+    if logits_out is not None:
+        logits_out["logits"] = logits.float()[inverse]
     logits = logits.float() / temperature
     mask = mask.clone()
     mask[~mask.any(-1), 0] = True

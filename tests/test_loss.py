@@ -156,3 +156,23 @@ def test_only_loss_entries_are_summed_and_keys_follow_set_keys(policy):
     )
     with pytest.raises(ValueError):
         loss.set_keys(old_log_prob="typo")  # a misspelt key fails loudly
+
+
+def test_logits_all_are_the_networks_logits_behind_the_log_probs(policy):
+    """``logits_all`` (for terms on the logits, e.g. a z-loss) comes from the same forward as
+    ``log_probs_all``: the network's untempered logits, with grad."""
+    batch = _rollout(policy, 1.3)
+    with torch.no_grad():
+        batch["old_log_probs_all"] = log_probs(
+            policy, batch["observation"], batch["action_mask"], 1.3
+        )
+    out = GroupPolicyLoss(policy, temperature=1.3)(batch)
+    logits, legal = out["logits_all"], batch["action_mask"]
+    with torch.no_grad():
+        assert torch.allclose(logits, policy(batch["observation"]).float(), atol=1e-5)
+    tempered = (logits / 1.3).masked_fill(~legal, float("-inf"))
+    want = torch.log_softmax(tempered, -1)[legal]
+    assert torch.allclose(want, out["log_probs_all"][legal], atol=1e-6)
+    z = torch.logsumexp(logits.masked_fill(~legal, float("-inf")), -1).pow(2).mean()
+    z.backward()
+    assert policy.head.weight.grad is not None and policy.head.weight.grad.abs().sum() > 0
