@@ -252,7 +252,9 @@ def board_features(
         board.kings,
         occ[chess.WHITE],
         occ[chess.BLACK],
-        board.castling_rights,
+        # the rights a move can still use: a board set from a FEN keeps the FEN's rights even
+        # where the king or rook has gone (python-chess ignores those when it generates moves)
+        board.clean_castling_rights() if board.castling_rights else 0,
         (board.ep_square if ep_legal and board.ep_square is not None else 64),
         board.halfmove_clock,
         int(board.turn),

@@ -190,11 +190,19 @@ class ChessGame(Game):
                 board = parse_position(str(options["fen"]))
             except ValueError as exc:
                 raise ValueError(f"invalid FEN {options['fen']!r}: {exc}") from None
-        for uci in options.get("moves", []):
+        moves = options.get("moves", [])
+        if isinstance(moves, (str, bytes)) or not isinstance(moves, (list, tuple)):
+            raise ValueError(
+                f"'moves' must be a list of UCI moves, e.g. ['e2e4', 'e7e5'], not {moves!r}"
+            )
+        for uci in moves:
             try:
-                board.push_uci(uci)
+                move = board.parse_uci(str(uci))
+                if not move:  # "0000": python-chess's null move, a pass that is no chess move
+                    raise ValueError("a null move is not a move")
             except ValueError as exc:
                 raise ValueError(f"illegal move {uci!r} in {board.fen()}: {exc}") from None
+            board.push(move)
         return ChessState(board)
 
     def observe(self, states: Sequence[ChessState]) -> Observation:
@@ -243,12 +251,16 @@ class ChessGame(Game):
         )
 
     def play(self, states: Sequence[ChessState], actions: np.ndarray) -> list[ChessState]:
-        """Push each action's move in place; ValueError on an illegal action."""
+        """Push each action's move in place; ValueError on an illegal action (one outside
+        ``0..n_actions-1``, not legal in the position, or played after the game ended by a rule
+        that leaves moves on the board: insufficient material, fifty moves, repetition)."""
         for st, a in zip(states, np.asarray(actions).tolist()):
             b = st.board
+            if not isinstance(a, int) or not 0 <= a < self.n_actions:
+                raise ValueError(f"illegal action {a!r} (not in 0..{self.n_actions - 1})")
             move = enc.ACTION_MOVES[b.turn][a]
-            if st.mask is not None:
-                legal = bool(st.mask[a])
+            if st.mask is not None:  # observed: the mask, and the game-end reason observe found
+                legal = bool(st.mask[a]) and not st.reason
             else:  # not observed since the last move: check the slow way
                 legal = not self._reason(st) and b.is_legal(move)
             if not legal:

@@ -55,11 +55,18 @@ def parse_position(text: str) -> chess.Board:
     return board
 
 
+def _rule_end(board: chess.Board) -> str:
+    """The game module's end reason of ``board`` ("" while it is on)."""
+    from chessrl.envs.chess.game import repetitions, terminal_reason  # it imports this module
+
+    return terminal_reason(board, any(board.generate_legal_moves()), repetitions(board))
+
+
 def load_start_file(path: str) -> list[str]:
     """The FENs of a start file: one FEN or EPD per line; blank lines and ``#`` comments skipped.
 
-    A line that is not a legal, playable position is a :class:`UserError` naming the file
-    and line number.
+    A line that is not a legal, playable position (also one over by insufficient material or
+    the fifty-move rule) is a :class:`UserError` naming the file and line number.
     """
     p = Path(path)
     try:
@@ -74,7 +81,11 @@ def load_start_file(path: str) -> list[str]:
         if not line or line.startswith("#"):
             continue
         try:
-            fens.append(parse_position(line).fen())
+            board = parse_position(line)
+            reason = _rule_end(board)
+            if reason:  # legal moves, but over by a rule: every trajectory would be empty
+                raise ValueError(f"the game is already over in this position ({reason})")
+            fens.append(board.fen())
         except ValueError as exc:
             raise UserError(f"{path}:{no}: bad start position {line[:80]!r}: {exc}") from None
     if not fens:

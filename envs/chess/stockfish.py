@@ -316,6 +316,37 @@ def _fen_and_key(board: chess.Board) -> tuple[str, str]:
     return fen, (" ".join(fields[:4]) if fields[3] == "-" else board.epd())
 
 
+CLOCK_EXACT = 50  # from this halfmove clock on, a value search sees (and is keyed by) the clock
+
+
+def _value_fen_and_key(board: chess.Board) -> tuple[str, str]:
+    """(the FEN a value search is sent, its cache key), the FEN a function of the key alone, so
+    a value never depends on which of a key's boards was searched first.
+
+    The key is ``board.epd()``: a position seen again with other move counters (a transposition,
+    a repetition) is a cache hit, and the search gets that EPD with a zero halfmove clock (the
+    engine's evaluation shrinks with the clock, so sending each board's own clock would make the
+    cached value depend on search order). Only from ``CLOCK_EXACT`` on, where the fifty-move
+    rule is within reach of a search, the clock is sent and added to the key.
+    """
+    key = _fen_and_key(board)[1]
+    clock = board.halfmove_clock
+    if clock < CLOCK_EXACT:
+        return f"{key} 0 1", key
+    return f"{key} {clock} 1", f"{key} hmvc {clock}"
+
+
+def _refuse_finished(boards: Sequence[chess.Board]) -> None:
+    """ValueError naming the first board without a legal move: the engine answers those with
+    ``bestmove (none)``, which is no failure to restart engines and retry for."""
+    for board in boards:
+        if not any(board.generate_legal_moves()):
+            raise ValueError(
+                f"no legal move in '{board.fen()}' (the game is over): the engine chooses moves "
+                "only in positions with a move to play"
+            )
+
+
 class StockfishPool:
     """``engines`` Stockfish processes scoring positions at a pinned strength; see the module doc.
 
@@ -646,10 +677,11 @@ class StockfishPool:
         self, boards: Sequence[chess.Board], keys: Sequence[str] | None = None
     ) -> np.ndarray:
         """float32 [n] side-to-move values of non-terminal ``boards`` (cache keyed by ``keys``,
-        default ``board.epd()``: the position without move counters)."""
+        default ``board.epd()``: the position without move counters, plus the halfmove clock
+        from ``CLOCK_EXACT`` on; see :func:`_value_fen_and_key`)."""
         t0 = time.perf_counter()
         if keys is None:
-            fens, keys = map(list, zip(*map(_fen_and_key, boards))) if boards else ([], [])
+            fens, keys = map(list, zip(*map(_value_fen_and_key, boards))) if boards else ([], [])
         else:
             fens, keys = [None] * len(boards), list(keys)
         out = np.empty(len(boards), dtype=np.float32)
@@ -706,7 +738,8 @@ class StockfishPool:
         (e.g. ``{"Skill Level": 0}`` or ``{"UCI_LimitStrength": True, "UCI_Elo": 1500}``; options
         not given are at their defaults; ``fresh``: each search from a cleared hash, so the move
         is a function of the position). A board that fails after every retry raises
-        :class:`EngineFailure` whose ``index`` is its position in ``boards``."""
+        :class:`EngineFailure` whose ``index`` is its position in ``boards``; a board without a
+        legal move is a ``ValueError`` before any search."""
         t0 = time.perf_counter()
         opts = tuple(
             sorted(
@@ -715,6 +748,7 @@ class StockfishPool:
             )
         )
         go = self._go_command(limit)
+        _refuse_finished(boards)
         jobs = []
         for k, board in enumerate(boards):
             fen = _fen(board)
@@ -762,6 +796,7 @@ class StockfishPool:
         t0 = time.perf_counter()
         go = self._go_command(limit)
         opts = (("MultiPV", str(multipv)),) if multipv > 1 else ()
+        _refuse_finished(boards)
         jobs = []
         for k, board in enumerate(boards):
             fen = _fen(board)

@@ -192,7 +192,9 @@ class UciEngine:
     def best_move(self) -> str:
         """The policy's move in the current position in UCI notation; ``0000`` without one."""
         self._ready()
-        if self.board is None or self.board.is_game_over(claim_draw=False):
+        # 0000 only without a legal move: a position drawn by rule (insufficient material, 75
+        # moves, fivefold repetition) still has moves, and a GUI that asks gets one
+        if self.board is None or not any(self.board.generate_legal_moves()):
             return "0000"
         import torch
 
