@@ -165,11 +165,13 @@ def _gym_class():
         def step(self, action):
             if self._over:
                 raise ValueError("step() after the episode ended (or before reset()); call reset()")
-            if not self._last.action_mask[0, int(action)]:
-                why = (
-                    f"illegal action {action} ({self.game.action_to_str(int(action))}) "
-                    f"in {self.game.state_to_str(self.state)}"
+            a = int(action)
+            inside = 0 <= a < self.game.n_actions  # -1 would wrap around to the last action
+            if not inside or not self._last.action_mask[0, a]:
+                what = (
+                    self.game.action_to_str(a) if inside else f"not in 0..{self.game.n_actions - 1}"
                 )
+                why = f"illegal action {action} ({what}) in {self.game.state_to_str(self.state)}"
                 if self.illegal_action == "raise":
                     raise ValueError(why)
                 # the mover loses (PettingZoo's convention): a deterministic, terminal transition

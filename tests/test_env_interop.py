@@ -252,6 +252,12 @@ def test_gym_view_samples_legal_moves_and_an_illegal_action_loses_or_raises():
     strict.reset(seed=0, options={"moves": [4]})
     with pytest.raises(ValueError, match=r"illegal action 4 \(r1c1\)"):
         strict.step(4)
+    for outside in (-1, 9):  # never wrapped around to a legal action, never an IndexError
+        with pytest.raises(ValueError, match=rf"illegal action {outside} \(not in 0..8\)"):
+            strict.step(outside)
+    env.reset(seed=0)
+    _, reward, terminated, _, info = env.step(-1)
+    assert terminated and info["reason"] == "illegal_action" and reward <= -1 + 1e-6
     with pytest.raises(UserError, match="illegal_action = 'x'"):
         gymnasium.make("chessrl/TicTacToe-v0", illegal_action="x")
 
