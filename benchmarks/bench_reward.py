@@ -26,17 +26,9 @@ STOCKFISH = "/usr/games/stockfish"
 
 def distinct_positions(n: int, rng: np.random.Generator) -> list[chess.Board]:
     """``n`` distinct non-terminal positions from random play (openings to middlegames)."""
-    seen: dict[str, chess.Board] = {}
-    while len(seen) < n:
-        board = chess.Board()
-        for _ in range(int(rng.integers(4, 60))):
-            moves = list(board.legal_moves)
-            if not moves:
-                break
-            board.push(moves[int(rng.integers(len(moves)))])
-        if not board.is_game_over(claim_draw=True):
-            seen.setdefault(board.epd(), board.copy(stack=False))
-    return list(seen.values())
+    from chessrl.envs.chess.starts import distinct_random_positions
+
+    return distinct_random_positions(n, rng, (4, 60))
 
 
 def evals_per_second(

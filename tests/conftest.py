@@ -160,18 +160,8 @@ def tiny_ttt_run(tmp_path_factory):
 
 def random_positions(n: int, seed: int) -> list:
     """``n`` distinct non-terminal chess positions from seeded random play (2-40 plies)."""
-    import chess
     import numpy as np
 
-    rng = np.random.default_rng(seed)
-    out: dict[str, chess.Board] = {}
-    while len(out) < n:
-        b = chess.Board()
-        for _ in range(int(rng.integers(2, 40))):
-            moves = list(b.legal_moves)
-            if not moves:
-                break
-            b.push(moves[int(rng.integers(len(moves)))])
-        if not b.is_game_over(claim_draw=True):
-            out.setdefault(b.epd(), b)
-    return list(out.values())
+    from chessrl.envs.chess.starts import distinct_random_positions
+
+    return distinct_random_positions(n, np.random.default_rng(seed), (2, 40))

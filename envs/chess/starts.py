@@ -103,6 +103,19 @@ def random_play(board: chess.Board, plies: int, rng: np.random.Generator) -> boo
     return not board.is_game_over(claim_draw=True)
 
 
+def distinct_random_positions(
+    n: int, rng: np.random.Generator, plies: tuple[int, int] = (2, 40)
+) -> list[chess.Board]:
+    """``n`` positions distinct by EPD, none over, each reached by a number of uniformly random
+    moves from the start drawn from ``[plies[0], plies[1])``: test and benchmark positions."""
+    seen: dict[str, chess.Board] = {}
+    while len(seen) < n:
+        board = chess.Board()
+        if random_play(board, int(rng.integers(*plies)), rng):
+            seen.setdefault(board.epd(), board)
+    return list(seen.values())
+
+
 def mating_moves(board: chess.Board, legal: list[chess.Move] | None = None) -> list[chess.Move]:
     """Every legal move that checkmates, in python-chess's move order.
 
