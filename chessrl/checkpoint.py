@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,12 @@ def save_initial(ckpt_dir: Path, state: dict[str, Any]) -> Path:
     return write(ckpt_dir / "initial.pt", state)
 
 
+def step_of(path: Path) -> int:
+    """The step of a ``step_*.pt`` file, from its name (0 for another name, e.g. initial.pt)."""
+    found = PATTERN.search(Path(path).name)
+    return int(found.group(1)) if found else 0
+
+
 def list_checkpoints(ckpt_dir: Path) -> list[Path]:
     if not ckpt_dir.exists():
         return []
@@ -166,23 +173,83 @@ def load(path: str | Path) -> dict[str, Any]:
     """
     p = resolve(path)
     try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. torch's note on old pickle protocols: one line
+            warnings.simplefilter("ignore")
+            state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every way a file can be bad is the user's to fix
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        text = str(exc)
+        if "GLOBAL" in text or "Unsupported global" in text:  # the unpickler met a callable
             raise UserError(
                 f"{p}: refused: the file holds Python objects beyond tensors and "
                 "plain data (loading it could run code); chessrl checkpoints never do, "
                 "so it was not made by chessrl or was tampered with"
             ) from None
         raise UserError(
-            f"{p}: not a readable chessrl checkpoint ({type(exc).__name__}: {first})"
+            f"{p}: damaged or not a checkpoint ({_why_unreadable(exc)}); use another "
+            "checkpoint (a run's checkpoints/ folder keeps the previous ones)"
         ) from None
     if not isinstance(state, dict):
         raise UserError(
             f"{p}: not a chessrl checkpoint (holds a {type(state).__name__}, not a dict)"
         )
+    _check_layout(state, p)
     return state
+
+
+def _why_unreadable(exc: BaseException) -> str:
+    """A short reason a file could not be read as a checkpoint."""
+    text = str(exc).strip()
+    if isinstance(exc, EOFError) or not text:
+        return "the file is empty or cut short"
+    if "central directory" in text or "zip archive" in text:
+        return "cut short or not a torch.save file"
+    if "Weights only load failed" in text or "Unsupported operand" in text:
+        return "not a torch.save file, or damaged"
+    if isinstance(exc, OSError):
+        return f"cannot read it: {exc.strerror or text.splitlines()[0]}"
+    return f"unreadable: {text.splitlines()[0][:80]}"
+
+
+#: what each key of a chessrl checkpoint holds, where present (a policy-only file has others)
+_LAYOUT: dict[str, tuple[type, ...]] = {
+    "game": (str,),
+    "config": (dict,),
+    "policy": (dict,),
+    "policy_sizes": (dict,),
+    "optimizer": (dict,),
+    "old_policy": (dict, type(None)),
+    "ref_policy": (dict, type(None)),
+    "coefficients": (dict,),
+    "plugins": (dict,),
+    "step": (int,),
+    "skipped_steps": (int,),
+    "consecutive_skips": (int,),
+    "last_sync": (int,),
+}
+
+
+def _check_layout(state: dict[str, Any], p: Path) -> None:
+    """A :class:`UserError` for a checkpoint whose keys hold the wrong kind of value (a
+    crafted or damaged file), before any of it is used."""
+    config = state.get("config")
+    nested = (
+        {f"config.{k}": config.get(k) for k in ("env", "policy")}
+        if isinstance(config, dict)
+        else {}
+    )
+    for key, value in [*state.items(), *nested.items()]:
+        kinds = _LAYOUT.get(key, (dict, type(None)) if key.startswith("config.") else None)
+        if kinds is None:
+            continue
+        bad = not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
+        if not bad and key == "policy_sizes":
+            bad = not all(isinstance(v, (int, str)) for v in value.values())
+        if bad:
+            raise UserError(
+                f"{p}: not a valid chessrl checkpoint: '{key}' holds "
+                f"{type(value).__name__} {str(value)[:40]!r}; the file was not written by chessrl "
+                "or was damaged: use another checkpoint"
+            )
 
 
 def load_policy_weights(policy: torch.nn.Module, path: str | Path) -> None:

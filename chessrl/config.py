@@ -212,7 +212,7 @@ class LoggingConfig:
 @dataclass
 class Config:
     name: str = opt("run", "Run name; the run directory is runs/<name>-<timestamp>/.")
-    seed: int = opt(0, "Seed for the policy init, root sampling and sampling.", ge=0)
+    seed: int = opt(0, "Seed for the policy init, root sampling and sampling.", ge=0, le=2**63 - 1)
     device: str = opt(
         "cpu", "'cpu', 'cuda' or 'auto' (cuda when present).", choices=("cpu", "cuda", "auto")
     )

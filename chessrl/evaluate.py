@@ -202,8 +202,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return int(own.obj(args) or 0)
     if args.games < 1:
         raise UserError(f"--games {args.games}: play at least one game")
-    if args.sample and args.temperature <= 0:
-        raise UserError(f"--temperature {args.temperature}: expected a number > 0")
+    if args.sample and not args.temperature > 0 or math.isinf(args.temperature):
+        raise UserError(f"--temperature {args.temperature}: expected a finite number > 0")
     player = player_from_state(path, state, seed=args.seed, env=env_overrides(args.overrides))
     try:
         out = evaluate(player, args, log=None if args.json else print)

@@ -10,6 +10,7 @@ end of input) abandons the game.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any, TextIO
 
@@ -122,8 +123,8 @@ def _read_move(
 def cmd_play(args: argparse.Namespace) -> int:
     from chessrl.player import load_player
 
-    if args.temperature <= 0:
-        raise UserError(f"--temperature {args.temperature}: expected a number > 0")
+    if not args.temperature > 0 or math.isinf(args.temperature):
+        raise UserError(f"--temperature {args.temperature}: expected a finite number > 0")
     player = load_player(args.checkpoint, seed=args.seed, env=env_overrides(args.overrides))
     try:
         play_game(

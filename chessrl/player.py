@@ -21,7 +21,7 @@ from chessrl import pluginmanager
 from chessrl.errors import UserError
 from chessrl.game import Game
 from chessrl.policy import Policy, log_probs, sample, set_precision
-from chessrl.schema import build
+from chessrl.schema import Locator, build
 
 resolve = ckpt_io.resolve  # a checkpoint file, or a run directory's latest step checkpoint
 
@@ -64,7 +64,11 @@ def build_game(
     known = set(getattr(reg.schema, "__dataclass_fields__", {}))
     env = {k: v for k, v in ((state.get("config") or {}).get("env") or {}).items() if k in known}
     env.update(overrides or {})  # the caller's keys are checked strictly
-    return reg.obj(build(reg.schema, env, prefix="env"), seed)
+    where = Locator(
+        "the checkpoint's [env] options",
+        overrides={f"env.{k}": f"env.{k}={v!r}" for k, v in (overrides or {}).items()},
+    )
+    return reg.obj(build(reg.schema, env, prefix="env", loc=where), seed)
 
 
 def build_policy(state: dict[str, Any], game: Game | type[Game], where: str) -> Policy:
@@ -88,11 +92,24 @@ def build_policy(state: dict[str, Any], game: Game | type[Game], where: str) -> 
             f"{', '.join(wrong)}"
         )
     try:
+        with torch.device("meta"):  # shapes only, no memory: sizes a file cannot back are refused
+            shapes = {k: tuple(v.shape) for k, v in Policy(**sizes).state_dict().items()}
+        weights = state["policy"]
+        wrong_shape = [
+            k
+            for k, v in weights.items()
+            if torch.is_tensor(v) and shapes.get(k, tuple(v.shape)) != tuple(v.shape)
+        ]
+        if wrong_shape:
+            raise ValueError(
+                f"{wrong_shape[0]} is {tuple(weights[wrong_shape[0]].shape)}, "
+                f"the sizes make it {shapes[wrong_shape[0]]}"
+            )
         with torch.random.fork_rng(
             devices=[]
         ):  # the init is overwritten; never advance the global RNG
             policy = Policy(**sizes)
-        policy.load_state_dict(state["policy"])
+        policy.load_state_dict(weights)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise UserError(
             f"{where}: the weights do not fit the recorded policy sizes {sizes} "

@@ -229,14 +229,14 @@ def load_state(run: Run, state: dict[str, Any], path: Path | str = "checkpoint")
             run.old_policy.load_state_dict(state["old_policy"])
         if state.get("ref_policy") is not None and run.ref_policy is not None:
             run.ref_policy.load_state_dict(state["ref_policy"])
-    except (RuntimeError, ValueError, KeyError) as exc:
+        run.coefs.load_state_dict(state["coefficients"])
+        run.plugins.load_state_dict(state["plugins"])
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
-            f"{path}: does not fit this run's model or optimiser ({first}); "
+            f"{path}: does not fit this run's model, optimiser or plugins ({first}); "
             "resume with the config the run was started with"
         ) from None
-    run.coefs.load_state_dict(state["coefficients"])
-    run.plugins.load_state_dict(state["plugins"])
     run.skipped_steps, run.last_sync = state["skipped_steps"], state["last_sync"]
     run.consecutive_skips = state.get("consecutive_skips", 0)
     return int(state["step"])

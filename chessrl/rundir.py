@@ -77,13 +77,39 @@ class RunLock:
             self.fd = None
 
 
+def last_logged_step(run_dir: Path) -> int | None:
+    """The last step ``metrics.jsonl`` holds a row for: 0 for a file without rows, None
+    without a readable file."""
+    from chessrl.metrics import read_metrics
+
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    try:
+        rows = read_metrics(path)
+    except OSError:
+        return None
+    return max((r["step"] for r in rows if isinstance(r.get("step"), int)), default=0)
+
+
 def resume_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint a resume starts from: the latest step checkpoint, else ``initial.pt``
-    (a run that stopped before its first step checkpoint), else None (nothing was saved)."""
+    """The checkpoint a resume starts from: the latest step checkpoint whose step
+    ``metrics.jsonl`` has logged, else ``initial.pt`` (a run that stopped before its first
+    step checkpoint), else None (nothing was saved).
+
+    The trainer logs a step's row before it saves the step's checkpoint, so the latest
+    checkpoint's row is there unless the file lost its end (a power cut before the page cache
+    reached the disk cuts its last line): resuming past the last row would leave the lost
+    steps out of the record for good, so the run resumes from a checkpoint at or before it
+    and replays them (a resume replays exactly).
+    """
     ckpt_dir = Path(run_dir) / "checkpoints"
-    latest = checkpoint.latest(ckpt_dir)
-    if latest is not None:
-        return latest
+    found = checkpoint.list_checkpoints(ckpt_dir)
+    logged = last_logged_step(run_dir) if found else None
+    if logged is not None:
+        found = [c for c in found if checkpoint.step_of(c) <= logged]
+    if found:
+        return found[-1]
     initial = ckpt_dir / "initial.pt"
     return initial if initial.exists() else None
 

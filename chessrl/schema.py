@@ -83,6 +83,11 @@ class Locator:
             item = self.overrides.get(".".join(parts[:i]))
             if item is not None:
                 return f"--set {item}: "
+        for over, item in self.overrides.items():  # a table only --set made: its first item
+            if over.startswith(key + "."):
+                if key not in self.lines:
+                    return f"--set {item}: "
+                break
         no = self.lines.get(key)
         return f"{self.path}: " if no is None else f"{self.path}:{no}: "
 

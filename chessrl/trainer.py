@@ -189,11 +189,14 @@ class _Loop:
         checkpoint, open the metrics, replay them into the health rules, start the plugins
         and evaluate the initial policy; return the step the loop starts after."""
         cfg, run, dist = self.cfg, self.run, self.dist
+        # the checkpoint first: one that does not fit is refused before config.toml changes
+        start, said = self._resume()
         if dist.main:
             rundir.write_text(self.run_dir / "config.toml", dumps_toml(config_to_dict(cfg)))
             self.logfile = open(self.run_dir / "train.log", "a")
             run.log = self.log = self.stop.log = tee(self.logfile, self.say)
-        start = self._resume()
+        for line in said:
+            self.log(line)
         self.step = self.last_saved = start
         kept: list[dict[str, Any]] = []
         if dist.main:
@@ -231,22 +234,30 @@ class _Loop:
             self.record(metrics_row(0, self.evaluate(0)))  # the baseline of every later eval
         return start
 
-    def _resume(self) -> int:
-        """With ``--resume``: load the latest checkpoint, say what changed, take the config's
-        learning rate; the step it holds (0 for a new run)."""
+    def _resume(self) -> tuple[int, list[str]]:
+        """With ``--resume``: load the latest checkpoint and take the config's learning rate;
+        ``(the step it holds (0 for a new run), the lines that say what was resumed and what
+        changed)``. Writes nothing, so a refused checkpoint leaves the run as it was."""
         if not self.resume:
-            return 0
-        start = 0
+            return 0, []
+        start, said = 0, []
         if self.start_from is not None:
             start = load_state(self.run, checkpoint.load(self.start_from), self.start_from)
-            self.log(f"resumed from step {start} ({self.start_from.relative_to(self.run_dir)})")
+            said.append(f"resumed from step {start} ({self.start_from.relative_to(self.run_dir)})")
+            newest = checkpoint.latest(self.ckpt_dir)
+            if newest is not None and checkpoint.step_of(newest) > start:
+                said.append(
+                    f"resume: metrics.jsonl ends at step {rundir.last_logged_step(self.run_dir)} "
+                    f"(its end was lost), before the newest checkpoint {newest.name}: the steps "
+                    f"after {start} are replayed so the record has no gap"
+                )
         else:
-            self.log("resume: the run saved no checkpoint yet; starting it from step 0")
+            said.append("resume: the run saved no checkpoint yet; starting it from step 0")
         for key, old, new in self.changes:
-            self.log(f"resume: {key} changed from {old!r} to {new!r} (--allow-change {key})")
+            said.append(f"resume: {key} changed from {old!r} to {new!r} (--allow-change {key})")
         for group in self.run.optimizer.param_groups:  # unless --allow-change trainer.lr: same
             group["lr"] = self.cfg.trainer.lr
-        return start
+        return start, said
 
     # -- each step -------------------------------------------------------------------------
 

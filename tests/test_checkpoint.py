@@ -172,3 +172,61 @@ def test_an_init_checkpoint_of_another_shape_names_what_differs(tmp_path):
     line = str(err.value)
     assert "\n" not in line and "d_ff 32 -> 64" in line and "obs_vocab 3 -> 5" in line
     assert "[env] options" in line
+
+
+def _small_policy_file(tmp_path: pathlib.Path) -> pathlib.Path:
+    from chessrl.config import PolicyConfig
+    from chessrl.envs.tictactoe import TicTacToe
+    from chessrl.policy import build_policy
+
+    cfg = PolicyConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, head_dim=4)
+    with torch.random.fork_rng(devices=[]):
+        policy = build_policy(cfg, TicTacToe())
+    return checkpoint.write_policy(
+        tmp_path / "p.pt", policy, game="tictactoe", config={"env": {"name": "tictactoe"}}
+    )
+
+
+def test_a_damaged_file_is_called_damaged_not_dangerous(tmp_path):
+    good = _small_policy_file(tmp_path).read_bytes()
+    files = {
+        "random.pt": np.random.default_rng(0).bytes(3000),
+        "cut.pt": good[: len(good) // 2],
+        "empty.pt": b"",
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(UserError) as info:
+            checkpoint.load(tmp_path / name)
+        line = str(info.value)
+        assert "damaged or not a checkpoint" in line and "could run code" not in line, line
+        assert "\n" not in line and "use another checkpoint" in line
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("config", "a string"),
+        ("step", "abc"),
+        ("coefficients", 5),
+        ("policy", "weights"),
+        ("policy_sizes", {"d_model": [1 << 30]}),
+        ("game", 3),
+    ],
+)
+def test_a_crafted_checkpoint_is_refused_before_any_of_it_is_used(tmp_path, key, value):
+    state = checkpoint.load(_small_policy_file(tmp_path))
+    torch.save({**state, key: value}, tmp_path / "crafted.pt")
+    with pytest.raises(UserError, match=rf"not a valid chessrl checkpoint: '{key}' holds"):
+        checkpoint.load(tmp_path / "crafted.pt")
+
+
+def test_recorded_sizes_the_weights_cannot_back_are_refused_without_allocating(tmp_path):
+    """A file that records huge sizes next to small weights is refused from the shapes alone
+    (built on the meta device), never by trying to allocate the huge policy."""
+    from chessrl.player import build_game, build_policy
+
+    state = checkpoint.load(_small_policy_file(tmp_path))
+    state["policy_sizes"] = {**state["policy_sizes"], "d_model": 1 << 20, "d_ff": 1 << 20}
+    with pytest.raises(UserError, match="do not fit the recorded policy sizes"):
+        build_policy(state, build_game(state), "crafted.pt")

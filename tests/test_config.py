@@ -70,6 +70,23 @@ def test_a_cross_field_mistake_names_the_set_item_that_may_cause_it(cli, tmp_pat
     assert f"{p}:3 with --set policy.n_heads=5: policy: n_heads = 5 must divide" in line
 
 
+@pytest.mark.parametrize(
+    "item, expected",
+    [
+        ("seed=18446744073709551616", "--set seed=18446744073709551616: 'seed' = "),
+        ("nosuch.key=1", "--set nosuch.key=1: unknown key 'nosuch'"),
+        ("plugins.nope.coef=1", "--set plugins.nope.coef=1: plugin 'nope' is not installed"),
+    ],
+)
+def test_set_items_out_of_range_or_making_new_tables_are_named(
+    cli_in_process, tmp_path, item, expected
+):
+    p = tmp_path / "ok.toml"
+    p.write_text('[env]\nname = "tictactoe"\n')
+    rc, _, err = cli_in_process("config", "show", str(p), "--set", item)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
+
+
 def test_run_with_bad_config_writes_nothing(cli, tmp_path):
     p = tmp_path / "bad.toml"
     p.write_text('[env]\nname = "tictactoe"\n[trainer]\nstepz = 3\n')

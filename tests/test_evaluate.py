@@ -119,3 +119,16 @@ def test_an_elo_out_of_range_is_said_with_its_bound():
 
     assert elo_cells(*lost.elo()) == ["below the measurable range", "< -248"]
     assert elo_cells(*MatchResult(wins=16).elo()) == ["above the measurable range", "> +248"]
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--sample", "--temperature", "nan"], "--temperature nan: expected a finite number > 0"),
+        (["--sample", "--temperature", "inf"], "--temperature inf: expected a finite number > 0"),
+        (["--set", "env.nope=1"], "--set env.nope=1: unknown key 'env.nope'"),
+    ],
+)
+def test_eval_input_mistakes_are_one_line(cli_in_process, tiny_ttt_run, args, expected):
+    rc, _, err = cli_in_process("eval", str(tiny_ttt_run), "--games", "2", *args)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and expected in err, err

@@ -627,6 +627,31 @@ def test_a_checkpoint_missing_keys_is_one_line(tiny_config, tmp_path):
     assert "step_0000002.pt: not a training checkpoint (missing optimizer, plugins)" in line
 
 
+def test_a_refused_resume_leaves_the_run_as_it_was(tiny_config, tmp_path):
+    """A resume whose checkpoint is refused (here a crafted step) is one line and exit 2, and
+    config.toml and train.log are as they were, even with an allowed config change."""
+    run_dir = tmp_path / "run"
+    train(load_config(tiny_config), run_dir, max_steps=2, **quiet)
+    state = checkpoint.load(run_dir)
+    state["step"] = "abc"
+    torch.save(state, run_dir / "checkpoints" / "step_0000002.pt")
+    before = {n: (run_dir / n).read_bytes() for n in ("config.toml", "train.log")}
+    res = _run(
+        "run",
+        str(tiny_config),
+        "--run-dir",
+        str(run_dir),
+        "--resume",
+        "--no-progress",
+        "--set",
+        "trainer.steps=8",
+        "--allow-change",
+        "trainer.steps",
+    )
+    assert "not a valid chessrl checkpoint: 'step' holds str" in _one_error(res, 2)
+    assert {n: (run_dir / n).read_bytes() for n in before} == before
+
+
 # --- 8/9. engines ---------------------------------------------------------------------------
 
 CHESS = """

@@ -97,6 +97,27 @@ def test_resume_is_exact(tiny_config, tmp_path):
         assert ra["train/loss"] == rb["train/loss"]
 
 
+def test_a_metrics_file_cut_short_resumes_before_the_cut_and_leaves_no_gap(tiny_config, tmp_path):
+    """A power cut can lose the end of metrics.jsonl (not fsynced) while step 4's checkpoint
+    survives: the resume starts from a checkpoint whose row is there, and the record has every
+    step once, with the values of an uninterrupted run."""
+    cfg = load_config(tiny_config)
+    straight = train(cfg, tmp_path / "a", progress=False, echo=lambda s: None)
+    cut = tmp_path / "b"
+    train(cfg, cut, max_steps=4, progress=False, echo=lambda s: None)  # checkpoints 2 and 4
+    metrics = cut / "metrics.jsonl"
+    text = metrics.read_text()
+    metrics.write_text(text[: text.rstrip("\n").rfind("\n") + 30])  # step 4's row, cut
+    assert (cut / "checkpoints" / "step_0000004.pt").exists()
+    said: list[str] = []
+    train(cfg, cut, resume=True, progress=False, echo=said.append)
+    assert any("resumed from step 2" in line for line in said)
+    assert any("metrics.jsonl ends at step 3" in line for line in said)
+    assert _steps(cut) == [1, 2, 3, 4, 5, 6]
+    a, b = read_metrics(straight / "metrics.jsonl"), read_metrics(metrics)
+    assert [r["train/loss"] for r in a] == [r["train/loss"] for r in b]
+
+
 @pytest.mark.slow
 def test_existing_run_dir_needs_resume(tiny_config, tmp_path, cli):
     run_dir = tmp_path / "run"
