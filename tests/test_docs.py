@@ -98,3 +98,20 @@ def test_every_fixed_metric_key_is_in_docs_metrics_md():
     assert budget == set(K.BUDGET_METRICS)
     match = set(re.findall(r"`eval/<opponent>/([a-z_]+)`", text))
     assert match == set(K.MATCH_METRICS)
+
+
+def test_docs_config_md_rows_match_the_generated_reference():
+    """Every table row of docs/config.md is what `chessrl config reference` writes for its key
+    today (a changed default, range or help text is regenerated, not left to drift)."""
+    from chessrl.configdoc import reference_markdown
+
+    def rows(text: str) -> dict[str, str]:
+        return {
+            m.group(1): line
+            for line in text.splitlines()
+            if (m := re.match(r"\| `([^`]+)` \|", line))
+        }
+
+    documented, generated = rows((DOCS / "config.md").read_text()), rows(reference_markdown())
+    stale = [k for k, line in documented.items() if k in generated and generated[k] != line]
+    assert not stale, f"regenerate docs/config.md (chessrl config reference): {stale}"
