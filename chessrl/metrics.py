@@ -11,6 +11,7 @@ in ``RUN_DIR/wandb_run_id`` so that ``--resume`` continues the same wandb run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -102,7 +103,7 @@ class MetricsLogger:
             resume_step is not None
         ):  # a resume from step N (0: from initial.pt) drops the rows after N
             truncate_metrics(self.path, resume_step)
-        self.file = open(self.path, "a")
+        self.file = open(self.path, "ab", buffering=0)  # unbuffered: a row is on disk or absent
         self.run = None
         self.where = (
             ""  # one line: where wandb writes (the offline folder and its sync command, or the URL)
@@ -122,8 +123,17 @@ class MetricsLogger:
     def log(self, row: dict[str, Any]) -> None:
         check_keys(row)
         clean = {k: _jsonable(v) for k, v in row.items()}
-        self.file.write(json.dumps(clean) + "\n")
-        self.file.flush()
+        data = (json.dumps(clean) + "\n").encode()
+        fd = self.file.fileno()
+        end = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            done = 0
+            while done < len(data):
+                done += os.write(fd, data[done:])
+        except OSError as exc:  # a full disk: no partial row is left, and the error names the file
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, end)
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
         if self.run is not None:
             try:
                 self.run.log(

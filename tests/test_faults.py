@@ -627,6 +627,37 @@ def test_a_checkpoint_missing_keys_is_one_line(tiny_config, tmp_path):
     assert "step_0000002.pt: not a training checkpoint (missing optimizer, plugins)" in line
 
 
+def test_a_metrics_row_the_disk_cannot_take_is_absent_and_the_error_names_the_file(tmp_path):
+    """A file-size limit (EFBIG, as a full disk gives ENOSPC) hit while writing a row: the row is
+    not left half-written and the error names metrics.jsonl."""
+    script = textwrap.dedent(
+        f"""
+        import resource, signal
+        from pathlib import Path
+        from chessrl.metrics import MetricsLogger
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        log = MetricsLogger(Path({str(tmp_path)!r}), wandb="disabled")
+        log.log({{"step": 1, "train/loss": 0.5}})
+        size = Path({str(tmp_path / "metrics.jsonl")!r}).stat().st_size
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 20, size + 20))
+        try:
+            for step in range(2, 50):
+                log.log({{"step": step, "train/loss": 0.123456789, "train/entropy": 1.0}})
+        except OSError as exc:
+            print("ERR", exc.filename, exc.errno)
+        """
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    assert f"ERR {tmp_path / 'metrics.jsonl'} {errno.EFBIG}" in res.stdout
+    text = (tmp_path / "metrics.jsonl").read_text()
+    assert text.endswith("\n") and [
+        r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")
+    ] == [1]
+
+
 def test_a_refused_resume_leaves_the_run_as_it_was(tiny_config, tmp_path):
     """A resume whose checkpoint is refused (here a crafted step) is one line and exit 2, and
     config.toml and train.log are as they were, even with an allowed config change."""

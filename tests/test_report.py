@@ -185,6 +185,18 @@ def test_bad_run_dir_is_a_user_error(tmp_path, setup):
     assert "\n" not in str(err.value)
 
 
+def test_a_report_that_cannot_be_written_is_one_line_and_leaves_nothing_half_written(tmp_path):
+    run = make_run(tmp_path, synthetic_rows(n=30, sick=True))
+    (run / "report").write_text("a file where the plots go")
+    with pytest.raises(UserError, match="cannot write the report") as err:
+        main([str(run)])
+    assert "\n" not in str(err.value)
+    assert not (run / "report.md").exists() and not list(run.glob(".*.tmp"))
+    (run / "report").unlink()
+    assert main([str(run)]) == 0 and (run / "report.md").exists()
+    assert not list((run / "report").glob(".*.tmp"))
+
+
 def test_learning_line_rests_on_evaluations_when_there_are_any(tmp_path):
     rows = [{"step": s, "rollout/return_mean": 0.0} for s in range(0, 101)]
     rows[0] = {"step": 0, "eval/solver/score": 0.0, "eval/solver/games": 200}  # the initial policy

@@ -4,7 +4,10 @@ these arguments to its sub-command) and ``python -m chessrl.report``."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+from collections.abc import Iterator
+from pathlib import Path
 
 from chessrl.errors import UserError
 from chessrl.report.compare import write_comparison
@@ -18,6 +21,20 @@ HELP = (
 DESCRIPTION = (
     "Diagnose a run (findings, loss budget, plugins, plots), or compare several side by side."
 )
+
+
+@contextlib.contextmanager
+def _writing(where: str | Path) -> Iterator[None]:
+    """A report that cannot be written (read-only or full disk, a file in the way) is one
+    :class:`UserError` line; every file is written to a temp file and renamed, so none is left
+    half-written."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(
+            f"{exc.filename or where}: cannot write the report ({exc.strerror or exc}); free "
+            "space or make the directory writable, or print it with --json"
+        ) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,7 +98,8 @@ def run_command(
         if json_out:
             print(json.dumps(compare_report(run_dirs, window), indent=2))
             return 0
-        paths = write_comparison(run_dirs, out, window)
+        with _writing(out or run_dirs[0]):
+            paths = write_comparison(run_dirs, out, window)
         print(
             f"wrote {paths[0]}, {paths[1]} and {len(paths) - 2} plot(s) comparing "
             f"{len(run_dirs)} runs"
@@ -91,7 +109,8 @@ def run_command(
         print(json.dumps(build_report(run_dirs[0], window), indent=2))
         return 0
     analysed = analyse(run_dirs[0], window)
-    paths = write(analysed)
+    with _writing(run_dirs[0]):
+        paths = write(analysed)
     print(
         f"wrote {paths[0]}, {paths[1]} and {len(paths) - 2} plot(s) in {analysed.path / PLOT_DIR}"
     )

@@ -9,6 +9,7 @@ with their rolling mean on top; step axes have integer ticks.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +48,16 @@ def figure(title: str, ylabel: str):
 
 
 def save(fig, out: Path, name: str) -> Path:
+    """Save ``fig`` as ``out/name`` through a temp file and a rename: a full disk leaves the
+    previous plot (or none), never a half-written one."""
     path = out / name
-    fig.savefig(path)
+    tmp = path.with_name(f".{name}.tmp")
+    try:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
