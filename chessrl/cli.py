@@ -13,7 +13,14 @@ import sys
 from pathlib import Path
 
 from chessrl import __version__, pluginmanager
-from chessrl.errors import Interrupted, PluginError, RunFailure, UserError
+from chessrl.errors import (
+    Interrupted,
+    PluginError,
+    RunFailure,
+    UserError,
+    memory_hint,
+    out_of_memory,
+)
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -281,6 +288,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"(its traceback: rerun with --traceback or {TRACEBACK_ENV}=1)",
                 file=sys.stderr,
             )
+        return 1
+    except (MemoryError, RuntimeError) as exc:
+        if not out_of_memory(exc):
+            raise
+        print(
+            f"chessrl: error: out of memory ({memory_hint(exc)}); lower rollout.roots, "
+            "rollout.group_size, trainer.eval_games or the policy sizes, or use a machine "
+            "with more memory",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt as exc:  # Interrupted carries 130 (SIGINT) or 143 (SIGTERM)
         print("chessrl: interrupted", file=sys.stderr)

@@ -58,3 +58,20 @@ class Interrupted(KeyboardInterrupt):
         self.exit_code = exit_code
         self.run_dir: Path | None = None
         self.step: int | None = None
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the machine running out of memory: Python's MemoryError, torch's
+    ``OutOfMemoryError`` (CUDA) or its CPU allocator's "can't allocate memory"."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+def memory_hint(exc: BaseException) -> str:
+    """The first line of an out-of-memory error, shortened."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return first if len(first) <= 120 else first[:117] + "..."

@@ -18,7 +18,7 @@ import torch
 from chessrl import checkpoint, distributed, pluginmanager
 from chessrl.config import Config, config_to_dict
 from chessrl.env import BoardGameEnv
-from chessrl.errors import RunFailure, UserError
+from chessrl.errors import RunFailure, UserError, memory_hint, out_of_memory
 from chessrl.game import Game
 from chessrl.loss import GroupPolicyLoss
 from chessrl.policy import build_policy, log_probs
@@ -154,8 +154,16 @@ def build_run(
             weight_decay=cfg.trainer.weight_decay,
             betas=cast(tuple[float, float], tuple(cfg.trainer.betas)),  # config: length 2
         )
-    except BaseException:
+    except BaseException as exc:
         game.close()
+        if out_of_memory(exc):
+            raise UserError(
+                f"the configured run does not fit in memory ({memory_hint(exc)}): lower "
+                f"rollout.roots x rollout.group_size (now {cfg.rollout.roots} x "
+                f"{cfg.rollout.group_size}) or the policy sizes (policy.d_model "
+                f"{cfg.policy.d_model}, policy.d_ff {cfg.policy.d_ff}, policy.n_layers "
+                f"{cfg.policy.n_layers})"
+            ) from None
         raise
     return Run(
         cfg,

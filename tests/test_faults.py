@@ -658,6 +658,30 @@ def test_a_metrics_row_the_disk_cannot_take_is_absent_and_the_error_names_the_fi
     ] == [1]
 
 
+def test_a_config_too_big_for_memory_is_one_line_and_writes_nothing(tiny_config, tmp_path):
+    """A policy the machine cannot allocate (here under a 3 GiB address-space limit): one line
+    naming the sizes to lower, exit 2, no run directory."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    run_dir = tmp_path / "run"
+    big = ["--set", "policy.d_model=8192", "--set", "policy.d_ff=65536"]
+    res = subprocess.run(
+        _cmd("run", str(tiny_config), "--run-dir", str(run_dir), "--no-progress", *big),
+        capture_output=True,
+        text=True,
+        env=_env(None),
+        cwd=REPO,
+        timeout=300,
+        preexec_fn=limit,
+    )
+    line = _one_error(res, 2)
+    assert "does not fit in memory" in line and "policy.d_model 8192" in line
+    assert not run_dir.exists()
+
+
 def test_a_refused_resume_leaves_the_run_as_it_was(tiny_config, tmp_path):
     """A resume whose checkpoint is refused (here a crafted step) is one line and exit 2, and
     config.toml and train.log are as they were, even with an allowed config change."""
