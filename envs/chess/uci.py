@@ -108,6 +108,9 @@ class UciEngine:
                 if kind == "eof" or not self.handle(item):
                     return 0
         finally:
+            # a quit before the checkpoint finished loading: let the loader leave torch first
+            # (an interpreter torn down under a thread inside torch can abort the process)
+            self.loaded.wait(timeout=60)
             if self.player is not None:
                 self.player.close()
 
