@@ -242,7 +242,18 @@ class _Loop:
             return 0, []
         start, said = 0, []
         if self.start_from is not None:
-            start = load_state(self.run, checkpoint.load(self.start_from), self.start_from)
+            try:
+                state = checkpoint.load(self.start_from)
+            except UserError as exc:  # say how to resume from the checkpoint before it
+                older = [
+                    c for c in checkpoint.list_checkpoints(self.ckpt_dir) if c != self.start_from
+                ]
+                before = older[-1].name if older else "initial.pt"
+                raise UserError(
+                    f"{exc}; to resume from the one before it ({before}), move it aside: "
+                    f"mv {self.start_from} {self.start_from}.bad"
+                ) from None
+            start = load_state(self.run, state, self.start_from)
             said.append(f"resumed from step {start} ({self.start_from.relative_to(self.run_dir)})")
             newest = checkpoint.latest(self.ckpt_dir)
             if newest is not None and checkpoint.step_of(newest) > start:

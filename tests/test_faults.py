@@ -703,7 +703,9 @@ def test_a_refused_resume_leaves_the_run_as_it_was(tiny_config, tmp_path):
         "--allow-change",
         "trainer.steps",
     )
-    assert "not a valid chessrl checkpoint: 'step' holds str" in _one_error(res, 2)
+    line = _one_error(res, 2)
+    assert "not a valid chessrl checkpoint: 'step' holds str" in line
+    assert "to resume from the one before it (initial.pt), move it aside: mv " in line
     assert {n: (run_dir / n).read_bytes() for n in before} == before
 
 
