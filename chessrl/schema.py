@@ -89,6 +89,10 @@ class Locator:
                     return f"--set {item}: "
                 break
         no = self.lines.get(key)
+        for i in range(len(parts) - 1, 0, -1):  # in an inline table: the line of the table
+            if no is not None:
+                break
+            no = self.lines.get(".".join(parts[:i]))
         return f"{self.path}: " if no is None else f"{self.path}:{no}: "
 
     def where_section(self, prefix: str) -> str:

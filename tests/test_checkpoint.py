@@ -90,8 +90,9 @@ def test_every_cli_path_refuses_a_malicious_checkpoint(trained_run, cli):
     d = trained_run
     marker = d / "pwned"
     run = d / "run"
-    # 1. --resume: the latest step checkpoint is the attacker's
-    _malicious(run / "checkpoints" / "step_0000009.pt", marker)
+    # 1. --resume: the latest step checkpoint (step 2, whose metrics row is there) is the
+    # attacker's (a later step without a row would not be resumed from at all)
+    _malicious(run / "checkpoints" / "step_0000002.pt", marker)
     _refused(
         cli("run", str(d / "tiny.toml"), "--run-dir", str(run), "--resume", "--max-steps", "1"),
         marker,

@@ -87,6 +87,13 @@ def test_set_items_out_of_range_or_making_new_tables_are_named(
     assert rc == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
 
 
+def test_a_mistake_inside_an_inline_table_names_its_line(cli_in_process, tmp_path):
+    p = tmp_path / "inline.toml"
+    p.write_text('[env]\nname = "tictactoe"\n\n[plugins]\nentropy_bonus = {coef = "x"}\n')
+    rc, _, err = cli_in_process("config", "show", str(p))
+    assert rc == 2 and f"{p}:5: 'plugins.entropy_bonus.coef' = 'x'" in err, err
+
+
 def test_run_with_bad_config_writes_nothing(cli, tmp_path):
     p = tmp_path / "bad.toml"
     p.write_text('[env]\nname = "tictactoe"\n[trainer]\nstepz = 3\n')

@@ -22,7 +22,6 @@ from chessrl.report.data import (
 )
 from chessrl.report.plots import Plot, constant, curve, figure, save
 from chessrl.report.render import Block, findings_blocks, plot_blocks, render_html, render_md
-from chessrl.rundir import write_text
 from chessrl.stats import wilson
 
 COMPARE_KEYS = (  # (metrics key, plot title, y label), overlaid when some run logs them
@@ -288,6 +287,8 @@ def write_comparison(
         [report_data(r) for r in runs], labels, config_differences([r.config for r in runs]), plots
     )
     md, page = out / "report.md", out / "report.html"
+    from chessrl.rundir import write_text  # imports torch: only when writing
+
     write_text(md, render_md(blocks, out))  # a temp file renamed: never half-written
     write_text(page, render_html(blocks, f"chessrl comparison: {', '.join(labels)}"))
     return [md, page, *(p.path for p in plots if p.path is not None)]

@@ -16,7 +16,6 @@ from typing import Any
 from chessrl import keys as K
 from chessrl.report.data import PLOT_DIR, Run, analyse, fmt, report_data
 from chessrl.report.plots import Plot, run_plots
-from chessrl.rundir import write_text
 
 # ("h1"|"h2"|"h3"|"p", text) | ("ul", [text]) | ("table", headers, rows) | ("img", path, alt)
 Block = tuple
@@ -374,6 +373,8 @@ def write(run: Run) -> list[Path]:
     plots = run_plots(run, run.path / PLOT_DIR)
     blocks = report_blocks(data, plots)
     md, page = run.path / "report.md", run.path / "report.html"
+    from chessrl.rundir import write_text  # imports torch: only when writing
+
     write_text(md, render_md(blocks, run.path))  # a temp file renamed: never half-written
     write_text(page, render_html(blocks, f"chessrl report: {data['name']}"))
     return [md, page, *(p.path for p in plots if p.path is not None)]
