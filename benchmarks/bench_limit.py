@@ -20,7 +20,11 @@ and a static (NNUE ``eval``) reward, each with the Spearman rank agreement of it
 depth-12 values on the same held-out positions.
 
     .venv/bin/python benchmarks/bench_limit.py [--positions 400] [--depth 8] [--engines N]
-        [--quality]
+        [--quality] [--scaling]
+
+``--scaling`` adds the raw limit at 1, 2, 4, ... engines with the NNUE and with the classical
+evaluation, and each engine's private memory: where the limit falls short of linear, it says
+whether the per-process network copies are the cause.
 
 The last line is JSON.
 """
@@ -47,7 +51,7 @@ from bench_reward import distinct_positions, evals_per_second  # noqa: E402  (sa
 STOCKFISH = "/usr/games/stockfish"
 
 
-def _engine(hash_mb: int) -> subprocess.Popen:
+def _engine(hash_mb: int, options: dict[str, str] | None = None) -> subprocess.Popen:
     p = subprocess.Popen(
         [STOCKFISH],
         stdin=subprocess.PIPE,
@@ -55,9 +59,11 @@ def _engine(hash_mb: int) -> subprocess.Popen:
         stderr=subprocess.DEVNULL,
         bufsize=0,
     )
+    extra = "".join(f"setoption name {k} value {v}\n" for k, v in (options or {}).items())
     p.stdin.write(
         (
-            f"uci\nsetoption name Threads value 1\nsetoption name Hash value {hash_mb}\nisready\n"
+            f"uci\nsetoption name Threads value 1\nsetoption name Hash value {hash_mb}\n"
+            f"{extra}isready\n"
         ).encode()
     )
     buf = b""
@@ -66,9 +72,31 @@ def _engine(hash_mb: int) -> subprocess.Popen:
     return p
 
 
-def raw_limit(boards: list[chess.Board], engines: int, go: str, hash_mb: int, fresh: bool) -> float:
-    """Searches per second with ``engines`` processes fed pipelined command scripts."""
-    procs = [_engine(hash_mb) for _ in range(engines)]
+def private_mib(pid: int) -> float:
+    """A process's private resident memory (MiB): for Stockfish its hash plus its own copy of
+    the NNUE network, which no two processes share (Stockfish 15.1); nan where /proc has no
+    ``smaps_rollup``."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return float("nan")
+    kib = sum(int(line.split()[1]) for line in text.splitlines() if line.startswith("Private_"))
+    return kib / 1024
+
+
+def raw_limit(
+    boards: list[chess.Board],
+    engines: int,
+    go: str,
+    hash_mb: int,
+    fresh: bool,
+    options: dict[str, str] | None = None,
+    memory: list[float] | None = None,
+) -> float:
+    """Searches per second with ``engines`` processes fed pipelined command scripts;
+    ``options``: extra UCI options; ``memory``: gets each engine's private MiB after its
+    searches."""
+    procs = [_engine(hash_mb, options) for _ in range(engines)]
     shares = [boards[i::engines] for i in range(engines)]
     prefix = "ucinewgame\n" if fresh else ""
     scripts = [
@@ -96,6 +124,8 @@ def raw_limit(boards: list[chess.Board], engines: int, go: str, hash_mb: int, fr
     wall = time.perf_counter() - t0
     for w in writers:
         w.join()
+    if memory is not None:
+        memory.extend(private_mib(p.pid) for p in procs)
     for p in procs:
         p.stdin.write(b"quit\n")
         p.wait()
@@ -136,6 +166,36 @@ def python_chess_rate(boards: list[chess.Board], engines: int, hash_mb: int, dep
     for e in engs:
         e.quit()
     return len(boards) / wall
+
+
+def scaling(boards: list[chess.Board], engines: int, go: str, hash_mb: int) -> dict:
+    """The raw limit at 1, 2, 4, ... ``engines`` processes, with Stockfish's NNUE evaluation
+    (the default) and with its classical evaluation (``Use NNUE = false``, Stockfish 15.1),
+    each with the engines' private memory. Each count gets ``per * k`` positions so every
+    row takes about as long. If the classical rows scale closer to linear than the NNUE rows,
+    the limit's shortfall is the per-process network copies competing for the caches and
+    memory bandwidth, not the cores (docs/performance.md)."""
+    counts = sorted({k for k in (1, 2, 4, 8, 12, 16, 24, 32) if k < engines} | {engines})
+    per = max(40, len(boards) // max(1, engines))
+    out: dict = {}
+    for label, options in (("nnue", {}), ("classical", {"Use NNUE": "false"})):
+        rows = []
+        one = None
+        for k in counts:
+            mem: list[float] = []
+            rate = raw_limit(boards[: per * k], k, go, hash_mb, False, options, mem)
+            one = one or rate
+            rows.append(
+                {
+                    "engines": k,
+                    "evals_per_s": round(rate, 1),
+                    "vs_one_engine": round(rate / one, 2),
+                    "of_linear": round(rate / one / k, 3),
+                    "private_mib_per_engine": round(float(np.mean(mem)), 1),
+                }
+            )
+        out[label] = rows
+    return out
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -189,13 +249,19 @@ def main() -> None:
     parser.add_argument("--hash", type=int, default=16)
     parser.add_argument("--quality", action="store_true", help="also the strength-settings table")
     parser.add_argument("--quality-positions", type=int, default=300)
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="also the raw limit at 1, 2, 4, ... engines, NNUE and classical evaluation",
+    )
     args = parser.parse_args()
     boards = distinct_positions(args.positions, np.random.default_rng(7))
     go = f"go nodes {args.nodes}" if args.nodes else f"go depth {args.depth}"
     limit = {"nodes": args.nodes} if args.nodes else {"depth": args.depth}
     n = args.engines
     single = raw_limit(boards[: max(40, len(boards) // 4)], 1, go, args.hash, fresh=False)
-    lim = raw_limit(boards, n, go, args.hash, fresh=False)
+    memory: list[float] = []
+    lim = raw_limit(boards, n, go, args.hash, fresh=False, memory=memory)
     lim_fresh = raw_limit(boards, n, go, args.hash, fresh=True)
     pool, overlap, cpu_fresh = pool_rate(boards, n, args.hash, True, **limit)
     warm, _, cpu_warm = pool_rate(boards, n, args.hash, False, **limit)
@@ -221,7 +287,8 @@ def main() -> None:
         )
     print(
         f"  pool searches in flight: {overlap:.2f}; limit scaling {lim / single / n:.2f} of linear;"
-        f" driver CPU per search {cpu_fresh:.0f} µs fresh, {cpu_warm:.0f} µs warm"
+        f" driver CPU per search {cpu_fresh:.0f} µs fresh, {cpu_warm:.0f} µs warm;"
+        f" {float(np.mean(memory)):.0f} MiB private memory per engine"
     )
     out = {
         "cores": os.cpu_count(),
@@ -242,7 +309,19 @@ def main() -> None:
         "warm_vs_one_engine": round(warm / single, 2),
         "limit_scaling": round(lim / single / n, 3),
         "driver_cpu_us": {"fresh": round(cpu_fresh, 1), "warm": round(cpu_warm, 1)},
+        "private_mib_per_engine": round(float(np.mean(memory)), 1),
     }
+    if args.scaling:
+        sc = scaling(boards, n, go, args.hash)
+        for label, rows_ in sc.items():
+            print(f"  raw limit, {label} evaluation:")
+            for r in rows_:
+                print(
+                    f"    {r['engines']:3d} engines {r['evals_per_s']:8.1f} evals/s  "
+                    f"{r['vs_one_engine']:5.2f}x one engine  {r['of_linear']:.2f} of linear  "
+                    f"{r['private_mib_per_engine']:.0f} MiB private each"
+                )
+        out["scaling"] = sc
     if args.quality:
         q = quality(
             distinct_positions(args.quality_positions, np.random.default_rng(11)), n, args.hash
