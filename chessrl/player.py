@@ -171,6 +171,14 @@ def player_from_state(
     game = build_game(state, seed, env)
     try:
         policy = build_policy(state, game, str(resolved))
+    except UserError as exc:
+        game.close()
+        if env and "does not fit game" in str(exc):  # the caller's options changed the game
+            sets = ", ".join(f"--set env.{k}={v!r}" for k, v in env.items())
+            raise UserError(
+                f"{exc} (changed by {sets}: drop it to play the checkpoint's own game)"
+            ) from None
+        raise
     except BaseException:
         game.close()
         raise

@@ -169,3 +169,17 @@ def test_chess_reads_uci_and_san_for_black_too():
     with pytest.raises(ValueError, match="'e2e4' is not a legal move here"):
         game.parse_action(state, "e2e4")
     assert "  a b c d e f g h" in game.render(state) and game.render(state).endswith(board.fen())
+
+
+def test_an_env_override_that_changes_the_game_names_the_override(tmp_path):
+    """--set env.features=attacks makes the chess observation vocabulary larger than the
+    checkpoint's policy takes: the line names the --set item, not only the checkpoint."""
+    from chessrl.errors import UserError
+    from chessrl.player import player_from_state
+
+    ckpt = chess_checkpoint(tmp_path / "chess.pt")
+    state = torch.load(ckpt, weights_only=True)
+    with pytest.raises(UserError) as err:
+        player_from_state(ckpt, state, env={"features": "attacks", "reward": "none"})
+    line = str(err.value)
+    assert "does not fit game 'chess'" in line and "changed by --set env.features='attacks'" in line
