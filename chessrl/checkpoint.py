@@ -225,6 +225,7 @@ _LAYOUT: dict[str, tuple[type, ...]] = {
     "skipped_steps": (int,),
     "consecutive_skips": (int,),
     "last_sync": (int,),
+    "world_size": (int,),
 }
 
 

@@ -61,13 +61,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     except Interrupted as exc:
         if exc.run_dir is None:
             raise
-        print(
+        _say(
             f"chessrl: interrupted; resume from the step-{exc.step} checkpoint with: "
-            f"{resume_command(args, exc.run_dir)}",
-            file=sys.stderr,
+            f"{resume_command(args, exc.run_dir)}"
         )
         return exc.exit_code
-    print(f"run directory: {run_dir}")
+    if _main_rank():
+        print(f"run directory: {run_dir}")
     return 0
 
 
@@ -85,9 +85,39 @@ def resume_command(args: argparse.Namespace, run_dir: Path) -> str:
     return " ".join([_program()] + [shlex.quote(w) for w in words])
 
 
+def _main_rank() -> bool:
+    """Whether this process speaks for the run: always, unless it is a rank > 0 under torchrun
+    (rank 0 prints the one line; the others stay quiet)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _say(line: str) -> None:
+    """A line every rank would print alike (a config mistake, an interruption): rank 0's."""
+    if _main_rank():
+        print(line, file=sys.stderr)
+
+
+def _say_own(line: str) -> None:
+    """A line about this process's own failure: every rank prints it, a rank > 0 names itself
+    (its failure may be the cause of the others')."""
+    rank = os.environ.get("RANK", "0")
+    print(
+        line
+        if rank == "0"
+        else line.replace("chessrl: error:", f"chessrl: error (rank {rank}):", 1),
+        file=sys.stderr,
+    )
+
+
 def _program() -> str:
     """How this process was started, as a user would type it again: ``chessrl`` when that is
-    the one on PATH, else the script's path, or ``PYTHON -m chessrl``."""
+    the one on PATH, else the script's path, or ``PYTHON -m chessrl``; under torchrun,
+    ``torchrun --nproc_per_node=N [--nnodes=M] -m chessrl`` (the same number of processes)."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)) or world)
+        nodes = f" --nnodes={world // local}" if world != local else ""
+        return f"torchrun --nproc_per_node={local}{nodes} -m chessrl"
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "chessrl"
     if os.path.basename(argv0) == "__main__.py":
         python = os.path.relpath(sys.executable)
@@ -268,14 +298,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"chessrl: error: {exc}", file=sys.stderr)
+        _say(f"chessrl: error: {exc}")
         return 2
     except RunFailure as exc:
-        print(f"chessrl: error: {exc}", file=sys.stderr)
+        _say_own(f"chessrl: error: {exc}")
         return 1
     except PluginError as exc:
         if isinstance(exc.error, UserError):
-            print(f"chessrl: error: {exc.error}", file=sys.stderr)
+            _say(f"chessrl: error: {exc.error}")
             return 2
         if show_tb:
             import traceback
@@ -300,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     except KeyboardInterrupt as exc:  # Interrupted carries 130 (SIGINT) or 143 (SIGTERM)
-        print("chessrl: interrupted", file=sys.stderr)
+        _say("chessrl: interrupted")
         return getattr(exc, "exit_code", 130)
 
 

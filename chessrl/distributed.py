@@ -88,6 +88,31 @@ def any_true(d: Dist, flag: bool) -> bool:
     return bool(t.item())
 
 
+def max_int(d: Dist, value: int) -> int:
+    """The largest of every rank's ``value``."""
+    if not d.enabled:
+        return value
+    t = torch.tensor([value], device=d.device, dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def peer_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective failing because another process of the run went away
+    (gloo's closed or reset connection, NCCL's errors, torch's DistError)."""
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    text = str(exc)
+    return (
+        isinstance(exc, RuntimeError)
+        and any(
+            s in text
+            for s in ("Connection closed by peer", "Connection reset by peer", "NCCL error")
+        )
+        or ("gloo" in text and "pair.cc" in text)
+    )
+
+
 def barrier(d: Dist) -> None:
     if d.enabled:
         dist.barrier()

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from chessrl import rundir
+from chessrl import distributed, rundir
 from chessrl.config import Config
 from chessrl.errors import EngineFailure, Interrupted, RunFailure
 from chessrl.metrics import MetricsLogger
@@ -96,6 +96,11 @@ def as_run_failure(exc: BaseException, run_dir: Path, last_saved: int) -> RunFai
         return exc
     if isinstance(exc, EngineFailure):
         return RunFailure(f"the game's engine failed: {exc}; {resume} once the engine works")
+    if distributed.peer_lost(exc):
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        return RunFailure(
+            f"another process of the run stopped ({first}); {resume} with the same torchrun command"
+        )
     if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
         return RunFailure(
             f"cannot write {exc.filename or run_dir}: {exc.strerror}; free space or make it "

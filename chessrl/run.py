@@ -201,6 +201,7 @@ def state_dict(run: Run, step: int) -> dict[str, Any]:
         skipped_steps=run.skipped_steps,
         consecutive_skips=run.consecutive_skips,
         last_sync=run.last_sync,
+        world_size=run.dist.world,  # processes that trained it: a resume must use as many
     )
 
 
@@ -224,6 +225,18 @@ def load_state(run: Run, state: dict[str, Any], path: Path | str = "checkpoint")
             f"{path}: not a training checkpoint (missing {', '.join(missing)}); "
             "resume needs a file written by 'chessrl run' (policy-only files go to "
             "policy.init_checkpoint)"
+        )
+    world = state.get("world_size", 1)
+    if world != run.dist.world:
+        how = (
+            f"torchrun --nproc_per_node={world} -m chessrl"
+            if world > 1
+            else "chessrl (one process)"
+        )
+        raise UserError(
+            f"{path}: trained by {world} process(es), resumed by {run.dist.world}: each process "
+            f"draws rollout.roots roots, so the batch and the experiment would change; resume with "
+            f"{how}, or start a new run from its weights with policy.init_checkpoint"
         )
     if state.get("game", run.config.env.name) != run.config.env.name:
         raise UserError(

@@ -304,6 +304,10 @@ class _Loop:
         row = self._row(step)
         diverged = self._diverged(step)
         interrupted = distributed.any_true(self.dist, self.stop.requested)
+        if interrupted and self.dist.enabled:  # every rank exits with the signal's code
+            self.stop.exit_code = distributed.max_int(
+                self.dist, self.stop.exit_code if self.stop.requested else 0
+            )
         if self.dist.main:
             self.record(row)
             if self.bar is not None:

@@ -107,3 +107,27 @@ def test_torchrun_cli(tiny_config, tmp_path):
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [1, 2, 3, 4]
+    # the same run resumed by one process would be another experiment: refused in one line
+    single = [sys.executable, "-m", "chessrl", *cmd[cmd.index("run") :]]
+    res = subprocess.run(
+        single[:-5] + ["--run-dir", str(run_dir), "--resume", "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "trained by 2 process(es), resumed by 1" in res.stderr
+    assert "torchrun --nproc_per_node=2 -m chessrl" in res.stderr
+    # a config mistake under torchrun is said once (by rank 0), not once per rank
+    res = subprocess.run(
+        cmd[:-5] + ["--run-dir", str(tmp_path / "bad"), "--set", "trainer.lr=inf"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert res.returncode != 0
+    assert res.stderr.count("chessrl: error: --set trainer.lr=inf") == 1, res.stderr[-3000:]
