@@ -27,12 +27,25 @@ PATTERN = re.compile(r"step_(\d+)\.pt$")
 def plain(obj: Any) -> Any:
     """``obj`` with numpy arrays/scalars turned into tensors/Python numbers, recursively, so
     that it loads under ``weights_only=True``; anything else not plain data is a TypeError."""
-    if obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.Tensor, torch.Size)):
+    if isinstance(obj, np.generic):  # before float: np.float64 is a float subclass
+        return plain(obj.item())
+    if obj is None or type(obj) in (bool, int, float, str, bytes):
         return obj
+    if isinstance(obj, (torch.Tensor, torch.Size)):
+        return obj
+    # subclasses (an IntEnum, a str enum): their plain value
+    if isinstance(obj, bool):
+        return bool(obj)
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj)
+    if isinstance(obj, str):
+        return "" + obj  # str(obj) of a str enum is its member name
+    if isinstance(obj, bytes):
+        return bytes(obj)
     if isinstance(obj, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(obj))
-    if isinstance(obj, np.generic):
-        return obj.item()
     if isinstance(obj, dict):
         return {plain(k): plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -192,6 +192,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
     if _PM is None:
         pm = new_plugin_manager()
         _BROKEN.clear()
+        _block_conflicts(pm)
         try:
             pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
         except Exception:  # a module failed to import: load the rest one by one, noting which fail
@@ -223,6 +224,32 @@ def get_plugin_manager() -> pluggy.PluginManager:
         check_hooks(pm)
         _PM = pm
     return _PM
+
+
+def _block_conflicts(pm: pluggy.PluginManager) -> None:
+    """Leave out (as broken, naming both) every entry point name that two installed
+    distributions register with different modules: pluggy would load whichever comes first on
+    ``sys.path`` and skip the other without a word (a third-party ``kl_penalty`` would silently
+    replace the built-in one)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        seen.setdefault(ep.name, {}).setdefault(ep.value, ep)
+    for name, by_module in seen.items():
+        if len(by_module) < 2:
+            continue
+        who = []
+        for module, ep in by_module.items():
+            dist = getattr(ep, "dist", None)
+            who.append(f"{dist.metadata['name'] if dist else '?'} ({module})")
+        _BROKEN[name] = BrokenPlugin(
+            name,
+            " / ".join(by_module),
+            None,
+            None,
+            f"EntryPointConflict: registered by {' and '.join(who)}; uninstall one, or rename "
+            "its entry point in its pyproject.toml",
+        )
+        pm.set_blocked(name)
 
 
 def _drop_shadowed(pm: pluggy.PluginManager) -> None:

@@ -13,6 +13,7 @@ the ``chessrl_*`` hooks by calling them, and a subclass may still implement a ho
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 from chessrl import keys as K
 from chessrl import pluginmanager
-from chessrl.errors import UserError
+from chessrl.errors import PluginError, UserError
 from chessrl.hookspecs import hookimpl
 from chessrl.keys import declared_key
 
@@ -346,17 +347,84 @@ def report_metrics(name: str, report: PluginReport) -> dict[str, float]:
     """A report as metrics: ``plugin/<name>/<key>``, ``acted``, ``at_bound`` (1/0) and the
     declared lines (``plugin/<name>/<key>@min`` ...)."""
     if not isinstance(report, PluginReport):
-        raise TypeError(
-            f"plugin {name}: chessrl_step_end must return a PluginReport, "
-            f"got {type(report).__name__}"
+        raise PluginError(
+            name,
+            "chessrl_step_end",
+            TypeError(f"must return a PluginReport, got {type(report).__name__}"),
         )
-    out = {K.plugin_key(name, k): float(v) for k, v in report.metrics.items()}
+    why = _bad_report(report)
+    if why:
+        raise PluginError(name, "chessrl_step_end", TypeError(why))
+    import torch
+
+    out = {
+        K.plugin_key(name, k): float(v.item() if torch.is_tensor(v) else v)
+        for k, v in report.metrics.items()
+    }
     if report.acted is not None:
         out[K.plugin_key(name, K.ACTED)] = float(bool(report.acted))
     if report.at_bound is not None:
         out[K.plugin_key(name, K.AT_BOUND)] = float(bool(report.at_bound))
     out.update(report.declared_metrics(name))
     return out
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.]+")
+
+
+def _bad_term(term: LossTerm, out: Any) -> str:
+    """Why a plugin's LossTerm cannot be added to the loss ("" when it can)."""
+    import torch  # the run has imported it; chessrl's start does not
+
+    if not isinstance(term.name, str) or not re.fullmatch(r"[A-Za-z0-9_]+", term.name):
+        return f"loss term name {term.name!r}: use letters, digits and _ (it names metrics)"
+    coef = term.coef
+    if isinstance(coef, bool) or not isinstance(coef, (int, float)) or not math.isfinite(coef):
+        return f"loss term '{term.name}': coef {coef!r} is not a finite number"
+    raw = term.raw
+    if not torch.is_tensor(raw) or raw.dim() != 0 or not raw.is_floating_point():
+        what = (
+            f"a tensor of shape {tuple(raw.shape)}" if torch.is_tensor(raw) else type(raw).__name__
+        )
+        return f"loss term '{term.name}': raw must be a floating scalar tensor, got {what}"
+    ref = out.get("loss_objective", None) if hasattr(out, "get") else None
+    if ref is not None and raw.device != ref.device:
+        return f"loss term '{term.name}': raw is on {raw.device}, the loss on {ref.device}"
+    return ""
+
+
+def _bad_report(report: PluginReport) -> str:
+    """Why a plugin's report cannot be logged ("" when it can)."""
+    import numpy as np
+    import torch
+
+    for key, value in report.metrics.items():
+        if not isinstance(key, str) or not _NAME.fullmatch(key) or key in K.FLAGS:
+            return (
+                f"metric key {key!r}: use letters, digits, _ and . (no '/' or '@'; "
+                f"{', '.join(sorted(K.FLAGS))} are PluginReport fields)"
+            )
+        if torch.is_tensor(value) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, np.generic):
+            value = value.item()
+        if not isinstance(value, (bool, int, float)) or (
+            isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53
+        ):
+            return f"metric '{key}' = {value!r}: report a real number"
+    for field_name in ("acted", "at_bound"):
+        flag = getattr(report, field_name)
+        if flag is not None and not isinstance(flag, (bool, np.bool_)):
+            return f"{field_name} = {flag!r}: report True, False or None"
+    for key, pair in report.bounds.items():
+        lo, hi = pair
+        if lo is not None and hi is not None and lo > hi:
+            return f"bounds of '{key}': min {lo} > max {hi}"
+    for field_name in ("stop", "message"):
+        text = getattr(report, field_name)
+        if text is not None and (not isinstance(text, str) or not text.strip() or "\n" in text):
+            return f"{field_name} = {text!r}: one non-empty line of text, or None"
+    return ""
 
 
 @dataclass
@@ -391,13 +459,15 @@ class Regularisers:
         """Build each section's regulariser, ``cls(name, options, coefs)``, in order."""
         coefs = coefs if coefs is not None else Coefficients()
         installed = pluginmanager.regularisers()
-        return cls(
-            [
-                (name, installed[name].obj(name, options, coefs))
-                for name, options in sections.items()
-            ],
-            coefs,
-        )
+        built = []
+        for name, options in sections.items():
+            try:
+                built.append((name, installed[name].obj(name, options, coefs)))
+            except UserError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a plugin's own bug, named in one line
+                raise PluginError(name, "__init__", exc) from exc
+        return cls(built, coefs)
 
     @property
     def names(self) -> list[str]:
@@ -426,16 +496,30 @@ class Regularisers:
     ) -> list[LossTerm]:
         """Every plugin's terms this epoch, checked: LossTerm objects with new names."""
         names, terms = set(taken), []
+        owners: dict[str, str] = {}
         for plugin, res in self.hook("chessrl_loss_terms", out=out, batch=batch, coefs=self.coefs):
             for term in res if isinstance(res, (list, tuple)) else [res]:
                 if not isinstance(term, LossTerm):
-                    raise TypeError(
-                        f"plugin {plugin}: chessrl_loss_terms must return LossTerm, "
-                        f"got {type(term).__name__}"
+                    raise PluginError(
+                        plugin,
+                        "chessrl_loss_terms",
+                        TypeError(f"must return LossTerm objects, got {type(term).__name__}"),
                     )
+                why = _bad_term(term, out)
+                if why:
+                    raise PluginError(plugin, "chessrl_loss_terms", TypeError(why))
                 if term.name in names:
-                    raise ValueError(f"plugin {plugin}: loss term '{term.name}' already exists")
+                    owner = owners.get(term.name, "the loss module")
+                    raise PluginError(
+                        plugin,
+                        "chessrl_loss_terms",
+                        ValueError(
+                            f"loss term '{term.name}' already exists (from {owner}); "
+                            "give the term another name"
+                        ),
+                    )
                 names.add(term.name)
+                owners[term.name] = f"plugin {plugin}"
                 terms.append(term)
         return terms
 
@@ -461,9 +545,18 @@ class Regularisers:
 
     def state_dict(self) -> dict[str, Any]:
         """``{plugin: state}`` for checkpoints."""
+        from chessrl.checkpoint import plain
+
         states: dict[str, Any] = {}
-        for _, s in self.hook("chessrl_state_dict"):
-            states.update(s)
+        for plugin, s in self.hook("chessrl_state_dict"):
+            try:  # what a checkpoint can hold (and load again without running code)
+                states.update(plain(s))
+            except TypeError as exc:
+                raise PluginError(
+                    plugin,
+                    "chessrl_state_dict",
+                    TypeError(f"{exc} (return tensors and plain data from state_dict())"),
+                ) from None
         return states
 
     def load_state_dict(self, states: Mapping[str, Any]) -> None:
