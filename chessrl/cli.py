@@ -11,6 +11,7 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from chessrl import __version__, pluginmanager
 from chessrl.errors import (
@@ -271,8 +272,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_play)
 
     pm = pluginmanager.get_plugin_manager()
-    pluginmanager.call_hook(pm, "chessrl_register_commands", subparsers=sub)
+    commands = _PluginCommands(sub)
+    pluginmanager.call_hook(pm, "chessrl_register_commands", subparsers=commands)
+    for name in commands.clashes:
+        print(
+            f"chessrl: warning: a plugin adds command '{name}', which chessrl or another plugin "
+            "already has; the plugin's one is left out (rename it in the plugin; 'chessrl "
+            "plugins' lists which plugins implement chessrl_register_commands)",
+            file=sys.stderr,
+        )
     return parser
+
+
+class _PluginCommands:
+    """The ``subparsers`` a plugin's ``chessrl_register_commands`` gets: argparse's, except
+    that a command name already taken (``run``, another plugin's) is left out with a warning
+    instead of breaking every command with argparse's conflict error."""
+
+    def __init__(self, sub: Any) -> None:
+        self._sub = sub
+        self.clashes: list[str] = []
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        taken = set(self._sub.choices)
+        if name in taken or taken & set(kwargs.get("aliases", ())):
+            self.clashes.append(name)
+            return argparse.ArgumentParser(prog=f"chessrl {name}")  # used by no one
+        return self._sub.add_parser(name, **kwargs)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._sub, attr)
 
 
 TRACEBACK_ENV = pluginmanager.TRACEBACK_ENV

@@ -184,3 +184,23 @@ def test_two_distributions_claiming_one_entry_point_are_both_left_out(tmp_path):
     assert (
         "dupe-kl (dupe_kl)" in warning[0] and "chessrl (chessrl.plugins.kl_penalty)" in warning[0]
     )
+
+
+class ClashingCommands:
+    @staticmethod
+    @hookimpl
+    def chessrl_register_commands(subparsers):
+        subparsers.add_parser("run", help="a plugin's own 'run'")
+        p = subparsers.add_parser("misuse-hello", help="a plugin command")
+        p.set_defaults(func=lambda args: print("hello") or 0)
+
+
+def test_a_plugin_command_named_like_a_builtin_is_left_out_and_the_rest_works(
+    register_plugin, cli_in_process
+):
+    register_plugin(ClashingCommands, "clashing_commands")
+    rc, out, err = cli_in_process("misuse-hello")
+    assert rc == 0 and out.strip() == "hello"
+    assert err.count("a plugin adds command 'run'") == 1
+    rc, out, _ = cli_in_process("run", "--help")
+    assert rc == 0 and "--resume" in out  # the built-in run command
