@@ -146,15 +146,16 @@ class MetricsLogger:
                 )
                 self.run = None
 
-    def finding(self, code: str, severity: str, line: str) -> None:
+    def finding(self, code: str, severity: str, line: str, subject: str = "") -> None:
         """A health finding: a wandb alert (WARN or ERROR; info findings only in the summary) and
-        the summary entry ``health/<code>`` holding its line (the latest finding of that rule)."""
+        the summary entry ``health/<code>/<subject>`` (``health/<code>`` without a subject)
+        holding its line: the latest finding of that rule about that plugin, term or metric."""
         if self.run is None:
             return
         try:
             import wandb
 
-            self.run.summary[f"health/{code}"] = line
+            self.run.summary[f"health/{code}/{subject}" if subject else f"health/{code}"] = line
             if severity in ("warning", "error"):
                 # wandb's __init__.pyi leaves out AlertLevel, which wandb exports at runtime
                 alerts = wandb.AlertLevel  # type: ignore[attr-defined]

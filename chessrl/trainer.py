@@ -278,7 +278,7 @@ class _Loop:
         self.logger.log(row)
         for finding in self.health.update(row):
             self.log(finding.line())
-            self.logger.finding(finding.code, finding.severity, finding.line())
+            self.logger.finding(finding.code, finding.severity, finding.line(), finding.subject)
 
     def evaluate(self, step: int) -> dict[str, float]:
         """The evaluation at ``step``; the opponents' generators derive from (seed, step)."""

@@ -165,7 +165,7 @@ def test_offline_run_resumes_the_same_wandb_run_with_findings_report_and_checkpo
     assert any(
         title == "chessrl dead" and "entropy_floor" in text for title, text in runs[0]["alerts"]
     )
-    assert "health/dead" in runs[0]["summary"]
+    assert "health/dead/entropy_floor" in runs[0]["summary"]  # one entry per rule and subject
     kinds = {(kind, tuple(sorted(paths))) for r in runs for kind, _, paths in r["artifacts"]}
     report = [paths for kind, paths in kinds if kind == "report"]
     assert report and all("report.md" in p and "report.html" in p for p in report)
