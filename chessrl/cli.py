@@ -155,7 +155,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         return 0
     for r in rows:
         provides = ", ".join(
-            [f"game {g}" for g in r["games"]] + [f"regulariser {x}" for x in r["regularisers"]]
+            [f"game {g}" for g in r["games"]]
+            + [f"regulariser {x}" for x in r["regularisers"]]
+            + [f"command {c}" for c in r["commands"]]
+            + [f"evaluator of {e}" for e in r["evaluators"]]
         )
         if r["broken"]:
             provides = f"BROKEN: {r['broken']}"

@@ -401,6 +401,27 @@ def evaluators() -> dict[str, Registration]:
     return _collect("chessrl_register_evaluators")
 
 
+def _commands_of(pm: pluggy.PluginManager, plugin: str) -> list[str]:
+    """The command names plugin ``plugin`` adds, by calling its ``chessrl_register_commands``
+    alone on a recorder (each command gets a throwaway parser)."""
+    import argparse
+
+    names: list[str] = []
+
+    class Recorder:
+        def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+            names.append(name)
+            return argparse.ArgumentParser(prog=name)
+
+    for impl in pm.hook.chessrl_register_commands.get_hookimpls():
+        if impl.plugin_name == plugin and not impl.hookwrapper and not impl.wrapper:
+            try:
+                impl.function(subparsers=Recorder())
+            except Exception:  # noqa: BLE001 - listing must not fail; the command itself will
+                names.append("?")
+    return sorted(names)
+
+
 def plugin_info() -> list[dict[str, Any]]:
     """Name, version, distribution and hooks of every plugin module; ``broken`` is the import
     error of one that failed to load (None for the others)."""
@@ -419,6 +440,8 @@ def plugin_info() -> list[dict[str, Any]]:
                 "hooks": hooks,
                 "games": sorted(r.name for r in games().values() if r.plugin == name),
                 "regularisers": sorted(r.name for r in regularisers().values() if r.plugin == name),
+                "commands": _commands_of(pm, name),
+                "evaluators": sorted(r.name for r in evaluators().values() if r.plugin == name),
                 "broken": None,
             }
         )
@@ -432,6 +455,8 @@ def plugin_info() -> list[dict[str, Any]]:
                 "hooks": [],
                 "games": [],
                 "regularisers": [],
+                "commands": [],
+                "evaluators": [],
                 "broken": b.error,
             }
         )

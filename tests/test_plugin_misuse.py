@@ -204,3 +204,14 @@ def test_a_plugin_command_named_like_a_builtin_is_left_out_and_the_rest_works(
     assert err.count("a plugin adds command 'run'") == 1
     rc, out, _ = cli_in_process("run", "--help")
     assert rc == 0 and "--resume" in out  # the built-in run command
+
+
+def test_chessrl_plugins_lists_the_commands_and_evaluators_a_plugin_adds(
+    register_plugin, cli_in_process
+):
+    register_plugin(ClashingCommands, "clashing_commands")
+    rc, out, _ = cli_in_process("plugins")
+    mine = next(line for line in out.splitlines() if line.startswith("clashing_commands"))
+    assert rc == 0 and "command misuse-hello, command run" in mine
+    chess = next(line for line in out.splitlines() if line.startswith("chess "))
+    assert "command uci" in chess and "evaluator of chess" in chess
