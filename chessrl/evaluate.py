@@ -180,6 +180,39 @@ def evaluate(
     return out
 
 
+MAX_GAMES = 100_000
+
+
+def check_common_args(args: argparse.Namespace) -> None:
+    """One :class:`UserError` line for a bad value of the flags every game's eval (and
+    ``chessrl play``) shares: ``--games``, ``--seed``, ``--temperature``, ``--pgn``."""
+    games = getattr(args, "games", None)
+    if games is not None and not 1 <= games <= MAX_GAMES:
+        raise UserError(f"--games {games}: play 1 to {MAX_GAMES:,} games")
+    seed = getattr(args, "seed", 0)
+    if not 0 <= seed < 2**63:
+        raise UserError(f"--seed {seed}: expected an integer from 0 to 2^63-1")
+    temperature = getattr(args, "temperature", 1.0)
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise UserError(f"--temperature {temperature}: expected a finite number > 0")
+    pgn = getattr(args, "pgn", None)
+    if pgn is not None:
+        check_output_file(pgn, "--pgn")
+
+
+def check_output_file(path: str, flag: str) -> None:
+    """A file a command will write: named, not a directory, in an existing directory."""
+    from pathlib import Path
+
+    if not str(path).strip():
+        raise UserError(f"{flag} '': give a file name")
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{flag} {path}: a directory; give a file name")
+    if not p.parent.is_dir():
+        raise UserError(f"{flag} {path}: the directory {p.parent} does not exist")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from chessrl import checkpoint as ckpt_io
     from chessrl.match import MatchError
@@ -197,13 +230,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 f"{args.checkpoint} is a {name} checkpoint "
                 "(chessrl eval --help lists the options of each game)"
             )
+    check_common_args(args)  # before any game's own evaluation prints or writes anything
     own = pluginmanager.evaluators().get(name)
     if own is not None:
         return int(own.obj(args) or 0)
-    if args.games < 1:
-        raise UserError(f"--games {args.games}: play at least one game")
-    if args.sample and not args.temperature > 0 or math.isinf(args.temperature):
-        raise UserError(f"--temperature {args.temperature}: expected a finite number > 0")
     player = player_from_state(path, state, seed=args.seed, env=env_overrides(args.overrides))
     try:
         out = evaluate(player, args, log=None if args.json else print)

@@ -10,7 +10,6 @@ end of input) abandons the game.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from typing import Any, TextIO
 
@@ -121,10 +120,10 @@ def _read_move(
 
 
 def cmd_play(args: argparse.Namespace) -> int:
+    from chessrl.evaluate import check_common_args
     from chessrl.player import load_player
 
-    if not args.temperature > 0 or math.isinf(args.temperature):
-        raise UserError(f"--temperature {args.temperature}: expected a finite number > 0")
+    check_common_args(args)  # --seed, --temperature
     player = load_player(args.checkpoint, seed=args.seed, env=env_overrides(args.overrides))
     try:
         play_game(

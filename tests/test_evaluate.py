@@ -127,8 +127,27 @@ def test_an_elo_out_of_range_is_said_with_its_bound():
         (["--sample", "--temperature", "nan"], "--temperature nan: expected a finite number > 0"),
         (["--sample", "--temperature", "inf"], "--temperature inf: expected a finite number > 0"),
         (["--set", "env.nope=1"], "--set env.nope=1: unknown key 'env.nope'"),
+        (["--seed", "-1"], "--seed -1: expected an integer from 0 to 2^63-1"),
+        (["--temperature", "-2"], "--temperature -2.0: expected a finite number > 0"),
+        (["--games", "99999999999"], "--games 99999999999: play 1 to 100,000 games"),
     ],
 )
 def test_eval_input_mistakes_are_one_line(cli_in_process, tiny_ttt_run, args, expected):
     rc, _, err = cli_in_process("eval", str(tiny_ttt_run), "--games", "2", *args)
     assert rc == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
+
+
+def test_chess_eval_checks_the_shared_flags_before_anything_is_printed(tmp_path, cli_in_process):
+    from test_play import chess_checkpoint
+
+    ckpt = chess_checkpoint(tmp_path / "chess.pt")
+    (tmp_path / "games.pgn").write_text('[Event "kept"]\n')
+    for args, says in [
+        (["--sample", "--temperature", "0"], "--temperature 0.0: expected a finite number > 0"),
+        (["--seed", "-1"], "--seed -1: expected an integer"),
+        (["--pgn", str(tmp_path)], "a directory; give a file name"),
+        (["--pgn", str(tmp_path / "no" / "g.pgn")], "does not exist"),
+    ]:
+        rc, out, err = cli_in_process("eval", str(ckpt), "--games", "2", *args)
+        assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1 and says in err, err
+    assert (tmp_path / "games.pgn").read_text() == '[Event "kept"]\n'

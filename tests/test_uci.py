@@ -137,3 +137,21 @@ def test_a_missing_or_non_chess_checkpoint_is_one_line(tmp_path):
     )
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "plays chess" in res.stderr
+    # input that ends before any command needs the checkpoint: the failure is still one line
+    res = subprocess.run(
+        UCI + [str(ttt)], input="uci\nquit\n", capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 2 and "plays chess" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_an_impossible_position_is_refused_not_played(tmp_path):
+    ckpt = chess_checkpoint(tmp_path / "step_0000007.pt")
+    script = "uci\nisready\nposition fen 8/8/8/8/8/8/8/kK6 w - - 0 1\ngo\nquit\n"  # kings touch
+    res = subprocess.run(
+        UCI + [str(ckpt)], input=script, capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    bad = [line for line in lines if line.startswith("info string bad position")]
+    assert bad and "not a legal position" in bad[0]
+    assert "bestmove 0000" in lines

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -237,7 +238,11 @@ def evaluate(
         retries=opts.engine_retries,
         timeout=opts.engine_timeout,
     )
-    fh = open(pgn, "w") if pgn else None
+    # the games go to a temp file, renamed over ``pgn`` only when every game was played: an
+    # interrupted or failed evaluation leaves the previous file as it was
+    tmp = Path(pgn).with_name(f".{Path(pgn).name}.tmp") if pgn else None
+    fh = open(tmp, "w") if tmp is not None else None
+    done = False
     try:
         openings = balanced_openings((games + 1) // 2, opening_plies, seed, pool, balance)
         starts = [ChessState(b) for b in openings]
@@ -300,10 +305,15 @@ def evaluate(
             out.rows[name] = res
             if log is not None:
                 log(format_row(name, res))
+        done = True
         return out
     finally:
-        if fh is not None:
+        if fh is not None and tmp is not None:
             fh.close()
+            if done:
+                os.replace(tmp, pgn)
+            else:
+                tmp.unlink(missing_ok=True)
         pool.close()
         game.close()
 

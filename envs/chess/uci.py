@@ -106,6 +106,11 @@ class UciEngine:
                 if kind == "failed":
                     raise item
                 if kind == "eof" or not self.handle(item):
+                    # input ended before any command needed the checkpoint: a checkpoint that
+                    # failed to load is still the user's to hear about (one line, exit 2)
+                    self.loaded.wait(timeout=60)
+                    if self.error is not None:
+                        raise self.error
                     return 0
         finally:
             # a quit before the checkpoint finished loading: let the loader leave torch first
@@ -183,6 +188,8 @@ class UciEngine:
                 board = chess.Board()
             elif words[:1] == ["fen"]:
                 board = chess.Board(" ".join(words[1:moves_at]))
+                if not board.is_valid():  # adjacent kings, the side not to move in check, ...
+                    raise ValueError(f"not a legal position ({board.status()!r})")
             else:
                 raise ValueError("expected 'startpos' or 'fen FEN'")
             for uci in words[moves_at + 1 :]:
