@@ -86,6 +86,21 @@ def resume_command(args: argparse.Namespace, run_dir: Path) -> str:
     return " ".join([_program()] + [shlex.quote(w) for w in words])
 
 
+def _sigterm_interrupts() -> Any:
+    """SIGTERM ends every command like Ctrl-C does (one line, exit 143) instead of killing it
+    silently; ``chessrl run`` installs its own handler, which finishes the step first. Returns
+    the handler it replaced (None off the main thread, where none is installed)."""
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Interrupted(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
 def _main_rank() -> bool:
     """Whether this process speaks for the run: always, unless it is a rank > 0 under torchrun
     (rank 0 prints the one line; the others stay quiet)."""
@@ -319,6 +334,17 @@ def _show_traceback(argv: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    previous = _sigterm_interrupts()
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     show_tb = _show_traceback(argv)
     argv = [a for a in argv if a != "--traceback"]  # accepted after the sub-command too
@@ -359,6 +385,14 @@ def main(argv: list[str] | None = None) -> int:
             "rollout.group_size, trainer.eval_games or the policy sizes, or use a machine "
             "with more memory",
             file=sys.stderr,
+        )
+        return 1
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        _say_own(
+            f"chessrl: error: {exc.filename}: {exc.strerror or exc}; free space, make it "
+            "writable or choose another path, then run the command again"
         )
         return 1
     except KeyboardInterrupt as exc:  # Interrupted carries 130 (SIGINT) or 143 (SIGTERM)

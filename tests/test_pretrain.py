@@ -121,6 +121,13 @@ def test_second_run_reuses_the_cache_and_generation_resumes(first_run):
     assert facts["shards_generated"] == 1 and facts["shards_loaded"] == 1
     assert labeller.searches == 150
     assert np.array_equal(np.load(shard)["fen"], old)
+    # a damaged shard (cut short) is labelled again the same way, not a traceback
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 3])
+    labeller = Labeller(cfg)
+    _, facts = labelled_data(cfg, log=lambda line: None, labeller=labeller)
+    labeller.close()
+    assert facts["shards_generated"] == 1 and np.array_equal(np.load(shard)["fen"], old)
 
 
 def test_pretraining_with_check_features_and_the_pair_head_reuses_the_labels(first_run, tmp_path):
@@ -221,3 +228,22 @@ def test_config_mistakes_are_one_line_like_a_training_config(tmp_path, cli_in_pr
     path.write_text('seed = 0\n[env]\nname = "tictactoe"\n')
     rc, _, err = cli_in_process("pretrain", str(path))
     assert rc == 2 and f"{path}:3: 'env.name' = 'tictactoe': pretraining is chess-only" in err
+
+
+@pytest.mark.parametrize(
+    "output, says",
+    [
+        ("{dir}", "give the checkpoint's file name"),
+        ("{dir}/pre.json", "give the checkpoint a .pt name"),
+        ("{dir}/afile/pre.pt", "is a file, not a directory"),
+    ],
+)
+def test_an_output_path_that_cannot_work_is_refused_before_any_work(
+    tmp_path, cli_in_process, output, says
+):
+    (tmp_path / "afile").write_text("x")
+    path = tmp_path / "p.toml"
+    path.write_text(f'seed = 0\noutput = "{output.format(dir=tmp_path)}"\n')
+    rc, _, err = cli_in_process("pretrain", str(path), "--no-progress")
+    assert rc == 2 and f"{path}:2: output = " in err and says in err, err
+    assert len(err.strip().splitlines()) == 1

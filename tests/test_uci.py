@@ -155,3 +155,24 @@ def test_an_impossible_position_is_refused_not_played(tmp_path):
     bad = [line for line in lines if line.startswith("info string bad position")]
     assert bad and "not a legal position" in bad[0]
     assert "bestmove 0000" in lines
+
+
+def test_sigterm_ends_the_engine_in_one_line(tmp_path):
+    """Every command, not only chessrl run, ends on SIGTERM with one line and exit 143."""
+    import signal
+
+    ckpt = chess_checkpoint(tmp_path / "step_0000007.pt")
+    proc = subprocess.Popen(
+        UCI + [str(ckpt)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdin.write("uci\nisready\n")
+    proc.stdin.flush()
+    while proc.stdout.readline().strip() != "readyok":  # loaded and waiting for input
+        pass
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and err.strip() == "chessrl: interrupted", err

@@ -158,4 +158,29 @@ def pretrain_config_from_dict(data: dict, loc: Locator | None = None) -> Pretrai
         )
     cfg = build(PretrainConfig, {k: v for k, v in data.items() if k != "env"}, loc=loc)
     cfg.env = build(ChessOptions, env, prefix="env", loc=loc, extra=("name",))
+    _check_paths(cfg, loc)
     return cfg
+
+
+def _check_paths(cfg: PretrainConfig, loc: Locator) -> None:
+    """``output`` and ``cache_dir`` are checked before any labelling or training, so a bad
+    path never costs the work: a file name (not a directory, not ``.json``, which is the
+    summary's name), and directories that exist or can be made."""
+    out = Path(cfg.output)
+    if not cfg.output.strip() or out.is_dir():
+        raise UserError(
+            f"{loc.where('output')}output = {cfg.output!r}: give the checkpoint's file name, "
+            "e.g. runs/pretrain/pretrained.pt"
+        )
+    if out.suffix == ".json":
+        raise UserError(
+            f"{loc.where('output')}output = {cfg.output!r}: the summary is written beside the "
+            "checkpoint as <name>.json; give the checkpoint a .pt name"
+        )
+    for key, folder in (("output", out.parent), ("cache_dir", Path(cfg.cache_dir))):
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise UserError(
+                f"{loc.where(key)}{key} = {getattr(cfg, key)!r}: {existing} is a file, not a "
+                "directory; choose another path"
+            )

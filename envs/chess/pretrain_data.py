@@ -195,6 +195,20 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
+def _read_shard(path: Path) -> dict[str, Any] | None:
+    """A cached shard's arrays; None for a damaged one (cut short, not a .npz, missing keys),
+    which is labelled again: shards are a function of the config, so nothing is lost."""
+    import zipfile
+
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        arrays["fen"]  # noqa: B018 - a shard without it is damaged
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        return None
+    return arrays
+
+
 def _write_manifest(cfg: PretrainConfig, cache: Path) -> None:
     manifest = cache / "manifest.json"
     if not manifest.exists():
@@ -235,13 +249,11 @@ def labelled_data(
         for s in range(n_shards):
             n = min(d.shard_size, d.positions - s * d.shard_size)
             path = cache / f"shard_{s:05d}.npz"
-            if path.exists():
-                with np.load(path) as z:
-                    arrays = {k: z[k] for k in z.files}
-                if len(arrays["fen"]) == n:
-                    shards.append(arrays)
-                    loaded += 1
-                    continue
+            cached = _read_shard(path) if path.exists() else None
+            if cached is not None and len(cached["fen"]) == n:
+                shards.append(cached)
+                loaded += 1
+                continue
             arrays = encode_shard(generate_shard(cfg, n, s, labeller), cfg.labels.multipv)
             _save_npz(path, arrays)
             shards.append(arrays)
