@@ -147,6 +147,9 @@ def test_chess_eval_checks_the_shared_flags_before_anything_is_printed(tmp_path,
         (["--seed", "-1"], "--seed -1: expected an integer"),
         (["--pgn", str(tmp_path)], "a directory; give a file name"),
         (["--pgn", str(tmp_path / "no" / "g.pgn")], "does not exist"),
+        (["--max-plies", "0"], "--max-plies 0: expected at least 1"),
+        (["--balance", "0"], "--balance 0.0: expected a value in (0, 1]"),
+        (["--engines", "0"], "--engines 0: expected 1..64"),
     ]:
         rc, out, err = cli_in_process("eval", str(ckpt), "--games", "2", *args)
         assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1 and says in err, err

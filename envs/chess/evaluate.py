@@ -471,6 +471,19 @@ def paired_text(paired: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def _check_flags(args: argparse.Namespace) -> None:
+    """One line for a bad value of chess's own eval flags, named by the flag."""
+    if not 0 <= args.opening_plies <= 200:
+        raise UserError(f"--opening-plies {args.opening_plies}: expected 0..200")
+    for flag, value in (("--balance", args.balance), ("--adjudicate", args.adjudicate)):
+        if not 0.0 < value <= 1.0:
+            raise UserError(f"{flag} {value}: expected a value in (0, 1]")
+    if args.max_plies < 1:
+        raise UserError(f"--max-plies {args.max_plies}: expected at least 1")
+    if args.engines is not None and not 1 <= args.engines <= 64:
+        raise UserError(f"--engines {args.engines}: expected 1..64")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """``chessrl eval`` of a chess checkpoint: the core command's flags and chess's own."""
     if args.opponent:
@@ -483,6 +496,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"--set {args.overrides[0]}: chess's eval takes its settings from its own flags "
             "(--engines, --max-plies, ...), not --set"
         )
+    _check_flags(args)  # before the header is printed
     policy, state, resolved = load_policy(args.checkpoint)
     env = env_options_of(state, args.engines)
     if args.benchmark or args.ladder:
