@@ -77,57 +77,26 @@ def test_two_ranks_keep_identical_parameters(tiny_config, tmp_path):
 def test_torchrun_cli(tiny_config, tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_port",
-        str(_free_port()),
-        "-m",
-        "chessrl",
-        "run",
-        str(tiny_config),
-        "--run-dir",
-        str(run_dir),
-        "--max-steps",
-        "2",
-        "--no-progress",
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    launch += ["--master_port", str(_free_port())]
+    run = ["-m", "chessrl", "run", str(tiny_config), "--no-progress"]
+
+    def chessrl(*args: str, torchrun: bool = True) -> subprocess.CompletedProcess:
+        cmd = (launch if torchrun else [sys.executable]) + run + list(args)
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+    res = chessrl("--run-dir", str(run_dir), "--max-steps", "2")
     assert res.returncode == 0, res.stderr[-3000:]
     assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [1, 2]
-    res = subprocess.run(
-        cmd[:-5] + ["--run-dir", str(run_dir), "--max-steps", "2", "--resume", "--no-progress"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
-    )
+    res = chessrl("--run-dir", str(run_dir), "--max-steps", "2", "--resume")
     assert res.returncode == 0, res.stderr[-3000:]
     assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [1, 2, 3, 4]
     # the same run resumed by one process would be another experiment: refused in one line
-    single = [sys.executable, "-m", "chessrl", *cmd[cmd.index("run") :]]
-    res = subprocess.run(
-        single[:-5] + ["--run-dir", str(run_dir), "--resume", "--no-progress"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
-    )
+    res = chessrl("--run-dir", str(run_dir), "--resume", torchrun=False)
     assert res.returncode == 2, res.stderr[-3000:]
     assert "trained by 2 process(es), resumed by 1" in res.stderr
     assert "torchrun --nproc_per_node=2 -m chessrl" in res.stderr
     # a config mistake under torchrun is said once (by rank 0), not once per rank
-    res = subprocess.run(
-        cmd[:-5] + ["--run-dir", str(tmp_path / "bad"), "--set", "trainer.lr=inf"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
-    )
+    res = chessrl("--run-dir", str(tmp_path / "bad"), "--set", "trainer.lr=inf")
     assert res.returncode != 0
     assert res.stderr.count("chessrl: error: --set trainer.lr=inf") == 1, res.stderr[-3000:]

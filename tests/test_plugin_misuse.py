@@ -12,7 +12,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, pip_install_copy
 
 from chessrl import hookimpl
 from chessrl.config import load_config
@@ -150,25 +150,7 @@ def test_two_distributions_claiming_one_entry_point_are_both_left_out(tmp_path):
             """
         )
     )
-    site = tmp_path / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "--disable-pip-version-check",
-            "--target",
-            str(site),
-            str(pkg),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    site = pip_install_copy(pkg, tmp_path)
     env = {**os.environ, "PYTHONPATH": str(site), "WANDB_MODE": "disabled"}
     res = subprocess.run(
         [sys.executable, "-m", "chessrl", "plugins"],
