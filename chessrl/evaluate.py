@@ -98,7 +98,7 @@ def evaluate(
 
     from chessrl import checkpoint as ckpt_io
     from chessrl.match import play_match
-    from chessrl.player import build_policy
+    from chessrl.player import build_policy, game_name
 
     game = player.game
     opponents = game.eval_opponents()
@@ -126,7 +126,14 @@ def evaluate(
         players["random"] = "random"
         init = initial_checkpoint(player.path)
         if init is not None:
-            players["initial"] = build_policy(ckpt_io.load(init), game, str(init))
+            init_state = ckpt_io.load(init)
+            if game_name(init_state) != game.name:
+                raise UserError(
+                    f"{init}: the --baselines initial checkpoint plays "
+                    f"'{game_name(init_state)}', this checkpoint '{game.name}'; move it aside "
+                    "or drop --baselines"
+                )
+            players["initial"] = build_policy(init_state, game, str(init))
         elif log is not None:
             print(
                 "(no initial.pt next to the checkpoint: the initial baseline is skipped)",

@@ -150,7 +150,27 @@ def test_chess_eval_checks_the_shared_flags_before_anything_is_printed(tmp_path,
         (["--max-plies", "0"], "--max-plies 0: expected at least 1"),
         (["--balance", "0"], "--balance 0.0: expected a value in (0, 1]"),
         (["--engines", "0"], "--engines 0: expected 1..64"),
+        (["--benchmark", "--skill", "3"], "--skill is for a match against one Stockfish"),
+        (["--ladder", "--pgn", str(tmp_path / "games.pgn")], "--pgn is for a match"),
     ]:
         rc, out, err = cli_in_process("eval", str(ckpt), "--games", "2", *args)
         assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1 and says in err, err
     assert (tmp_path / "games.pgn").read_text() == '[Event "kept"]\n'
+
+
+def test_a_baseline_initial_checkpoint_of_another_game_is_named(
+    tiny_ttt_run, tmp_path, cli_in_process
+):
+    import shutil
+
+    from test_play import chess_checkpoint
+
+    run = tmp_path / "run" / "checkpoints"
+    run.mkdir(parents=True)
+    shutil.copy(tiny_ttt_run / "checkpoints" / "step_0000002.pt", run / "step_0000002.pt")
+    chess_checkpoint(run / "initial.pt")
+    rc, _, err = cli_in_process(
+        "eval", str(tmp_path / "run"), "--games", "2", "--baselines", "--json"
+    )
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "initial checkpoint plays 'chess', this checkpoint 'tictactoe'" in err

@@ -506,7 +506,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
             if init is not None:
                 players["initial"] = load_policy(init)[0]
             players["random"] = "random"
-        if args.games < 2 or args.games % 2:
+        match_only = [
+            flag
+            for flag, value in (
+                ("--pgn", args.pgn),
+                ("--skill", args.skill),
+                ("--depth", args.depth),
+                ("--nodes", args.nodes),
+                ("--elo", args.elo),
+            )
+            if value is not None
+        ]
+        if match_only:
+            raise UserError(
+                f"{match_only[0]} is for a match against one Stockfish; --benchmark and --ladder "
+                "score against their own positions and rungs (docs/benchmark.md): drop it"
+            )
+        if args.ladder and (args.games < 2 or args.games % 2):
             raise UserError(
                 f"--games {args.games}: the ladder plays each opening with both colours; "
                 "use an even number"
