@@ -232,15 +232,13 @@ class Config:
     )
 
 
-def read_toml(path: str | Path) -> tuple[dict, str]:
-    """Parse a TOML file or raise a one-line UserError."""
+def read_toml(path: str | Path, example: str = "examples/clean.toml") -> tuple[dict, str]:
+    """Parse a TOML file or raise a one-line UserError (``example``: a file to suggest)."""
     p = Path(path)
     try:
         text = p.read_text()
     except FileNotFoundError:
-        raise UserError(
-            f"{path}: no such file; give the path of an experiment TOML, e.g. examples/clean.toml"
-        ) from None
+        raise UserError(f"{path}: no such file; give the path of a TOML, e.g. {example}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read the file ({exc.__class__.__name__}: {exc})") from None
     try:
@@ -281,12 +279,16 @@ def apply_overrides(
 
 
 def load_toml(
-    path: str | Path, overrides: Sequence[str], from_dict: Callable[[dict, Locator], T]
+    path: str | Path,
+    overrides: Sequence[str],
+    from_dict: Callable[[dict, Locator], T],
+    example: str = "examples/clean.toml",
 ) -> T:
     """Read the TOML file ``path``, apply the ``--set`` items and build a config with
     ``from_dict`` (:func:`from_dict` for an experiment, or another command's own builder).
-    Every mistake is one :class:`UserError` line naming the file and line, or the item."""
-    data, text = read_toml(path)
+    Every mistake is one :class:`UserError` line naming the file and line, or the item;
+    ``example`` is the file a missing one's line suggests."""
+    data, text = read_toml(path, example)
     applied: dict[str, str] = {}
     data = apply_overrides(data, list(overrides), applied)
     return from_dict(data, Locator(str(path), text, overrides=applied))
@@ -302,6 +304,11 @@ def from_dict(data: dict, loc: Locator | None = None) -> Config:
     env = table(data, "env", loc)
     plugins = table(data, "plugins", loc, "a table of [plugins.<name>] sections")
     core = {k: v for k, v in data.items() if k not in ("env", "plugins")}
+    if "output" in core and {"data", "labels", "train", "cache_dir"} & set(core):
+        raise UserError(
+            f"{loc.where('output')}a pretraining config (output, data, labels, ...), not an "
+            "experiment: run it with chessrl pretrain"
+        )
     cfg = build(Config, core, loc=loc)
     cfg.env = build(EnvConfig, {k: v for k, v in env.items() if k == "name"}, prefix="env", loc=loc)
 

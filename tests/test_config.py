@@ -94,6 +94,13 @@ def test_a_mistake_inside_an_inline_table_names_its_line(cli_in_process, tmp_pat
     assert rc == 2 and f"{p}:5: 'plugins.entropy_bonus.coef' = 'x'" in err, err
 
 
+def test_a_pretraining_config_given_to_run_says_so(cli_in_process):
+    from conftest import REPO
+
+    rc, _, err = cli_in_process("config", "show", str(REPO / "examples" / "pretrain.toml"))
+    assert rc == 2 and "a pretraining config" in err and "chessrl pretrain" in err, err
+
+
 def test_run_with_bad_config_writes_nothing(cli, tmp_path):
     p = tmp_path / "bad.toml"
     p.write_text('[env]\nname = "tictactoe"\n[trainer]\nstepz = 3\n')

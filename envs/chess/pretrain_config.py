@@ -146,7 +146,7 @@ class PretrainConfig:
 
 def load_pretrain_config(path: str | Path, overrides: Sequence[str] = ()) -> PretrainConfig:
     """Load, override and validate a pretraining config. Raises UserError on any mistake."""
-    return load_toml(path, overrides, pretrain_config_from_dict)
+    return load_toml(path, overrides, pretrain_config_from_dict, "examples/pretrain.toml")
 
 
 def pretrain_config_from_dict(data: dict, loc: Locator | None = None) -> PretrainConfig:
