@@ -247,3 +247,29 @@ def test_an_output_path_that_cannot_work_is_refused_before_any_work(
     rc, _, err = cli_in_process("pretrain", str(path), "--no-progress")
     assert rc == 2 and f"{path}:2: output = " in err and says in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_sigterm_while_labelling_keeps_the_shards_and_says_how_to_continue(tmp_path):
+    """SIGTERM mid-labelling: exit 143, one line saying the shards are kept and the command to
+    continue, then 'chessrl: interrupted'; the rerun would start from the kept shards."""
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "p.toml"
+    path.write_text(CONFIG.format(out=tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chessrl", "pretrain", str(path), "--no-progress"]
+        + ["--set", "data.positions=30000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout.readline().startswith("labelled shard 1/")  # labelling is under way
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out
+    lines = [line for line in out.splitlines() if not line.startswith("labelled shard")]
+    assert lines[-1] == "chessrl: interrupted", out
+    assert "the labelled shards in" in lines[-2] and f"chessrl pretrain {path}" in lines[-2]
+    assert list((tmp_path / "cache").glob("labels-*/shard_00000.npz"))

@@ -17,6 +17,7 @@ config. No global random generator is seeded or drawn from.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any, Callable
 
@@ -96,5 +97,13 @@ def cmd_pretrain(args) -> int:
     cfg = load_pretrain_config(args.config, args.overrides)
     if args.no_progress:
         cfg.train.progress = False
-    pretrain(cfg)
+    try:
+        pretrain(cfg)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the labelled shards stay in the cache
+        print(
+            f"chessrl pretrain: interrupted; the labelled shards in {cfg.cache_dir} are kept, "
+            f"so the same command continues from them: chessrl pretrain {args.config}",
+            file=sys.stderr,
+        )
+        raise
     return 0
