@@ -99,11 +99,11 @@ def cmd_pretrain(args) -> int:
         cfg.train.progress = False
     try:
         pretrain(cfg)
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the labelled shards stay in the cache
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the labelled shards stay in the cache
         print(
-            f"chessrl pretrain: interrupted; the labelled shards in {cfg.cache_dir} are kept, "
-            f"so the same command continues from them: chessrl pretrain {args.config}",
+            f"chessrl: interrupted; the labelled shards in {cfg.cache_dir} are kept, so the "
+            f"same command continues from them: chessrl pretrain {args.config}",
             file=sys.stderr,
         )
-        raise
+        return getattr(exc, "exit_code", 130)
     return 0
