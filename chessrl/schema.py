@@ -79,20 +79,14 @@ class Locator:
 
     def where(self, key: str) -> str:
         parts = key.split(".")
-        for i in range(len(parts), 0, -1):  # the key itself, then the tables above it
-            item = self.overrides.get(".".join(parts[:i]))
-            if item is not None:
-                return f"--set {item}: "
-        for over, item in self.overrides.items():  # a table only --set made: its first item
-            if over.startswith(key + "."):
-                if key not in self.lines:
-                    return f"--set {item}: "
-                break
-        no = self.lines.get(key)
-        for i in range(len(parts) - 1, 0, -1):  # in an inline table: the line of the table
-            if no is not None:
-                break
-            no = self.lines.get(".".join(parts[:i]))
+        scopes = [".".join(parts[:i]) for i in range(len(parts), 0, -1)]  # key, tables above
+        item = next((self.overrides[s] for s in scopes if s in self.overrides), None)
+        if item is None and key not in self.lines:  # a table only --set made: its first item
+            item = next((i for o, i in self.overrides.items() if o.startswith(key + ".")), None)
+        if item is not None:
+            return f"--set {item}: "
+        # the key's line; in an inline table, the line of the table
+        no = next((self.lines[s] for s in scopes if s in self.lines), None)
         return f"{self.path}: " if no is None else f"{self.path}:{no}: "
 
     def where_section(self, prefix: str) -> str:
