@@ -19,7 +19,7 @@ from chessrl.errors import (
     PluginError,
     RunFailure,
     UserError,
-    memory_hint,
+    first_line,
     out_of_memory,
 )
 
@@ -381,7 +381,7 @@ def _main(argv: list[str] | None) -> int:
         if not out_of_memory(exc):
             raise
         print(
-            f"chessrl: error: out of memory ({memory_hint(exc)}); lower rollout.roots, "
+            f"chessrl: error: out of memory ({first_line(exc, 120)}); lower rollout.roots, "
             "rollout.group_size, trainer.eval_games or the policy sizes, or use a machine "
             "with more memory",
             file=sys.stderr,

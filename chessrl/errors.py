@@ -71,7 +71,8 @@ def out_of_memory(exc: BaseException) -> bool:
     )
 
 
-def memory_hint(exc: BaseException) -> str:
-    """The first line of an out-of-memory error, shortened."""
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of ``exc``'s message (its type's name for an empty one), shortened to
+    ``limit`` characters with "..." if given: what a one-line error quotes of an exception."""
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return first if len(first) <= 120 else first[:117] + "..."
+    return first if limit is None or len(first) <= limit else first[: limit - 3] + "..."

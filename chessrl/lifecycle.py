@@ -14,7 +14,7 @@ from typing import IO, Any, Callable
 
 from chessrl import distributed, rundir
 from chessrl.config import Config
-from chessrl.errors import EngineFailure, Interrupted, RunFailure
+from chessrl.errors import EngineFailure, Interrupted, RunFailure, first_line
 from chessrl.metrics import MetricsLogger
 
 # an OSError with one of these is the disk's fault, not the program's: the run stops with
@@ -97,9 +97,9 @@ def as_run_failure(exc: BaseException, run_dir: Path, last_saved: int) -> RunFai
     if isinstance(exc, EngineFailure):
         return RunFailure(f"the game's engine failed: {exc}; {resume} once the engine works")
     if distributed.peer_lost(exc):
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         return RunFailure(
-            f"another process of the run stopped ({first}); {resume} with the same torchrun command"
+            f"another process of the run stopped ({first_line(exc, 160)}); {resume} with the "
+            "same torchrun command"
         )
     if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
         return RunFailure(

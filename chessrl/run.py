@@ -18,7 +18,7 @@ import torch
 from chessrl import checkpoint, distributed, pluginmanager
 from chessrl.config import Config, config_to_dict
 from chessrl.env import BoardGameEnv
-from chessrl.errors import RunFailure, UserError, memory_hint, out_of_memory
+from chessrl.errors import RunFailure, UserError, first_line, out_of_memory
 from chessrl.game import Game
 from chessrl.loss import GroupPolicyLoss
 from chessrl.policy import build_policy, log_probs
@@ -158,7 +158,7 @@ def build_run(
         game.close()
         if out_of_memory(exc):
             raise UserError(
-                f"the configured run does not fit in memory ({memory_hint(exc)}): lower "
+                f"the configured run does not fit in memory ({first_line(exc, 120)}): lower "
                 f"rollout.roots x rollout.group_size (now {cfg.rollout.roots} x "
                 f"{cfg.rollout.group_size}) or the policy sizes (policy.d_model "
                 f"{cfg.policy.d_model}, policy.d_ff {cfg.policy.d_ff}, policy.n_layers "
@@ -253,9 +253,8 @@ def load_state(run: Run, state: dict[str, Any], path: Path | str = "checkpoint")
         run.coefs.load_state_dict(state["coefficients"])
         run.plugins.load_state_dict(state["plugins"])
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
-            f"{path}: does not fit this run's model, optimiser or plugins ({first}); "
+            f"{path}: does not fit this run's model, optimiser or plugins ({first_line(exc)}); "
             "resume with the config the run was started with"
         ) from None
     run.skipped_steps, run.last_sync = state["skipped_steps"], state["last_sync"]
