@@ -122,13 +122,13 @@ def holds_a_run(run_dir: Path) -> bool:
     )
 
 
-def write_text(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically (a temp file, then a rename): a full disk
-    leaves the old file and no temp file, never a half-written one."""
+def write_text(path: Path, text: str | bytes) -> None:
+    """Replace ``path`` with ``text`` (or bytes) atomically (a temp file, then a rename): a
+    full disk leaves the old file and no temp file, never a half-written one."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as fh:
             fh.write(text)
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the config from the rest of a team
         os.replace(tmp, path)

@@ -8,8 +8,8 @@ with their rolling mean on top; step axes have integer ticks.
 
 from __future__ import annotations
 
+import io
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,16 +48,14 @@ def figure(title: str, ylabel: str):
 
 
 def save(fig, out: Path, name: str) -> Path:
-    """Save ``fig`` as ``out/name`` through a temp file and a rename: a full disk leaves the
-    previous plot (or none), never a half-written one."""
+    """Save ``fig`` as ``out/name`` with the run directory's atomic writer: a full disk leaves
+    the previous plot (or none), never a half-written one."""
+    from chessrl.rundir import write_text  # imports torch: only when writing
+
     path = out / name
-    tmp = path.with_name(f".{name}.tmp")
-    try:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    image = io.BytesIO()
+    fig.savefig(image, format=path.suffix.lstrip(".") or "png")
+    write_text(path, image.getvalue())
     return path
 
 

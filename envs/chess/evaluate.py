@@ -13,8 +13,8 @@ never scored as a draw.
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +36,7 @@ from chessrl.evaluate import HEADER, format_row, initial_checkpoint
 from chessrl.match import MatchError, MatchResult, play_match
 from chessrl.player import build_policy, game_name, label
 from chessrl.policy import Policy
+from chessrl.rundir import write_text
 from chessrl.schema import build
 
 SKILL_MAX_DEPTH = 12  # depth cap of Skill Level / UCI_Elo opponents (see Opponent)
@@ -238,11 +239,9 @@ def evaluate(
         retries=opts.engine_retries,
         timeout=opts.engine_timeout,
     )
-    # the games go to a temp file, renamed over ``pgn`` only when every game was played: an
-    # interrupted or failed evaluation leaves the previous file as it was
-    tmp = Path(pgn).with_name(f".{Path(pgn).name}.tmp") if pgn else None
-    fh = open(tmp, "w") if tmp is not None else None
-    done = False
+    # the games are kept in memory and written (atomically) only when every game was played:
+    # an interrupted or failed evaluation leaves the previous file as it was
+    fh = io.StringIO() if pgn else None
     try:
         openings = balanced_openings((games + 1) // 2, opening_plies, seed, pool, balance)
         starts = [ChessState(b) for b in openings]
@@ -305,15 +304,10 @@ def evaluate(
             out.rows[name] = res
             if log is not None:
                 log(format_row(name, res))
-        done = True
+        if fh is not None and pgn:
+            write_text(Path(pgn), fh.getvalue())
         return out
     finally:
-        if fh is not None and tmp is not None:
-            fh.close()
-            if done:
-                os.replace(tmp, pgn)
-            else:
-                tmp.unlink(missing_ok=True)
         pool.close()
         game.close()
 
