@@ -204,12 +204,7 @@ def evaluate(
     random mover) against ``opponent`` under the same protocol: the same openings, seeds and
     adjudication. ``pgn``: a file every game is appended to, the players named by ``names``
     (row name -> e.g. the checkpoint's run and step; default the row name)."""
-    if games < 1:
-        raise UserError(f"--games {games}: play at least one game")
-    if not 0 <= opening_plies <= 200:
-        raise UserError(f"--opening-plies {opening_plies}: expected 0..200")
-    if not 0.0 < balance <= 1.0 or not 0.0 < adjudicate <= 1.0:
-        raise UserError(f"--balance {balance} and --adjudicate {adjudicate} are values in (0, 1]")
+    check_protocol(games, opening_plies, balance, adjudicate, max_plies)
     opts = build(
         ChessOptions,
         {
@@ -465,15 +460,24 @@ def paired_text(paired: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _check_flags(args: argparse.Namespace) -> None:
-    """One line for a bad value of chess's own eval flags, named by the flag."""
-    if not 0 <= args.opening_plies <= 200:
-        raise UserError(f"--opening-plies {args.opening_plies}: expected 0..200")
-    for flag, value in (("--balance", args.balance), ("--adjudicate", args.adjudicate)):
+def check_protocol(
+    games: int, opening_plies: int, balance: float, adjudicate: float, max_plies: int
+) -> None:
+    """One line, named by the eval flag, for a match protocol that cannot be played."""
+    if games < 1:
+        raise UserError(f"--games {games}: play at least one game")
+    if not 0 <= opening_plies <= 200:
+        raise UserError(f"--opening-plies {opening_plies}: expected 0..200")
+    for flag, value in (("--balance", balance), ("--adjudicate", adjudicate)):
         if not 0.0 < value <= 1.0:
             raise UserError(f"{flag} {value}: expected a value in (0, 1]")
-    if args.max_plies < 1:
-        raise UserError(f"--max-plies {args.max_plies}: expected at least 1")
+    if max_plies < 1:
+        raise UserError(f"--max-plies {max_plies}: expected at least 1")
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Chess's own eval flags, checked before the header is printed."""
+    check_protocol(args.games, args.opening_plies, args.balance, args.adjudicate, args.max_plies)
     if args.engines is not None and not 1 <= args.engines <= 64:
         raise UserError(f"--engines {args.engines}: expected 1..64")
 
