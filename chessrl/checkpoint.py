@@ -33,9 +33,7 @@ def plain(obj: Any) -> Any:
         return obj
     if isinstance(obj, (torch.Tensor, torch.Size)):
         return obj
-    # subclasses (an IntEnum, a str enum): their plain value
-    if isinstance(obj, bool):
-        return bool(obj)
+    # subclasses (an IntEnum, a str enum): their plain value (bool has none)
     if isinstance(obj, int):
         return int(obj)
     if isinstance(obj, float):

@@ -193,7 +193,7 @@ def _gym_class():
                     },
                 )
             mover = int(self._last.to_play[0])
-            self.state = self.game.play([self.state], np.array([int(action)]))[0]
+            self.state = self.game.play([self.state], np.array([a]))[0]
             self.ply += 1
             obs = self._obs()
             after = float(self.game.values([self.state])[0])

@@ -487,8 +487,8 @@ class Regularisers:
         self, out: TensorDict, batch: TensorDict, taken: Sequence[str] = ("objective",)
     ) -> list[LossTerm]:
         """Every plugin's terms this epoch, checked: LossTerm objects with new names."""
-        names, terms = set(taken), []
-        owners: dict[str, str] = {}
+        terms: list[LossTerm] = []
+        owners = {name: "the loss module" for name in taken}  # the names taken, and by whom
         for plugin, res in self.hook("chessrl_loss_terms", out=out, batch=batch, coefs=self.coefs):
             for term in res if isinstance(res, (list, tuple)) else [res]:
                 if not isinstance(term, LossTerm):
@@ -500,17 +500,15 @@ class Regularisers:
                 why = _bad_term(term, out)
                 if why:
                     raise PluginError(plugin, "chessrl_loss_terms", TypeError(why))
-                if term.name in names:
-                    owner = owners.get(term.name, "the loss module")
+                if term.name in owners:
                     raise PluginError(
                         plugin,
                         "chessrl_loss_terms",
                         ValueError(
-                            f"loss term '{term.name}' already exists (from {owner}); "
+                            f"loss term '{term.name}' already exists (from {owners[term.name]}); "
                             "give the term another name"
                         ),
                     )
-                names.add(term.name)
                 owners[term.name] = f"plugin {plugin}"
                 terms.append(term)
         return terms
