@@ -245,8 +245,13 @@ class _Loop:
             try:
                 state = checkpoint.load(self.start_from)
             except UserError as exc:  # say how to resume from the checkpoint before it
+                if self.start_from.name == "initial.pt":  # there is none before it
+                    raise
+                step = checkpoint.step_of(self.start_from)
                 older = [
-                    c for c in checkpoint.list_checkpoints(self.ckpt_dir) if c != self.start_from
+                    c
+                    for c in checkpoint.list_checkpoints(self.ckpt_dir)
+                    if checkpoint.step_of(c) < step
                 ]
                 before = older[-1].name if older else "initial.pt"
                 raise UserError(
