@@ -108,9 +108,7 @@ class UciEngine:
                 if kind == "eof" or not self.handle(item):
                     # input ended before any command needed the checkpoint: a checkpoint that
                     # failed to load is still the user's to hear about (one line, exit 2)
-                    self.loaded.wait(timeout=60)
-                    if self.error is not None:
-                        raise self.error
+                    self._ready()
                     return 0
         finally:
             # a quit before the checkpoint finished loading: let the loader leave torch first
